@@ -1,0 +1,128 @@
+//! Content digests as distribution (go-digest) accepts them: `algorithm ":" encoded`.
+//!
+//! The order of checks follows go-digest's `Digest.Validate`, so a registry sees the
+//! same error for the same bad digest whether it talks to distribution or to us.
+
+use crate::InputError;
+
+/// Longest digest accepted, in bytes. Longer input is a format error.
+pub const MAX_LEN: usize = 1024;
+
+/// A digest that passed [`parse`]; it borrows the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Digest<'a> {
+    bytes: &'a [u8],
+    colon: usize,
+}
+
+impl<'a> Digest<'a> {
+    /// The whole digest, `sha256:…`.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// The algorithm part, `sha256`.
+    pub fn algorithm(&self) -> &'a [u8] {
+        &self.bytes[..self.colon]
+    }
+}
+
+/// The algorithms distribution can verify, with the hex length of their encoded part.
+fn hex_len(algorithm: &[u8]) -> Option<usize> {
+    match algorithm {
+        b"sha256" => Some(64),
+        b"sha384" => Some(96),
+        b"sha512" => Some(128),
+        _ => None,
+    }
+}
+
+/// Validates `bytes` as a digest of a supported algorithm.
+pub fn parse(bytes: &[u8]) -> Result<Digest<'_>, InputError> {
+    if bytes.len() > MAX_LEN {
+        return Err(InputError::DigestFormat);
+    }
+    let colon = match bytes.iter().position(|&b| b == b':') {
+        Some(i) if i + 1 < bytes.len() => i,
+        _ => return Err(InputError::DigestFormat),
+    };
+    let (algorithm, encoded) = (&bytes[..colon], &bytes[colon + 1..]);
+    let Some(expected) = hex_len(algorithm) else {
+        // go-digest: an unknown algorithm is "unsupported" only if the digest is
+        // otherwise well formed.
+        return Err(if is_algorithm(algorithm) && is_encoded(encoded) {
+            InputError::DigestUnsupported
+        } else {
+            InputError::DigestFormat
+        });
+    };
+    if encoded.len() != expected {
+        return Err(InputError::DigestLength);
+    }
+    if !encoded.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(InputError::DigestFormat);
+    }
+    Ok(Digest { bytes, colon })
+}
+
+/// `[a-z0-9]+([+._-][a-z0-9]+)*`
+fn is_algorithm(s: &[u8]) -> bool {
+    let is_component = |c: &[u8]| !c.is_empty() && c.iter().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9'));
+    s.split(|b| matches!(b, b'+' | b'.' | b'_' | b'-')).all(is_component)
+}
+
+/// `[a-zA-Z0-9=_-]+`
+fn is_encoded(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use InputError::*;
+
+    const HEX64: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    #[test]
+    fn table() {
+        let sha384 = format!("sha384:{}", "a".repeat(96));
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        let long = format!("sha256:{}", "a".repeat(MAX_LEN));
+        let cases: Vec<(usize, String, Result<(), InputError>)> = vec![
+            (1, format!("sha256:{HEX64}"), Ok(())),
+            (2, sha384, Ok(())),
+            (3, sha512, Ok(())),
+            (4, String::new(), Err(DigestFormat)),
+            (5, HEX64.to_string(), Err(DigestFormat)),
+            (6, "sha256:".to_string(), Err(DigestFormat)),
+            (7, format!(":{HEX64}"), Err(DigestFormat)),
+            (8, "sha256:abc".to_string(), Err(DigestLength)),
+            (9, format!("sha256:{}", HEX64.to_uppercase()), Err(DigestFormat)),
+            (10, format!("sha256:{}g", &HEX64[1..]), Err(DigestFormat)),
+            (11, format!("md5:{}", "a".repeat(32)), Err(DigestUnsupported)),
+            (12, "foo+bar.baz:Zm9v=".to_string(), Err(DigestUnsupported)),
+            (13, "Sha256:abc".to_string(), Err(DigestFormat)),
+            (14, "md5:a b".to_string(), Err(DigestFormat)),
+            (15, "sha256+:abc".to_string(), Err(DigestFormat)),
+            (16, long, Err(DigestFormat)),
+            (17, format!("sha256:{HEX64}\0"), Err(DigestLength)),
+        ];
+        for (n, input, want) in cases {
+            assert_eq!(parse(input.as_bytes()).map(|_| ()), want, "case {n}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn parts() {
+        let s = format!("sha256:{HEX64}");
+        let d = parse(s.as_bytes()).unwrap();
+        assert_eq!(d.algorithm(), b"sha256");
+        assert_eq!(d.as_bytes(), s.as_bytes());
+    }
+
+    #[test]
+    fn non_utf8_is_format_error() {
+        assert_eq!(parse(b"sha256:\xff\xfe"), Err(DigestLength));
+        assert_eq!(parse(b"\xff:abc"), Err(DigestFormat));
+    }
+}

@@ -1,0 +1,106 @@
+//! Key names of the `distribution` scheme (DESIGN.md section 1), one helper per key,
+//! as in distribution's `registry/storage/cache/redis/redis.go`.
+//!
+//! Names are built on the stack: the inputs are validated [`Repo`] and [`Digest`]
+//! values whose lengths are bounded, so a name always fits in [`MAX_KEY`] bytes and the
+//! hot path allocates nothing.
+
+use crate::digest::{self, Digest};
+use crate::repo;
+use crate::InputError;
+
+/// A repository name that passed [`repo::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repo<'a>(&'a [u8]);
+
+impl<'a> Repo<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, InputError> {
+        repo::parse(bytes).map(Repo)
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
+/// The longest key name: `repository::<repo>::blobs::<digest>`.
+pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".len() + digest::MAX_LEN;
+
+/// A key name held on the stack.
+pub struct KeyName {
+    buf: [u8; MAX_KEY],
+    len: usize,
+}
+
+impl KeyName {
+    fn of(parts: &[&[u8]]) -> Self {
+        let mut key = KeyName { buf: [0; MAX_KEY], len: 0 };
+        for part in parts {
+            // Validated inputs always fit; `get_mut` keeps this panic-free regardless.
+            if let Some(dst) = key.buf.get_mut(key.len..key.len + part.len()) {
+                dst.copy_from_slice(part);
+                key.len += part.len();
+            }
+        }
+        key
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
+/// `repository::<repo>::blobs`: SET of the digests `repo` holds (membership).
+pub fn repository_blob_set(repo: Repo) -> KeyName {
+    KeyName::of(&[b"repository::", repo.as_bytes(), b"::blobs"])
+}
+
+/// `blobs::<digest>`: HASH of the blob's meta (`path`, `length`) and descriptor
+/// (`digest`, `size`, `mediatype`).
+pub fn blob_hash(digest: Digest) -> KeyName {
+    KeyName::of(&[b"blobs::", digest.as_bytes()])
+}
+
+/// `repository::<repo>::blobs::<digest>`: HASH with the repository's `mediatype`.
+pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
+    KeyName::of(&[b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
+}
+
+/// `blobs::<digest>::repos`: SET of the repositories holding `digest` (layercache's
+/// reverse index; distribution does not know it).
+pub fn digest_repos(digest: Digest) -> KeyName {
+    KeyName::of(&[b"blobs::", digest.as_bytes(), b"::repos"])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let digest = digest::parse(d.as_bytes()).unwrap();
+        let repo = Repo::parse(b"library/ubuntu").unwrap();
+        assert_eq!(repository_blob_set(repo).as_bytes(), b"repository::library/ubuntu::blobs");
+        assert_eq!(blob_hash(digest).as_bytes(), format!("blobs::{d}").as_bytes());
+        assert_eq!(
+            repository_blob_hash(repo, digest).as_bytes(),
+            format!("repository::library/ubuntu::blobs::{d}").as_bytes()
+        );
+        assert_eq!(digest_repos(digest).as_bytes(), format!("blobs::{d}::repos").as_bytes());
+    }
+
+    #[test]
+    fn longest_inputs_fit() {
+        let d = format!("sha512:{}", "0".repeat(128));
+        let r = format!("a/{}", "b".repeat(repo::MAX_LEN - 2));
+        let (digest, repo) = (digest::parse(d.as_bytes()).unwrap(), Repo::parse(r.as_bytes()).unwrap());
+        assert_eq!(repository_blob_hash(repo, digest).as_bytes().len(), 12 + r.len() + 9 + d.len());
+    }
+}
