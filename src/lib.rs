@@ -1,1 +1,204 @@
+//! layercache: a Redis module that serves a container registry's layer and
+//! blob-descriptor cache as atomic `LAYERCACHE.*` commands over the keys CNCF
+//! distribution writes (see DESIGN.md).
+//!
+//! Map of the crate:
+//! - `commands`: the command handlers (what each command does);
+//! - `command_info`: the static command table (flags, arity, docs);
+//! - `api`: the thin, only `unsafe` layer over the Redis module C API;
+//! - `error`: failures and their replies; `config`: `layercache.*` settings;
+//! - `info`: `INFO layercache` counters;
+//! - this file: loading, registration and the dispatch every command goes through.
+//!
+//! Validation and key naming live in the `layercache-core` crate, without Redis.
 
+use std::ffi::c_int;
+use std::panic::{self, AssertUnwindSafe};
+
+use redis_module::alloc::RedisAlloc;
+use redis_module::raw;
+
+mod api;
+mod command_info;
+mod commands;
+mod config;
+mod error;
+mod info;
+
+use api::{Args, Ctx, RedisModuleCtx, RedisModuleString};
+use command_info::{ArgKind, Command, COMMANDS, COUNT};
+use error::Error;
+
+/// Rust allocations are Redis allocations, so `used_memory` and `maxmemory` see them.
+#[global_allocator]
+static ALLOCATOR: RedisAlloc = RedisAlloc;
+
+const OK: c_int = raw::REDISMODULE_OK as c_int;
+const ERR: c_int = raw::REDISMODULE_ERR as c_int;
+
+/// Runs command `I` of [`COMMANDS`]: arity, then the handler, then counters. A panic
+/// (a bug; never client input) is logged and answered with an error instead of
+/// unwinding into Redis.
+extern "C" fn dispatch<const I: usize>(
+    ctx: *mut RedisModuleCtx,
+    argv: *mut *mut RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let (command, stats) = (&COMMANDS[I], &info::STATS[I]);
+    // SAFETY: Redis passes this command's live context and arguments.
+    let (ctx, args) = unsafe { (Ctx::new(ctx), Args::new(argv, argc)) };
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        if !arity_ok(command.arity, args.len()) {
+            return Err(Error::WrongArity);
+        }
+        (command.handler)(&ctx, &args)
+    }))
+    .unwrap_or_else(|_| Err(Error::Redis("ERR layercache internal error, see the server log".into())));
+    stats.record(&result);
+    if let Err(e) = result {
+        e.reply(&ctx);
+    }
+    OK
+}
+
+fn arity_ok(arity: i32, argc: usize) -> bool {
+    let want = arity.unsigned_abs() as usize;
+    if arity < 0 {
+        argc >= want
+    } else {
+        argc == want
+    }
+}
+
+/// One callback per table entry, as `CreateCommand` takes no user data.
+macro_rules! callbacks {
+    ($($i:literal)*) => { [$(dispatch::<$i> as CommandFn),*] };
+}
+type CommandFn = extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
+static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5);
+
+/// Called by Redis on `loadmodule` / `MODULE LOAD`.
+///
+/// # Safety
+/// Redis calls it once per load with a valid context and arguments.
+#[no_mangle]
+pub unsafe extern "C" fn RedisModule_OnLoad(
+    ctx: *mut RedisModuleCtx,
+    argv: *mut *mut RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    // Nothing may allocate before this: the allocator is Redis's.
+    if raw::Export_RedisModule_Init(ctx, c"layercache".as_ptr(), 1, raw::REDISMODULE_APIVER_1 as c_int) == ERR {
+        return ERR;
+    }
+    match load(ctx, &Args::new(argv, argc)) {
+        Ok(()) => OK,
+        Err(reason) => {
+            api::log(ctx, c"warning", &format!("layercache: not loaded: {reason}"));
+            ERR
+        }
+    }
+}
+
+unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
+    // Redis 7.0 brought command info, ACL key checks and module configs; older
+    // servers lack them, so refuse cleanly rather than fail at the first command.
+    let (set_info, check_key) = (raw::RedisModule_SetCommandInfo, raw::RedisModule_ACLCheckKeyPermissions);
+    if set_info.is_none() || check_key.is_none() {
+        return Err("layercache needs Redis 7.0 or newer".into());
+    }
+    if raw::RedisModule_GetContextFlags.unwrap()(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0 {
+        return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \
+                    run layercache on a server without cluster-enabled"
+            .into());
+    }
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        api::log(std::ptr::null_mut(), c"warning", &format!("layercache: panic: {info}"));
+        let _ = &previous;
+    }));
+
+    let load_args: Vec<&[u8]> = (0..args.len()).map(|i| args.bytes(i)).collect();
+    config::load(ctx, &load_args)?;
+    for (command, callback) in COMMANDS.iter().zip(CALLBACKS) {
+        register(ctx, command, callback)?;
+    }
+    raw::RedisModule_RegisterInfoFunc.unwrap()(ctx, Some(info::info));
+    Ok(())
+}
+
+unsafe fn register(ctx: *mut RedisModuleCtx, command: &Command, callback: CommandFn) -> Result<(), String> {
+    let name = command.name;
+    let failed = |what: &str| format!("cannot {what} {}", name.to_string_lossy());
+    if raw::RedisModule_CreateCommand.unwrap()(ctx, name.as_ptr(), Some(callback), command.flags.as_ptr(), 0, 0, 0)
+        == ERR
+    {
+        return Err(failed("create"));
+    }
+    let handle = raw::RedisModule_GetCommand.unwrap()(ctx, name.as_ptr());
+    if handle.is_null() {
+        return Err(failed("find"));
+    }
+    if raw::RedisModule_SetCommandInfo.unwrap()(handle, &command_info(command).info) == ERR {
+        return Err(failed("set command info of"));
+    }
+    // ACL categories exist from Redis 7.2; on 7.0 the commands simply have none.
+    if let Some(set_categories) = raw::RedisModule_SetCommandACLCategories {
+        if set_categories(handle, command.acl.as_ptr()) == ERR {
+            return Err(failed("set ACL categories of"));
+        }
+    }
+    Ok(())
+}
+
+/// `RedisModuleCommandInfo` for one table entry; Redis copies it, so it only needs
+/// to live through `SetCommandInfo`.
+struct RawInfo {
+    info: raw::RedisModuleCommandInfo,
+    _args: Vec<raw::RedisModuleCommandArg>,
+}
+
+static INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
+    version: 1,
+    sizeof_historyentry: std::mem::size_of::<raw::RedisModuleCommandHistoryEntry>(),
+    sizeof_keyspec: std::mem::size_of::<raw::RedisModuleCommandKeySpec>(),
+    sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
+};
+
+fn command_info(command: &Command) -> RawInfo {
+    let null = std::ptr::null();
+    let mut args: Vec<raw::RedisModuleCommandArg> = command
+        .args
+        .iter()
+        .map(|arg| raw::RedisModuleCommandArg {
+            name: arg.name.as_ptr(),
+            type_: match arg.kind {
+                ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+            },
+            key_spec_index: -1,
+            token: null,
+            summary: null,
+            since: null,
+            flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 },
+            deprecated_since: null,
+            subargs: std::ptr::null_mut(),
+            display_text: null,
+        })
+        .collect();
+    // The array ends with a zeroed entry.
+    // SAFETY: all-zero is a valid RedisModuleCommandArg (null pointers, zero ints).
+    args.push(unsafe { std::mem::zeroed() });
+    let info = raw::RedisModuleCommandInfo {
+        version: &INFO_VERSION,
+        summary: command.summary.as_ptr(),
+        complexity: command.complexity.as_ptr(),
+        since: command.since.as_ptr(),
+        history: std::ptr::null_mut(),
+        tips: null,
+        arity: command.arity,
+        key_specs: std::ptr::null_mut(),
+        args: args.as_mut_ptr(),
+    };
+    RawInfo { info, _args: args }
+}

@@ -1,0 +1,122 @@
+//! Command metadata in one static table: name, handler, flags, arity, and the docs
+//! that `COMMAND DOCS` and redis-cli hints show. Registration reads this table only.
+
+use std::ffi::CStr;
+
+use crate::commands::{self, Handler};
+
+/// One argument as `COMMAND DOCS` lists it.
+pub struct Arg {
+    pub name: &'static CStr,
+    pub kind: ArgKind,
+    pub multiple: bool,
+}
+
+#[derive(Clone, Copy)]
+pub enum ArgKind {
+    String,
+    Integer,
+}
+
+const fn string(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::String, multiple: false }
+}
+
+const fn integer(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::Integer, multiple: false }
+}
+
+const fn strings(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::String, multiple: true }
+}
+
+pub struct Command {
+    pub name: &'static CStr,
+    pub handler: Handler,
+    /// `CreateCommand` flags (DESIGN.md section 2).
+    pub flags: &'static CStr,
+    /// ACL categories, set on servers that support them (Redis 7.2+).
+    pub acl: &'static CStr,
+    /// Redis convention: `n` exactly, `-n` at least.
+    pub arity: i32,
+    pub summary: &'static CStr,
+    pub complexity: &'static CStr,
+    pub since: &'static CStr,
+    pub args: &'static [Arg],
+}
+
+const READ: &CStr = c"readonly fast";
+const WRITE: &CStr = c"write deny-oom fast";
+const ACL_READ: &CStr = c"read fast";
+const ACL_WRITE: &CStr = c"write fast";
+
+pub const COUNT: usize = 6;
+
+pub static COMMANDS: [Command; COUNT] = [
+    Command {
+        name: c"layercache.add",
+        handler: commands::add,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 3,
+        summary: c"Records that a repository holds a blob. Returns 1 if newly added, 0 if already present.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest")],
+    },
+    Command {
+        name: c"layercache.contains",
+        handler: commands::contains,
+        flags: READ,
+        acl: ACL_READ,
+        arity: 3,
+        summary: c"Returns 1 if the repository holds the blob, 0 otherwise.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest")],
+    },
+    Command {
+        name: c"layercache.mcontains",
+        handler: commands::mcontains,
+        flags: c"readonly",
+        acl: c"read",
+        arity: -3,
+        summary: c"Returns 1 or 0 for each digest: whether the repository holds it, in argument order.",
+        complexity: c"O(N) where N is the number of digests",
+        since: c"0.1.0",
+        args: &[string(c"repo"), strings(c"digest")],
+    },
+    Command {
+        name: c"layercache.setmeta",
+        handler: commands::setmeta,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 4,
+        summary: c"Stores a blob's storage path and length.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"digest"), string(c"path"), integer(c"length")],
+    },
+    Command {
+        name: c"layercache.meta",
+        handler: commands::meta,
+        flags: READ,
+        acl: ACL_READ,
+        arity: 2,
+        summary: c"Returns a blob's [path, length], or null when either is missing.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"digest")],
+    },
+    Command {
+        name: c"layercache.lookup",
+        handler: commands::lookup,
+        flags: READ,
+        acl: ACL_READ,
+        arity: 3,
+        summary: c"Returns a blob's [path, length] when the repository holds it and its meta is present, else null.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest")],
+    },
+];
