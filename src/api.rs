@@ -67,7 +67,7 @@ impl Ctx {
             }
             let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
             raw::RedisModule_FreeString.unwrap()(self.0, name);
-            (!user.is_null()).then_some(User(user))
+            (!user.is_null()).then(|| User(user))
         }
     }
 
@@ -107,7 +107,7 @@ impl Ctx {
                         &mut value as *mut *mut RedisModuleString,
                         ptr::null_mut::<c_char>(),
                     );
-                    (!value.is_null()).then_some(RString { ctx: self, ptr: value })
+                    (!value.is_null()).then(|| RString { ctx: self, ptr: value })
                 }))),
                 _ => Err(Error::WrongType),
             };

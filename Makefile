@@ -1,0 +1,32 @@
+# One way to build, run, test and benchmark layercache. Every target installs its own
+# prerequisites (scripts/deps.sh) when they are missing.
+
+PORT ?= 6379
+CARGO ?= cargo
+# The server binary the integration tests start (any Redis 7.0+ build).
+REDIS_SERVER ?= redis-server
+
+.PHONY: all deps build release run test clean
+
+all: release
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build
+
+release: deps
+	$(CARGO) build --release
+
+# The module in a real redis-server, in the foreground, with the repository's redis.conf.
+run: release
+	redis-server redis.conf --port $(PORT)
+
+# Unit tests of the pure crate, then integration tests against real redis-servers.
+test: build
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
+	@echo "make test: all tests passed"
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what building and testing layercache needs, when it is missing:
+# redis-server and redis-cli (the server the tests run), libclang and a C compiler
+# (bindgen in the redis-module crate). Debian/Ubuntu apt; Rust itself via rustup.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v cc >/dev/null || missing+=(build-essential)
+ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+for extra in "$@"; do
+  command -v "${extra%%:*}" >/dev/null || missing+=("${extra#*:}")
+done
+
+if ((${#missing[@]})); then
+  echo "deps: installing ${missing[*]}"
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged server; the tests and `make run` start their own.
+  if [[ " ${missing[*]} " == *" redis-server "* ]]; then
+    $sudo service redis-server stop >/dev/null 2>&1 || true
+  fi
+fi
+command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
