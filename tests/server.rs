@@ -1,0 +1,233 @@
+//! The module inside Redis (DESIGN.md section 4): replication and AOF as plain
+//! commands, ACL on the real keys, maxmemory, command docs, cluster refusal, loading
+//! and configuration.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use redis::Value;
+
+/// A burst of every kind of module write, over a few repositories and digests.
+fn write_burst(c: &mut redis::Connection) {
+    for n in 0..200u64 {
+        let (repo, d) = (format!("team-{}/app", n % 7), digest(n));
+        run(c, &["LAYERCACHE.ADD", &repo, &d]).unwrap();
+        if n % 3 == 0 {
+            run(c, &["LAYERCACHE.SETMETA", &d, &format!("/docker/registry/v2/blobs/sha256/{n}/data"), &n.to_string()]).unwrap();
+        }
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_replica_without_the_module_holds_the_primary_data() {
+    let primary = Server::start();
+    let mut p = primary.client();
+    let replica = Server::with(Options {
+        module: false,
+        args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
+        ..Options::default()
+    });
+    let mut r = replica.client();
+    wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+
+    write_burst(&mut p);
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();
+    assert_eq!(acked, 1, "the replica acknowledged the writes");
+    let want = contents(&mut p);
+    assert!(want.len() > 200, "the burst wrote {} keys", want.len());
+    assert_eq!(contents(&mut r), want);
+}
+
+#[test]
+fn an_aof_replayed_without_the_module_holds_the_same_data() {
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
+    let primary = Server::with(Options { args: aof.clone(), ..Options::default() });
+    let mut p = primary.client();
+    write_burst(&mut p);
+    let want = contents(&mut p);
+    let dir = primary.stop();
+
+    let plain = Server::with(Options { module: false, args: aof, dir: Some(dir), ..Options::default() });
+    assert_eq!(contents(&mut plain.client()), want);
+}
+
+#[test]
+fn acl_key_patterns_apply_to_the_real_keys() {
+    let s = Server::start();
+    let mut admin = s.client();
+    run(&mut admin, &["ACL", "SETUSER", "team-a", "on", ">secret", "~repository::team-a/*", "+@all"]).unwrap();
+    run(&mut admin, &["LAYERCACHE.SETMETA", D1, "/p", "1"]).unwrap();
+    let mut c = s.client_as("team-a", "secret");
+
+    assert_eq!(run(&mut c, &["LAYERCACHE.ADD", "team-a/app", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["LAYERCACHE.CONTAINS", "team-a/app", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["LAYERCACHE.MCONTAINS", "team-a/app", D1, D2]).unwrap(), Value::Array(vec![Value::Int(1), Value::Int(0)]));
+
+    let before = snapshot(&mut admin);
+    let denied = "NOPERM this user has no permissions to access the 'repository::team-b/app::blobs' key";
+    for cmd in ["LAYERCACHE.ADD", "LAYERCACHE.CONTAINS", "LAYERCACHE.MCONTAINS", "LAYERCACHE.LOOKUP"] {
+        assert_eq!(error(&mut c, &[cmd.as_bytes(), b"team-b/app", D1.as_bytes()]), denied, "{cmd}");
+    }
+    // The global blob hash is outside the user's pattern too.
+    let blob_denied = format!("NOPERM this user has no permissions to access the 'blobs::{D1}' key");
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.META", D1.as_bytes()]), blob_denied);
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.SETMETA", D1.as_bytes(), b"/q", b"2"]), blob_denied);
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.LOOKUP", b"team-a/app", D1.as_bytes()]), blob_denied);
+    assert!(snapshot(&mut admin) == before, "denied commands wrote nothing");
+}
+
+#[test]
+fn at_maxmemory_writes_get_oom_and_reads_answer() {
+    let s = Server::start();
+    let mut c = s.client();
+    run(&mut c, &["LAYERCACHE.ADD", "team/app", D1]).unwrap();
+    run(&mut c, &["LAYERCACHE.SETMETA", D1, "/p", "1"]).unwrap();
+    run(&mut c, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]).unwrap();
+    run(&mut c, &["CONFIG", "SET", "maxmemory", "1"]).unwrap();
+    let before = snapshot(&mut c);
+
+    let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.ADD", b"team/app", D2.as_bytes()]), oom);
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.SETMETA", D2.as_bytes(), b"/p", b"1"]), oom);
+
+    assert_eq!(run(&mut c, &["LAYERCACHE.CONTAINS", "team/app", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["LAYERCACHE.MCONTAINS", "team/app", D1, D2]).unwrap(), Value::Array(vec![Value::Int(1), Value::Int(0)]));
+    let meta = Value::Array(vec![Value::BulkString(b"/p".to_vec()), Value::Int(1)]);
+    assert_eq!(run(&mut c, &["LAYERCACHE.META", D1]).unwrap(), meta);
+    assert_eq!(run(&mut c, &["LAYERCACHE.LOOKUP", "team/app", D1]).unwrap(), meta);
+    assert!(snapshot(&mut c) == before);
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().flat_map(strings).collect(),
+        Value::SimpleString(s) => vec![s.clone()],
+        Value::BulkString(b) => vec![String::from_utf8_lossy(b).into_owned()],
+        _ => vec![],
+    }
+}
+
+#[test]
+fn command_info_and_docs_describe_every_command() {
+    let s = Server::start();
+    let mut c = s.client();
+    // name, arity, flags that must be there, flag that must not, argument names.
+    let table: &[(&str, i64, &[&str], &str, &[&str])] = &[
+        ("layercache.add", 3, &["write", "denyoom", "fast"], "readonly", &["repo", "digest"]),
+        ("layercache.contains", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
+        ("layercache.mcontains", -3, &["readonly"], "fast", &["repo", "digest"]),
+        ("layercache.setmeta", 4, &["write", "denyoom", "fast"], "readonly", &["digest", "path", "length"]),
+        ("layercache.meta", 2, &["readonly", "fast"], "write", &["digest"]),
+        ("layercache.lookup", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
+    ];
+    for &(name, arity, flags, absent, args) in table {
+        let info = run(&mut c, &["COMMAND", "INFO", name]).unwrap();
+        let Value::Array(entries) = &info else { panic!("{name}: {info:?}") };
+        let Some(Value::Array(entry)) = entries.first() else { panic!("{name} is not registered: {info:?}") };
+        assert_eq!(entry.get(1), Some(&Value::Int(arity)), "{name} arity");
+        let have = strings(&entry[2]);
+        for flag in flags {
+            assert!(have.iter().any(|f| f == flag), "{name} lacks flag {flag}: {have:?}");
+        }
+        assert!(!have.iter().any(|f| f == absent), "{name} has flag {absent}: {have:?}");
+
+        let docs = strings(&run(&mut c, &["COMMAND", "DOCS", name]).unwrap());
+        let after = |key: &str| docs.iter().position(|s| s == key).and_then(|i| docs.get(i + 1)).cloned();
+        assert!(after("summary").is_some_and(|s| s.len() > 20), "{name} summary: {docs:?}");
+        assert!(after("complexity").is_some_and(|s| s.starts_with("O(")), "{name} complexity: {docs:?}");
+        assert!(after("since").is_some(), "{name} since: {docs:?}");
+        let names: Vec<&String> = docs.windows(2).filter(|w| w[0] == "name").map(|w| &w[1]).collect();
+        assert_eq!(names, args.to_vec().iter().collect::<Vec<_>>(), "{name} arguments");
+    }
+}
+
+#[test]
+fn info_section_lists_every_command() {
+    let s = Server::start();
+    let mut c = s.client();
+    let info: String = redis::cmd("INFO").arg("layercache").query(&mut c).unwrap();
+    assert!(info.contains("# layercache"), "{info}");
+    for cmd in ["add", "contains", "mcontains", "setmeta", "meta", "lookup"] {
+        for field in ["calls", "hits", "misses", "rejected"] {
+            assert!(info.contains(&format!("layercache_{cmd}_{field}:0")), "{cmd}_{field} in {info}");
+        }
+    }
+}
+
+#[test]
+fn refuses_to_load_in_cluster_mode_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.conf").to_string_lossy().into_owned();
+    let log = Server::try_with(Options {
+        args: vec!["--cluster-enabled".into(), "yes".into(), "--cluster-config-file".into(), nodes],
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .err()
+    .expect("a cluster-enabled server must not start with the module");
+    assert!(log.contains("layercache: not loaded") && log.contains("Redis Cluster"), "{log}");
+}
+
+/// Redis 7 refuses `MODULE LOAD` unless `enable-module-command` allows it.
+fn module_command() -> Vec<String> {
+    vec!["--enable-module-command".into(), "local".into()]
+}
+
+#[test]
+fn module_load_into_a_running_server() {
+    let s = Server::with(Options { module: false, args: module_command(), ..Options::default() });
+    let mut c = s.client();
+    assert!(error(&mut c, &[b"LAYERCACHE.CONTAINS", b"a/b", D1.as_bytes()]).starts_with("ERR unknown command"));
+    let path = module_path().to_string_lossy().into_owned();
+    assert_eq!(run(&mut c, &["MODULE", "LOAD", &path, "ttl", "30"]).unwrap(), Value::Okay);
+    assert_eq!(run(&mut c, &["LAYERCACHE.ADD", "a/b", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["CONFIG", "GET", "layercache.ttl"]).unwrap(), Value::Array(vec![
+        Value::BulkString(b"layercache.ttl".to_vec()),
+        Value::BulkString(b"30".to_vec()),
+    ]));
+    let modules = strings(&run(&mut c, &["MODULE", "LIST"]).unwrap());
+    assert!(modules.iter().any(|m| m == "layercache"), "{modules:?}");
+}
+
+#[test]
+fn bad_load_arguments_refuse_the_module_with_a_reason() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["ttl", "-1"], "ttl must be 0..315360000 seconds, got '-1'"),
+        (&["ttl", "1e3"], "ttl must be 0..315360000 seconds, got '1e3'"),
+        (&["ttl", "315360001"], "ttl must be 0..315360000 seconds, got '315360001'"),
+        (&["ttl"], "argument 'ttl' needs a value"),
+        (&["colour", "blue"], "unknown argument 'colour'"),
+    ];
+    for (args, reason) in cases {
+        let log = Server::try_with(Options { module_args: args.iter().map(|a| a.to_string()).collect(), ..Options::default() })
+            .err()
+            .unwrap_or_else(|| panic!("loaded with {args:?}"));
+        assert!(log.contains(&format!("layercache: not loaded: {reason}")), "{args:?}: {log}");
+    }
+    // And at run time, into a live server that keeps serving.
+    let s = Server::with(Options { module: false, args: module_command(), ..Options::default() });
+    let mut c = s.client();
+    let path = module_path().to_string_lossy().into_owned();
+    assert!(run(&mut c, &["MODULE", "LOAD", &path, "ttl", "-1"]).is_err());
+    assert!(s.log().contains("layercache: not loaded: ttl must be"));
+    assert_eq!(run(&mut c, &["PING"]).unwrap(), Value::SimpleString("PONG".into()));
+}
