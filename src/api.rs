@@ -141,6 +141,11 @@ impl Ctx {
         unsafe { raw::RedisModule_ReplyWithString.unwrap()(self.0, s.ptr) };
     }
 
+    pub fn reply_bytes(&self, bytes: &[u8]) {
+        // SAFETY: valid ctx; pointer and length describe a live slice, which Redis copies.
+        unsafe { raw::RedisModule_ReplyWithStringBuffer.unwrap()(self.0, bytes.as_ptr().cast(), bytes.len()) };
+    }
+
     /// Forwards a reply of `RedisModule_Call` to the client as it is.
     pub fn reply_call(&self, reply: &Reply) {
         // SAFETY: valid ctx and reply.
@@ -278,6 +283,23 @@ impl Reply {
                 0
             } else {
                 raw::RedisModule_CallReplyInteger.unwrap()(element)
+            }
+        }))
+    }
+
+    /// The elements of an array reply of strings (SMEMBERS), borrowed from the reply.
+    pub fn strings(&self) -> Result<impl Iterator<Item = &[u8]> + '_, Error> {
+        self.check()?;
+        // SAFETY: a live, non-error reply; elements and their bytes are borrowed from it.
+        let len = unsafe { raw::RedisModule_CallReplyLength.unwrap()(self.0) };
+        Ok((0..len).map(move |i| unsafe {
+            let element = raw::RedisModule_CallReplyArrayElement.unwrap()(self.0, i);
+            let mut len = 0;
+            let p = if element.is_null() { ptr::null() } else { raw::RedisModule_CallReplyStringPtr.unwrap()(element, &mut len) };
+            if p.is_null() {
+                &[][..]
+            } else {
+                std::slice::from_raw_parts(p.cast::<u8>(), len)
             }
         }))
     }

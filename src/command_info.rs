@@ -49,8 +49,10 @@ const READ: &CStr = c"readonly fast";
 const WRITE: &CStr = c"write deny-oom fast";
 const ACL_READ: &CStr = c"read fast";
 const ACL_WRITE: &CStr = c"write fast";
+/// Removals free memory, so like DEL, HDEL and SREM they run at maxmemory too.
+const DELETE: &CStr = c"write fast";
 
-pub const COUNT: usize = 6;
+pub const COUNT: usize = 14;
 
 pub static COMMANDS: [Command; COUNT] = [
     Command {
@@ -118,5 +120,93 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+    },
+    Command {
+        name: c"layercache.stat",
+        handler: commands::stat,
+        flags: READ,
+        acl: ACL_READ,
+        arity: 2,
+        summary: c"Returns a blob's descriptor [digest, size, mediatype], or null when its digest or size is missing.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"digest")],
+    },
+    Command {
+        name: c"layercache.setdescriptor",
+        handler: commands::setdescriptor,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 5,
+        summary: c"Stores a blob's descriptor: digest and size overwritten, mediatype only if absent.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"digest"), string(c"desc-digest"), integer(c"size"), string(c"mediatype")],
+    },
+    Command {
+        name: c"layercache.clear",
+        handler: commands::clear,
+        flags: DELETE,
+        acl: ACL_WRITE,
+        arity: 2,
+        summary: c"Removes a blob's descriptor. Returns 1 if there was one, 0 otherwise.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"digest")],
+    },
+    Command {
+        name: c"layercache.repostat",
+        handler: commands::repostat,
+        flags: READ,
+        acl: ACL_READ,
+        arity: 3,
+        summary: c"Returns the blob's descriptor as the repository sees it (its own mediatype), or null unless the repository holds it.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest")],
+    },
+    Command {
+        name: c"layercache.reposetdescriptor",
+        handler: commands::reposetdescriptor,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 6,
+        summary: c"Records that the repository holds the blob, its descriptor and the repository's mediatype, under both digests when they differ by algorithm.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest"), string(c"desc-digest"), integer(c"size"), string(c"mediatype")],
+    },
+    Command {
+        name: c"layercache.repoclear",
+        handler: commands::repoclear,
+        flags: DELETE,
+        acl: ACL_WRITE,
+        arity: 3,
+        summary: c"Removes the repository's membership, its repository hash and the blob's descriptor in one step. Returns 1 if the repository held the blob.",
+        complexity: c"O(1)",
+        since: c"0.1.0",
+        args: &[string(c"repo"), string(c"digest")],
+    },
+    Command {
+        name: c"layercache.purge",
+        handler: commands::purge,
+        flags: c"write",
+        acl: c"write",
+        arity: -2,
+        summary: c"Removes every cache key of each digest (after garbage collection). Returns how many had any.",
+        complexity: c"O(N+R) where N is the number of digests and R the repositories holding them",
+        since: c"0.1.0",
+        args: &[strings(c"digest")],
+    },
+    Command {
+        name: c"layercache.droprepo",
+        handler: commands::droprepo,
+        flags: c"write",
+        acl: c"write",
+        arity: 2,
+        summary: c"Removes a deleted repository from the cache. Returns how many digests it held.",
+        complexity: c"O(N) where N is the number of digests the repository held",
+        since: c"0.1.0",
+        args: &[string(c"repo")],
     },
 ];

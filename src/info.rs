@@ -1,4 +1,5 @@
-//! `INFO layercache`: per-command calls, hits, misses and rejected inputs. Plain
+//! `INFO layercache`: per-command calls, hits, misses and rejected inputs, and the
+//! digests PURGE removed. Plain
 //! relaxed counters: commands run on the main thread and INFO needs no snapshot.
 
 use std::ffi::{c_int, CString};
@@ -18,6 +19,13 @@ pub struct Stats {
 }
 
 pub static STATS: [Stats; COUNT] = [const { Stats::new() }; COUNT];
+
+/// Digests PURGE found cache state for and removed.
+static PURGED_DIGESTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_purged(n: u64) {
+    PURGED_DIGESTS.fetch_add(n, Relaxed);
+}
 
 impl Stats {
     const fn new() -> Self {
@@ -59,5 +67,6 @@ pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_i
                 raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, field.as_ptr(), counter.load(Relaxed));
             }
         }
+        raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, c"purged_digests".as_ptr(), PURGED_DIGESTS.load(Relaxed));
     }
 }

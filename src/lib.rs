@@ -75,7 +75,7 @@ macro_rules! callbacks {
     ($($i:literal)*) => { [$(dispatch::<$i> as CommandFn),*] };
 }
 type CommandFn = extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
-static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5);
+static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5 6 7 8 9 10 11 12 13);
 
 /// Called by Redis on `loadmodule` / `MODULE LOAD`.
 ///

@@ -17,7 +17,21 @@ fn write_burst(c: &mut redis::Connection) {
         if n % 3 == 0 {
             run(c, &["LAYERCACHE.SETMETA", &d, &format!("/docker/registry/v2/blobs/sha256/{n}/data"), &n.to_string()]).unwrap();
         }
+        if n % 4 == 0 {
+            run(c, &["LAYERCACHE.REPOSETDESCRIPTOR", &repo, &d, &d, &n.to_string(), "application/octet-stream"]).unwrap();
+        }
+        if n % 5 == 0 {
+            run(c, &["LAYERCACHE.SETDESCRIPTOR", &d, &d, &n.to_string(), "application/json"]).unwrap();
+        }
     }
+    let alias = format!("sha512:{}", "c".repeat(128));
+    run(c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team-0/app", &alias, &digest(0), "0", "application/json"]).unwrap();
+    run(c, &["LAYERCACHE.REPOCLEAR", "team-1/app", &digest(8)]).unwrap();
+    run(c, &["LAYERCACHE.CLEAR", &digest(20)]).unwrap();
+    run(c, &["LAYERCACHE.PURGE", &digest(12), &digest(13), &digest(14)]).unwrap();
+    run(c, &["LAYERCACHE.DROPREPO", "team-6/app"]).unwrap();
+    run(c, &["CONFIG", "SET", "layercache.ttl", "3600"]).unwrap();
+    run(c, &["LAYERCACHE.ADD", "team-ttl/app", &digest(500)]).unwrap();
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -55,6 +69,8 @@ fn a_replica_without_the_module_holds_the_primary_data() {
     let want = contents(&mut p);
     assert!(want.len() > 200, "the burst wrote {} keys", want.len());
     assert_eq!(contents(&mut r), want);
+    let ttl: i64 = redis::cmd("TTL").arg("repository::team-ttl/app::blobs").query(&mut r).unwrap();
+    assert!(ttl > 3500, "the expiry reached the replica: {ttl}");
 }
 
 #[test]
@@ -92,6 +108,24 @@ fn acl_key_patterns_apply_to_the_real_keys() {
     assert_eq!(error(&mut c, &[b"LAYERCACHE.META", D1.as_bytes()]), blob_denied);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.SETMETA", D1.as_bytes(), b"/q", b"2"]), blob_denied);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.LOOKUP", b"team-a/app", D1.as_bytes()]), blob_denied);
+    // The descriptor commands, on a repository the user may not touch.
+    let desc = [D1.as_bytes(), b"1", b"application/json"];
+    for args in [
+        [&[&b"LAYERCACHE.REPOSTAT"[..], b"team-b/app", D1.as_bytes()][..]].concat(),
+        [&[&b"LAYERCACHE.REPOSETDESCRIPTOR"[..], b"team-b/app", D1.as_bytes()][..], &desc[..]].concat(),
+        [&[&b"LAYERCACHE.REPOCLEAR"[..], b"team-b/app", D1.as_bytes()][..]].concat(),
+        [&[&b"LAYERCACHE.DROPREPO"[..], b"team-b/app"][..]].concat(),
+    ] {
+        assert_eq!(error(&mut c, &args), denied, "{}", String::from_utf8_lossy(args[0]));
+    }
+    for args in [
+        [&[&b"LAYERCACHE.STAT"[..], D1.as_bytes()][..]].concat(),
+        [&[&b"LAYERCACHE.SETDESCRIPTOR"[..], D1.as_bytes()][..], &desc[..]].concat(),
+        [&[&b"LAYERCACHE.CLEAR"[..], D1.as_bytes()][..]].concat(),
+        [&[&b"LAYERCACHE.PURGE"[..], D1.as_bytes()][..]].concat(),
+    ] {
+        assert_eq!(error(&mut c, &args), blob_denied, "{}", String::from_utf8_lossy(args[0]));
+    }
     assert!(snapshot(&mut admin) == before, "denied commands wrote nothing");
 }
 
@@ -115,6 +149,18 @@ fn at_maxmemory_writes_get_oom_and_reads_answer() {
     assert_eq!(run(&mut c, &["LAYERCACHE.META", D1]).unwrap(), meta);
     assert_eq!(run(&mut c, &["LAYERCACHE.LOOKUP", "team/app", D1]).unwrap(), meta);
     assert!(snapshot(&mut c) == before);
+
+    // Descriptor writes are refused too; removals, which free memory, still run.
+    let desc = [D1.as_bytes(), b"1", b"application/json"];
+    assert_eq!(error(&mut c, &[&[&b"LAYERCACHE.SETDESCRIPTOR"[..], D1.as_bytes()][..], &desc[..]].concat()), oom);
+    assert_eq!(error(&mut c, &[&[&b"LAYERCACHE.REPOSETDESCRIPTOR"[..], b"team/app", D1.as_bytes()][..], &desc[..]].concat()), oom);
+    assert_eq!(run(&mut c, &["LAYERCACHE.STAT", D1]).unwrap(), Value::Nil);
+    assert_eq!(run(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]).unwrap(), Value::Nil);
+    assert_eq!(run(&mut c, &["LAYERCACHE.CLEAR", D1]).unwrap(), Value::Int(0));
+    assert_eq!(run(&mut c, &["LAYERCACHE.REPOCLEAR", "team/app", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["LAYERCACHE.DROPREPO", "team/app"]).unwrap(), Value::Int(0));
+    assert_eq!(run(&mut c, &["LAYERCACHE.PURGE", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["DBSIZE"]).unwrap(), Value::Int(0));
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -138,6 +184,20 @@ fn command_info_and_docs_describe_every_command() {
         ("layercache.setmeta", 4, &["write", "denyoom", "fast"], "readonly", &["digest", "path", "length"]),
         ("layercache.meta", 2, &["readonly", "fast"], "write", &["digest"]),
         ("layercache.lookup", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
+        ("layercache.stat", 2, &["readonly", "fast"], "write", &["digest"]),
+        ("layercache.setdescriptor", 5, &["write", "denyoom", "fast"], "readonly", &["digest", "desc-digest", "size", "mediatype"]),
+        ("layercache.clear", 2, &["write", "fast"], "denyoom", &["digest"]),
+        ("layercache.repostat", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
+        (
+            "layercache.reposetdescriptor",
+            6,
+            &["write", "denyoom", "fast"],
+            "readonly",
+            &["repo", "digest", "desc-digest", "size", "mediatype"],
+        ),
+        ("layercache.repoclear", 3, &["write", "fast"], "denyoom", &["repo", "digest"]),
+        ("layercache.purge", -2, &["write"], "fast", &["digest"]),
+        ("layercache.droprepo", 2, &["write"], "fast", &["repo"]),
     ];
     for &(name, arity, flags, absent, args) in table {
         let info = run(&mut c, &["COMMAND", "INFO", name]).unwrap();
@@ -166,7 +226,12 @@ fn info_section_lists_every_command() {
     let mut c = s.client();
     let info: String = redis::cmd("INFO").arg("layercache").query(&mut c).unwrap();
     assert!(info.contains("# layercache"), "{info}");
-    for cmd in ["add", "contains", "mcontains", "setmeta", "meta", "lookup"] {
+    let commands = [
+        "add", "contains", "mcontains", "setmeta", "meta", "lookup", "stat", "setdescriptor", "clear", "repostat",
+        "reposetdescriptor", "repoclear", "purge", "droprepo",
+    ];
+    assert!(info.contains("layercache_purged_digests:0"), "{info}");
+    for cmd in commands {
         for field in ["calls", "hits", "misses", "rejected"] {
             assert!(info.contains(&format!("layercache_{cmd}_{field}:0")), "{cmd}_{field} in {info}");
         }

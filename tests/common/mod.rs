@@ -193,14 +193,21 @@ pub fn error_text(e: &redis::RedisError) -> String {
     }
 }
 
-/// Every key and its DUMP, sorted: a fingerprint of the keyspace.
+/// Every key with its DUMP, sorted: a fingerprint of the keyspace. A hashtable's DUMP
+/// follows its bucket order, which incremental rehashing changes on reads, so for those
+/// the logical contents stand in.
 pub fn snapshot(c: &mut Connection) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).unwrap();
     keys.sort();
     keys.into_iter()
         .map(|k| {
-            let dump: Vec<u8> = redis::cmd("DUMP").arg(&k).query(c).unwrap();
-            (k, dump)
+            let encoding: String = redis::cmd("OBJECT").arg("ENCODING").arg(&k).query(c).unwrap();
+            let fingerprint: Vec<u8> = if encoding == "hashtable" {
+                contents_of(c, &String::from_utf8_lossy(&k)).into_bytes()
+            } else {
+                redis::cmd("DUMP").arg(&k).query(c).unwrap()
+            };
+            (k, fingerprint)
         })
         .collect()
 }
@@ -210,26 +217,19 @@ pub fn snapshot(c: &mut Connection) -> Vec<(Vec<u8>, Vec<u8>)> {
 pub fn contents(c: &mut Connection) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(c).unwrap();
     keys.sort();
-    keys.into_iter()
-        .map(|k| {
-            let kind: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
-            let mut items: Vec<String> = match kind.as_str() {
-                "set" => redis::cmd("SMEMBERS").arg(&k).query(c).unwrap(),
-                "hash" => {
-                    let pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(&k).query(c).unwrap();
-                    pairs.into_iter().map(|(f, v)| format!("{f}={v}")).collect()
-                }
-                other => vec![format!("<{other}>")],
-            };
-            items.sort();
-            format!("{k} {kind} {items:?}")
-        })
-        .collect()
+    keys.into_iter().map(|k| contents_of(c, &k)).collect()
 }
 
-/// DBSIZE and the DUMP of `keys`: what a rejected command must leave unchanged.
-pub fn fingerprint(c: &mut Connection, keys: &[&str]) -> (i64, Vec<Option<Vec<u8>>>) {
-    let size: i64 = redis::cmd("DBSIZE").query(c).unwrap();
-    let dumps = keys.iter().map(|k| redis::cmd("DUMP").arg(*k).query(c).unwrap()).collect();
-    (size, dumps)
+fn contents_of(c: &mut Connection, key: &str) -> String {
+    let kind: String = redis::cmd("TYPE").arg(key).query(c).unwrap();
+    let mut items: Vec<String> = match kind.as_str() {
+        "set" => redis::cmd("SMEMBERS").arg(key).query(c).unwrap(),
+        "hash" => {
+            let pairs: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query(c).unwrap();
+            pairs.into_iter().map(|(f, v)| format!("{f}={v}")).collect()
+        }
+        other => vec![format!("<{other}>")],
+    };
+    items.sort();
+    format!("{key} {kind} {items:?}")
 }

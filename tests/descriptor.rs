@@ -1,0 +1,369 @@
+//! The blob-descriptor commands (DESIGN.md section 2, second table) against a real
+//! redis-server: distribution's cache suite step by step, its CVE regression, interop
+//! with plain commands, PURGE, DROPREPO, the TTL setting and INFO counters.
+
+mod common;
+
+use common::*;
+use redis::{Connection, Value};
+
+const OCTET: &str = "application/octet-stream";
+const JSON: &str = "application/json";
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+/// The reply of STAT / REPOSTAT for a descriptor.
+fn desc(digest: &str, size: i64, mediatype: &str) -> Value {
+    Value::Array(vec![bulk(digest), Value::Int(size), bulk(mediatype)])
+}
+
+fn cmd(c: &mut Connection, args: &[&str]) -> Value {
+    run(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// A digest of `algorithm` made of `prefix` padded with `1`s, as the suite writes them.
+fn suite_digest(algorithm: &str, prefix: &str) -> String {
+    let len = if algorithm == "sha384" { 96 } else { 64 };
+    format!("{algorithm}:{prefix}{}", "1".repeat(len - prefix.len()))
+}
+
+/// distribution v3.1 `cachecheck.checkBlobDescriptorCacheEmptyRepository`.
+#[test]
+fn suite_empty_repository() {
+    let s = Server::start();
+    let mut c = s.client();
+    let abc = suite_digest("sha384", "abc");
+    // Empty store: a miss.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", &abc]), Value::Nil);
+    // An empty repository name is rejected.
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"", abc.as_bytes()]), "NAME_INVALID repository name must have at least one component");
+    // SetDescriptor under digest "": the digest is rejected before the (also invalid)
+    // descriptor is looked at.
+    assert_eq!(
+        error(&mut c, &[b"LAYERCACHE.REPOSETDESCRIPTOR", b"foo/bar", b"", b"sha384:abc", b"10", OCTET.as_bytes()]),
+        "DIGEST_INVALID invalid checksum digest format"
+    );
+    // An invalid descriptor (digest "") writes nothing.
+    assert_eq!(
+        error(&mut c, &[b"LAYERCACHE.REPOSETDESCRIPTOR", b"foo/bar", abc.as_bytes(), b"", b"10", OCTET.as_bytes()]),
+        "DIGEST_INVALID invalid checksum digest format"
+    );
+    assert_eq!(cmd(&mut c, &["DBSIZE"]), Value::Int(0));
+    // Stat of "" is an error, not a miss.
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"foo/bar", b""]), "DIGEST_INVALID invalid checksum digest format");
+    // Uncached and empty repository: misses.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &suite_digest("sha384", "cba")]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &abc]), Value::Nil);
+}
+
+/// distribution v3.1 `cachecheck.checkBlobDescriptorCacheSetAndRead`.
+#[test]
+fn suite_set_and_read() {
+    let s = Server::start();
+    let mut c = s.client();
+    let local = suite_digest("sha384", "abc");
+    let canonical = suite_digest("sha256", "abc");
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "foo/bar", &local, &canonical, "10", OCTET]), Value::Okay);
+    let expected = desc(&canonical, 10, OCTET);
+    // Through the repository, the provider, and the canonical digest.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &local]), expected);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", &local]), expected);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", &canonical]), expected);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &canonical]), expected);
+
+    // The repository mediatype overrides; the global one stays first-writer.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "foo/bar", &local, &canonical, "10", JSON]), Value::Okay);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &local]), desc(&canonical, 10, JSON));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", &local]), desc(&canonical, 10, OCTET));
+}
+
+/// distribution v3.1 `cachecheck.checkBlobDescriptorCacheClear`.
+#[test]
+fn suite_clear() {
+    let s = Server::start();
+    let mut c = s.client();
+    let local = suite_digest("sha384", "def");
+    let canonical = suite_digest("sha256", "def");
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "foo/bar", &local, &canonical, "10", OCTET]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &local]), desc(&canonical, 10, OCTET));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOCLEAR", "foo/bar", &local]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "foo/bar", &local]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOCLEAR", "foo/bar", &local]), Value::Int(0), "nothing left to clear");
+}
+
+/// CVE-2026-35172: a blob cleared from repository A must stay invisible there when
+/// repository B caches it again.
+#[test]
+fn cve_2026_35172_cleared_blob_stays_cleared() {
+    let s = Server::start();
+    let mut c = s.client();
+    for repo in ["team/a", "team/b"] {
+        cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", repo, D1, D1, "10", OCTET]);
+    }
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOCLEAR", "team/a", D1]), Value::Int(1));
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/b", D1, D1, "10", OCTET]);
+
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/a", D1]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CONTAINS", "team/a", D1]), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["SISMEMBER", "repository::team/a::blobs", D1]), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["EXISTS", &format!("repository::team/a::blobs::{D1}")]), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/b", D1]), desc(D1, 10, OCTET));
+
+    // distribution v3.1's scoped Clear (SISMEMBER, then HDEL of the global descriptor)
+    // leaves the membership behind, and the blob comes back: the bug this prevents.
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/a", D2, D2, "10", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/b", D2, D2, "10", OCTET]);
+    cmd(&mut c, &["HDEL", &format!("blobs::{D2}"), "digest", "size", "mediatype"]);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/b", D2, D2, "10", OCTET]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/a", D2]), desc(D2, 10, OCTET));
+}
+
+#[test]
+fn stat_setdescriptor_and_clear() {
+    let s = Server::start();
+    let mut c = s.client();
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CLEAR", D1]), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D1, D1, "42", OCTET]), Value::Okay);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), desc(D1, 42, OCTET));
+    // digest and size overwritten, mediatype first writer wins.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D1, D1, "43", JSON]), Value::Okay);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), desc(D1, 43, OCTET));
+
+    // CLEAR removes the descriptor and keeps the layer meta.
+    cmd(&mut c, &["LAYERCACHE.SETMETA", D1, "/p", "43"]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CLEAR", D1]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.META", D1]), Value::Array(vec![bulk("/p"), Value::Int(43)]));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CLEAR", D1]), Value::Int(0));
+}
+
+#[test]
+fn stat_needs_digest_and_size_and_reads_the_stored_digest() {
+    let s = Server::start();
+    let mut c = s.client();
+    let blob = format!("blobs::{D1}");
+    // Only the old "length" field (pre-descriptor data): a miss, as in distribution.
+    cmd(&mut c, &["HSET", &blob, "digest", D1, "length", "5"]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), Value::Nil);
+    // No mediatype: "".
+    cmd(&mut c, &["HSET", &blob, "size", "5"]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), desc(D1, 5, ""));
+    // The stored canonical digest, not the lookup key.
+    cmd(&mut c, &["HSET", &blob, "digest", D2]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), desc(D2, 5, ""));
+    // Stored values that are not a size or a digest: corrupt.
+    cmd(&mut c, &["HSET", &blob, "size", "five"]);
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.STAT", D1.as_bytes()]), format!("ERR corrupt cache entry {blob}"));
+    cmd(&mut c, &["HSET", &blob, "size", "5", "digest", "sha256:short"]);
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.STAT", D1.as_bytes()]), format!("ERR corrupt cache entry {blob}"));
+}
+
+#[test]
+fn repostat_needs_membership_descriptor_and_repository_mediatype() {
+    let s = Server::start();
+    let mut c = s.client();
+    let scoped = format!("repository::team/app::blobs::{D1}");
+    cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D1, D1, "7", OCTET]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), Value::Nil, "no membership");
+    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D1]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), Value::Nil, "no repository mediatype field");
+    cmd(&mut c, &["HSET", &scoped, "mediatype", ""]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), desc(D1, 7, OCTET), "empty: the global one");
+    cmd(&mut c, &["HSET", &scoped, "mediatype", JSON]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), desc(D1, 7, JSON));
+    cmd(&mut c, &["LAYERCACHE.CLEAR", D1]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), Value::Nil, "no global descriptor");
+}
+
+#[test]
+fn reposetdescriptor_aliases_and_mismatches() {
+    let s = Server::start();
+    let mut c = s.client();
+    let sha512 = format!("sha512:{}", "b".repeat(128));
+    // Same digest: one set of keys.
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    assert_eq!(
+        contents(&mut c),
+        vec![
+            format!("blobs::{D1} hash [\"digest={D1}\", \"mediatype={OCTET}\", \"size=1\"]"),
+            format!("blobs::{D1}::repos set [\"team/app\"]"),
+            format!("repository::team/app::blobs set [\"{D1}\"]"),
+            format!("repository::team/app::blobs::{D1} hash [\"mediatype={OCTET}\"]"),
+        ]
+    );
+    // Another algorithm: written under both.
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", &sha512, D2, "2", JSON]);
+    for key in [&sha512, D2] {
+        assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", key]), desc(D2, 2, JSON), "{key}");
+        assert_eq!(cmd(&mut c, &["SMEMBERS", &format!("blobs::{key}::repos")]), Value::Array(vec![bulk("team/app")]));
+    }
+    // Same algorithm, different value: rejected, nothing written.
+    let before = snapshot(&mut c);
+    assert_eq!(
+        error(&mut c, &[b"LAYERCACHE.REPOSETDESCRIPTOR", b"team/app", D1.as_bytes(), D3.as_bytes(), b"1", OCTET.as_bytes()]),
+        "DIGEST_INVALID digests differ but algorithm does not"
+    );
+    assert!(snapshot(&mut c) == before);
+}
+
+/// Data written by plain commands in distribution's exact order is read by the module,
+/// and the module's writes are read by plain commands.
+#[test]
+fn interop_with_distribution_plain_commands() {
+    let s = Server::start();
+    let mut c = s.client();
+    let (members, blob, scoped) = ("repository::library/ubuntu::blobs".to_string(), format!("blobs::{D1}"), format!("repository::library/ubuntu::blobs::{D1}"));
+    cmd(&mut c, &["SADD", &members, D1]);
+    cmd(&mut c, &["HMSET", &blob, "digest", D1, "size", "2797"]);
+    cmd(&mut c, &["HSETNX", &blob, "mediatype", OCTET]);
+    cmd(&mut c, &["HSET", &scoped, "mediatype", JSON]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D1]), desc(D1, 2797, OCTET));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "library/ubuntu", D1]), desc(D1, 2797, JSON));
+
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "library/debian", D2, D2, "31", JSON]);
+    assert_eq!(cmd(&mut c, &["HMGET", &format!("blobs::{D2}"), "digest", "size", "mediatype"]), Value::Array(vec![bulk(D2), bulk("31"), bulk(JSON)]));
+    assert_eq!(cmd(&mut c, &["HGET", &format!("repository::library/debian::blobs::{D2}"), "mediatype"]), bulk(JSON));
+    assert_eq!(cmd(&mut c, &["SISMEMBER", "repository::library/debian::blobs", D2]), Value::Int(1));
+}
+
+fn keys_mentioning(c: &mut Connection, digest: &str) -> Vec<String> {
+    let mut found: Vec<String> = redis::cmd("KEYS").arg(format!("*{digest}*")).query(c).unwrap();
+    let sets: Vec<String> = redis::cmd("KEYS").arg("repository::*::blobs").query(c).unwrap();
+    for set in sets {
+        if redis::cmd("SISMEMBER").arg(&set).arg(digest).query::<bool>(c).unwrap() {
+            found.push(format!("{set} holds it"));
+        }
+    }
+    found
+}
+
+#[test]
+fn purge_leaves_no_key_of_the_digest() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.SETMETA", D1, "/p", "1"]);
+    cmd(&mut c, &["LAYERCACHE.ADD", "team/one", D1]);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/two", D1, D1, "1", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/three", D1, D1, "1", JSON]);
+    // A neighbour that must survive.
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/two", D2, D2, "2", OCTET]);
+    let neighbour = desc(D2, 2, OCTET);
+    assert!(keys_mentioning(&mut c, D1).len() > 5);
+
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.PURGE", D1, D3, D1]), Value::Int(1), "D1 had state (counted once), D3 none");
+    assert_eq!(keys_mentioning(&mut c, D1), Vec::<String>::new());
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/two", D2]), neighbour);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.PURGE", D1]), Value::Int(0));
+
+    // A digest with only a blob hash (no repositories) has state too.
+    cmd(&mut c, &["LAYERCACHE.SETMETA", D3, "/p", "1"]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.PURGE", D3]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["EXISTS", &format!("blobs::{D3}")]), Value::Int(0));
+}
+
+#[test]
+fn droprepo_removes_the_repository_only() {
+    let s = Server::start();
+    let mut c = s.client();
+    for d in [D1, D2] {
+        cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/gone", d, d, "1", OCTET]);
+    }
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/kept", D1, D1, "1", JSON]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.DROPREPO", "team/gone"]), Value::Int(2));
+    let mut left: Vec<String> = redis::cmd("KEYS").arg("*team/gone*").query(&mut c).unwrap();
+    left.sort();
+    assert_eq!(left, Vec::<String>::new());
+    assert_eq!(cmd(&mut c, &["SMEMBERS", &format!("blobs::{D1}::repos")]), Value::Array(vec![bulk("team/kept")]));
+    assert_eq!(cmd(&mut c, &["EXISTS", &format!("blobs::{D2}::repos")]), Value::Int(0));
+    // Descriptors are global and stay.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D2]), desc(D2, 1, OCTET));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/kept", D1]), desc(D1, 1, JSON));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.DROPREPO", "team/gone"]), Value::Int(0));
+}
+
+fn pttl(c: &mut Connection, key: &str) -> i64 {
+    redis::cmd("PTTL").arg(key).query(c).unwrap()
+}
+
+#[test]
+fn ttl_applies_to_every_written_key_and_reads_leave_it() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    assert_eq!(pttl(&mut c, &format!("blobs::{D1}")), -1, "ttl 0: no expiry");
+
+    assert_eq!(cmd(&mut c, &["CONFIG", "SET", "layercache.ttl", "100"]), Value::Okay);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D2]);
+    cmd(&mut c, &["LAYERCACHE.SETMETA", D2, "/p", "1"]);
+    cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D3, D3, "1", OCTET]);
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert_eq!(keys.len(), 7);
+    for key in &keys {
+        let ms = pttl(&mut c, key);
+        assert!(ms > 90_000 && ms <= 100_000, "{key}: {ms}");
+    }
+    // Reads never change a TTL.
+    let blob = format!("blobs::{D1}");
+    cmd(&mut c, &["PEXPIRE", &blob, "50000"]);
+    cmd(&mut c, &["LAYERCACHE.STAT", D1]);
+    cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
+    assert!(pttl(&mut c, &blob) <= 50_000);
+    // A write refreshes it.
+    cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D1, D1, "1", OCTET]);
+    assert!(pttl(&mut c, &blob) > 90_000);
+
+    for bad in ["-1", "315360001", "ten"] {
+        assert!(run(&mut c, &["CONFIG", "SET", "layercache.ttl", bad]).is_err(), "{bad}");
+    }
+    assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.ttl"]), Value::Array(vec![bulk("layercache.ttl"), bulk("100")]));
+}
+
+#[test]
+fn ttl_from_loadmodule_argument() {
+    let s = Server::with(Options { module_args: vec!["ttl".into(), "60".into()], ..Options::default() });
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D1]);
+    let ms = pttl(&mut c, "repository::team/app::blobs");
+    assert!(ms > 50_000 && ms <= 60_000, "{ms}");
+}
+
+fn info_counter(c: &mut Connection, name: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("layercache").query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("layercache_{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in {info}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn info_counters_move_with_the_commands() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.STAT", D1]);
+    cmd(&mut c, &["LAYERCACHE.STAT", D2]);
+    cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
+    error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"team/app", b"sha256:x"]);
+    cmd(&mut c, &["LAYERCACHE.PURGE", D1, D2]);
+    for (name, want) in [
+        ("reposetdescriptor_calls", 1),
+        ("stat_calls", 2),
+        ("stat_hits", 1),
+        ("stat_misses", 1),
+        ("repostat_calls", 2),
+        ("repostat_hits", 1),
+        ("repostat_rejected", 1),
+        ("purge_calls", 1),
+        ("purge_hits", 1),
+        ("purge_misses", 1),
+        ("purged_digests", 1),
+    ] {
+        assert_eq!(info_counter(&mut c, name), want, "{name}");
+    }
+}
