@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test clean
+.PHONY: all deps build release run test bench bench-instructions clean
 
 all: release
 
@@ -27,6 +27,15 @@ run: release
 test: build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 	@echo "make test: all tests passed"
+
+# Criterion benchmarks of the pure crate, then throughput and memory against Redis's own
+# commands; writes BENCHMARKS.md.
+bench: deps
+	scripts/bench.sh
+
+# Instructions per operation under callgrind; writes its section of BENCHMARKS.md.
+bench-instructions: deps
+	scripts/bench.sh instructions
 
 clean:
 	$(CARGO) clean

@@ -2,8 +2,9 @@
 //! lives here; the command handlers see safe types: [`Ctx`], [`Args`], [`RString`],
 //! [`Reply`] and [`User`].
 
-use std::ffi::{c_char, c_int, c_longlong, CStr, CString};
+use std::ffi::{c_int, c_longlong, CStr, CString};
 use std::ptr;
+use std::sync::atomic::{AtomicPtr, Ordering};
 
 use redis_module::raw;
 
@@ -90,10 +91,9 @@ impl Ctx {
 
     /// Reads `fields` of the hash at `key`: `Ok(None)` when the key does not exist,
     /// otherwise one entry per field (`None` where the field is absent).
-    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&CStr; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
+    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&Field; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
         // SAFETY: valid ctx and key name; the handle is closed before returning; each
-        // HashGet call passes one C string field name, one output slot and the NULL
-        // terminator, as REDISMODULE_HASH_CFIELDS requires.
+        // HashGet call passes one field string, one output slot and the NULL terminator.
         unsafe {
             let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
             let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
@@ -102,10 +102,10 @@ impl Ctx {
                     let mut value: *mut RedisModuleString = ptr::null_mut();
                     raw::RedisModule_HashGet.unwrap()(
                         handle,
-                        raw::REDISMODULE_HASH_CFIELDS as c_int,
-                        field.as_ptr(),
+                        raw::REDISMODULE_HASH_NONE as c_int,
+                        field.get(),
                         &mut value as *mut *mut RedisModuleString,
-                        ptr::null_mut::<c_char>(),
+                        ptr::null_mut::<RedisModuleString>(),
                     );
                     (!value.is_null()).then(|| RString { ctx: self, ptr: value })
                 }))),
@@ -162,6 +162,32 @@ impl Ctx {
     pub fn reply_wrong_arity(&self) {
         // SAFETY: valid ctx.
         unsafe { raw::RedisModule_WrongArity.unwrap()(self.0) };
+    }
+}
+
+/// A hash field name, made a Redis string once at load ([`Field::init`]) so that reads
+/// do not build one per call.
+pub struct Field {
+    name: &'static CStr,
+    string: AtomicPtr<RedisModuleString>,
+}
+
+impl Field {
+    pub const fn new(name: &'static CStr) -> Self {
+        Field { name, string: AtomicPtr::new(ptr::null_mut()) }
+    }
+
+    /// Creates the string; called once per field from `RedisModule_OnLoad`.
+    pub fn init(&self) {
+        let bytes = self.name.to_bytes();
+        // SAFETY: a NULL ctx makes a string outside automatic memory, which lives
+        // as long as the module.
+        let string = unsafe { raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
+        self.string.store(string, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> *mut RedisModuleString {
+        self.string.load(Ordering::Relaxed)
     }
 }
 

@@ -8,9 +8,17 @@ use layercache_core::digest::{self, Digest};
 use layercache_core::keys::{self, Repo};
 use layercache_core::{value, InputError};
 
-use crate::api::{call, Args, Ctx, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
+use crate::api::{call, Args, Ctx, Field, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
 use crate::{config, info};
+
+/// The hash fields the commands read (distribution's names).
+pub static PATH: Field = Field::new(c"path");
+pub static LENGTH: Field = Field::new(c"length");
+pub static DIGEST: Field = Field::new(c"digest");
+pub static SIZE: Field = Field::new(c"size");
+pub static MEDIATYPE: Field = Field::new(c"mediatype");
+pub static FIELDS: [&Field; 5] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE];
 
 /// Hits and misses of one call, for `INFO layercache`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -168,7 +176,7 @@ pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         return Ok(MISS);
     };
     // distribution treats a missing repository mediatype field as an unknown blob.
-    let Some([Some(mediatype)]) = ctx.hash_get(&scoped, [c"mediatype"])? else {
+    let Some([Some(mediatype)]) = ctx.hash_get(&scoped, [&MEDIATYPE])? else {
         ctx.reply_null();
         return Ok(MISS);
     };
@@ -407,7 +415,7 @@ impl Descriptor<'_> {
 /// The descriptor in `blob`, or `None` when `digest` or `size` is missing (distribution
 /// reads a missing `size` as an unknown blob).
 fn descriptor<'c>(ctx: &'c Ctx, blob: &RString) -> Result<Option<Descriptor<'c>>, Error> {
-    let Some([Some(digest), Some(size), mediatype]) = ctx.hash_get(blob, [c"digest", c"size", c"mediatype"])? else {
+    let Some([Some(digest), Some(size), mediatype]) = ctx.hash_get(blob, [&DIGEST, &SIZE, &MEDIATYPE])? else {
         return Ok(None);
     };
     let size = size.to_integer().filter(|&n| n >= 0).ok_or_else(|| corrupt(blob))?;
@@ -442,7 +450,7 @@ fn delete_descriptor(ctx: &Ctx, blob: &RString) -> Result<bool, Error> {
 
 /// Replies `[path, length]` from the blob hash, or null when either is missing.
 fn reply_meta(ctx: &Ctx, blob: &RString) -> Result<Tally, Error> {
-    match ctx.hash_get(blob, [c"path", c"length"])? {
+    match ctx.hash_get(blob, [&PATH, &LENGTH])? {
         Some([Some(path), Some(length)]) => {
             let length = length.to_integer().ok_or_else(|| corrupt(blob))?;
             ctx.reply_array(2);

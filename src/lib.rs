@@ -120,6 +120,7 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
 
     let load_args: Vec<&[u8]> = (0..args.len()).map(|i| args.bytes(i)).collect();
     config::load(ctx, &load_args)?;
+    commands::FIELDS.iter().for_each(|field| field.init());
     for (command, callback) in COMMANDS.iter().zip(CALLBACKS) {
         register(ctx, command, callback)?;
     }

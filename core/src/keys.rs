@@ -24,7 +24,7 @@ impl<'a> Repo<'a> {
 }
 
 /// The longest key name: `repository::<repo>::blobs::<digest>`.
-pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".len() + digest::MAX_LEN;
+pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".len() + digest::MAX_PARSED_LEN;
 
 /// A key name held on the stack.
 pub struct KeyName {

@@ -1,0 +1,788 @@
+//! `lcbench`: layercache against Redis's own commands, end to end, in one run.
+//!
+//! `lcbench throughput` starts a redis-server with the release module pinned to CPU 0
+//! (run the driver itself on CPU 1: `scripts/bench.sh` does), loads 1,000 repositories
+//! × 100 sha256 digests through the module (meta and descriptor on each), then measures
+//! each module command and its native counterparts alternately, several runs each, and
+//! writes the medians into BENCHMARKS.md. `lcbench instructions` counts instructions per
+//! operation under callgrind. `lcbench memory` measures bytes per membership/descriptor.
+//!
+//! Where redis-benchmark can express a workload, it runs it; where it cannot (a hit on a
+//! random repository's own digest, multi-command operations) this driver does: N
+//! connections in lockstep, each sending one operation (or a pipeline of P) per round.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const REPOS: u64 = 1000;
+const PER_REPO: u64 = 100;
+const MEDIATYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const REPO_MEDIATYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+/// Digest `n`: 64 decimal digits are valid hex, and redis-benchmark's 12-digit
+/// `__rand_int__` after 52 zeros names the same digests.
+fn digest(n: u64) -> String {
+    format!("sha256:{n:064}")
+}
+
+fn repo(r: u64) -> String {
+    format!("bench/r{r:012}")
+}
+
+const RAND_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000__rand_int__";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let opt = |name: &str, default: u64| -> u64 {
+        args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    };
+    let (runs, seconds) = (opt("--runs", 3), opt("--seconds", 2));
+    let out = PathBuf::from("BENCHMARKS.md");
+    let result = match args.first().map(String::as_str) {
+        Some("throughput") => throughput(runs, seconds).map(|s| write_section(&out, "throughput", &s)),
+        Some("memory") => memory().map(|s| write_section(&out, "memory", &s)),
+        Some("criterion") => Ok(criterion_table(std::io::read_to_string(std::io::stdin()).unwrap_or_default()))
+            .map(|s| write_section(&out, "criterion", &s)),
+        Some("instructions") => instructions(opt("--ops", 2000)).map(|s| write_section(&out, "instructions", &s)),
+        _ => Err("usage: lcbench throughput|memory|instructions|criterion [--runs N] [--seconds S] [--ops N]".into()),
+    };
+    if let Err(e) = result {
+        eprintln!("lcbench: {e}");
+        std::process::exit(1);
+    }
+}
+
+type Result<T> = std::result::Result<T, String>;
+
+// ---------------------------------------------------------------------------------
+// Servers and connections
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: PathBuf,
+}
+
+impl Server {
+    /// redis-server with the release module, on `cpu` when given, or under `wrapper`.
+    fn start(cpu: Option<u32>, wrapper: &[&str]) -> Result<Server> {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let dir = std::env::temp_dir().join(format!("lcbench-{port}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblayercache.so");
+        let mut argv: Vec<String> = vec![];
+        if let Some(cpu) = cpu {
+            argv.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
+        }
+        argv.extend(wrapper.iter().map(|s| s.to_string()));
+        argv.push(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()));
+        argv.extend(["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()]);
+        argv.extend(["--save".into(), "".into(), "--appendonly".into(), "no".into()]);
+        argv.extend(["--dir".into(), dir.to_string_lossy().into_owned()]);
+        argv.extend(["--loadmodule".into(), module.to_string_lossy().into_owned()]);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", argv[0]))?;
+        let server = Server { child, port, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = server.connect() {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return Ok(server);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err("redis-server did not start".into())
+    }
+
+    fn connect(&self) -> Result<redis::Connection> {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+            .and_then(|c| c.get_connection())
+            .map_err(|e| e.to_string())
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.connect() {
+            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Result<String> {
+    let info: String = redis::cmd("INFO").arg(section).query(c).map_err(|e| e.to_string())?;
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| format!("no {field} in INFO {section}"))
+}
+
+/// The server's CPU seconds so far (user + system).
+fn server_cpu(c: &mut redis::Connection) -> Result<f64> {
+    let user: f64 = info_field(c, "cpu", "used_cpu_user")?.parse().map_err(|_| "used_cpu_user")?;
+    let sys: f64 = info_field(c, "cpu", "used_cpu_sys")?.parse().map_err(|_| "used_cpu_sys")?;
+    Ok(user + sys)
+}
+
+fn pack(args: &[&str]) -> Vec<u8> {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.get_packed_command()
+}
+
+/// Sends `commands` (packed) in pipelined batches and checks no reply is an error.
+fn pipeline_all(c: &mut redis::Connection, commands: impl Iterator<Item = Vec<u8>>) -> Result<()> {
+    let mut batch = Vec::new();
+    let mut pending = 0;
+    let flush = |c: &mut redis::Connection, batch: &mut Vec<u8>, pending: &mut usize| -> Result<()> {
+        if *pending == 0 {
+            return Ok(());
+        }
+        c.send_packed_command(batch).map_err(|e| e.to_string())?;
+        for _ in 0..*pending {
+            if let redis::Value::ServerError(e) = c.recv_response().map_err(|e| e.to_string())? {
+                return Err(format!("{e:?}"));
+            }
+        }
+        batch.clear();
+        *pending = 0;
+        Ok(())
+    };
+    for command in commands {
+        batch.extend(command);
+        pending += 1;
+        if pending == 1000 {
+            flush(c, &mut batch, &mut pending)?;
+        }
+    }
+    flush(c, &mut batch, &mut pending)
+}
+
+/// Loads the dataset through the module: every repository holds its 100 digests, each
+/// with meta and a descriptor (and the repository's mediatype).
+fn load(c: &mut redis::Connection, repos: u64) -> Result<()> {
+    LOADED_REPOS.store(repos, Ordering::Relaxed);
+    let commands = (0..repos).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k))).flat_map(|(r, n)| {
+        let (repo, d) = (repo(r), digest(n));
+        let path = format!("/docker/registry/v2/blobs/sha256/{}/{}/data", &d[7..9], &d[7..]);
+        let size = (n * 7919 % 100_000_000).to_string();
+        [
+            pack(&["LAYERCACHE.REPOSETDESCRIPTOR", &repo, &d, &d, &size, REPO_MEDIATYPE]),
+            pack(&["LAYERCACHE.SETMETA", &d, &path, &size]),
+        ]
+    });
+    pipeline_all(c, commands)
+}
+
+// ---------------------------------------------------------------------------------
+// Workloads of the driver
+
+/// A small xorshift generator: the driver needs speed and repeatability, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One operation: round trips in order, each a pipelined group of packed commands.
+struct Op {
+    trips: Vec<(Vec<u8>, usize)>,
+}
+
+fn op(trips: Vec<Vec<Vec<u8>>>) -> Op {
+    Op { trips: trips.into_iter().map(|cmds| (cmds.concat(), cmds.len())).collect() }
+}
+
+struct Scripts {
+    lookup: String,
+    repostat: String,
+    reposetdescriptor: String,
+}
+
+const LOOKUP_LUA: &str = "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then \
+    local v = redis.call('HMGET', KEYS[2], 'path', 'length') \
+    if v[1] and v[2] then return {v[1], tonumber(v[2])} end end return false";
+const REPOSTAT_LUA: &str = "if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 0 then return false end \
+    local d = redis.call('HMGET', KEYS[2], 'digest', 'size', 'mediatype') \
+    if not d[1] or not d[2] then return false end \
+    local m = redis.call('HGET', KEYS[3], 'mediatype') \
+    if not m then return false end \
+    if m ~= '' then d[3] = m end \
+    return {d[1], tonumber(d[2]), d[3] or ''}";
+const REPOSETDESCRIPTOR_LUA: &str = "redis.call('SADD', KEYS[1], ARGV[1]) \
+    redis.call('HSET', KEYS[2], 'digest', ARGV[2], 'size', ARGV[3]) \
+    redis.call('HSETNX', KEYS[2], 'mediatype', ARGV[4]) \
+    redis.call('HSET', KEYS[3], 'mediatype', ARGV[4]) return 'OK'";
+
+/// A workload: builds one random operation.
+type Build = fn(&mut Rng, &Scripts) -> Op;
+
+/// A random repository and one of its own digests, with distribution's key names.
+struct Pick {
+    repo: String,
+    digest: String,
+    members: String,
+    blob: String,
+    scoped: String,
+}
+
+/// How many repositories the dataset holds (fewer under callgrind).
+static LOADED_REPOS: AtomicU64 = AtomicU64::new(REPOS);
+
+fn loaded_repos() -> u64 {
+    LOADED_REPOS.load(Ordering::Relaxed)
+}
+
+fn pick(rng: &mut Rng) -> Pick {
+    let r = rng.below(loaded_repos());
+    let (repo, digest) = (repo(r), digest(r * PER_REPO + rng.below(PER_REPO)));
+    Pick {
+        members: format!("repository::{repo}::blobs"),
+        blob: format!("blobs::{digest}"),
+        scoped: format!("repository::{repo}::blobs::{digest}"),
+        repo,
+        digest,
+    }
+}
+
+fn contains(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["LAYERCACHE.CONTAINS", &p.repo, &p.digest])]])
+}
+fn sismember(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["SISMEMBER", &p.members, &p.digest])]])
+}
+fn lookup(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["LAYERCACHE.LOOKUP", &p.repo, &p.digest])]])
+}
+fn lookup_pipelined(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["SISMEMBER", &p.members, &p.digest]), pack(&["HMGET", &p.blob, "path", "length"])]])
+}
+fn lookup_multi(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![
+        pack(&["MULTI"]),
+        pack(&["SISMEMBER", &p.members, &p.digest]),
+        pack(&["HMGET", &p.blob, "path", "length"]),
+        pack(&["EXEC"]),
+    ]])
+}
+fn lookup_eval(rng: &mut Rng, s: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["EVALSHA", &s.lookup, "2", &p.members, &p.blob, &p.digest])]])
+}
+fn repostat(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["LAYERCACHE.REPOSTAT", &p.repo, &p.digest])]])
+}
+fn repostat_trips(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![
+        vec![pack(&["SISMEMBER", &p.members, &p.digest])],
+        vec![pack(&["HMGET", &p.blob, "digest", "size", "mediatype"])],
+        vec![pack(&["HGET", &p.scoped, "mediatype"])],
+    ])
+}
+fn repostat_eval(rng: &mut Rng, s: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["EVALSHA", &s.repostat, "3", &p.members, &p.blob, &p.scoped, &p.digest])]])
+}
+fn reposetdescriptor(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&["LAYERCACHE.REPOSETDESCRIPTOR", &p.repo, &p.digest, &p.digest, "2797", REPO_MEDIATYPE])]])
+}
+fn reposetdescriptor_trips(rng: &mut Rng, _: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![
+        vec![pack(&["SADD", &p.members, &p.digest])],
+        vec![pack(&["HSET", &p.blob, "digest", &p.digest, "size", "2797"])],
+        vec![pack(&["HSETNX", &p.blob, "mediatype", MEDIATYPE])],
+        vec![pack(&["HSET", &p.scoped, "mediatype", REPO_MEDIATYPE])],
+    ])
+}
+fn reposetdescriptor_eval(rng: &mut Rng, s: &Scripts) -> Op {
+    let p = pick(rng);
+    op(vec![vec![pack(&[
+        "EVALSHA",
+        &s.reposetdescriptor,
+        "3",
+        &p.members,
+        &p.blob,
+        &p.scoped,
+        &p.digest,
+        &p.digest,
+        "2797",
+        REPO_MEDIATYPE,
+    ])]])
+}
+/// A repository and 20 digests, about half of them its own.
+fn twenty(rng: &mut Rng) -> (String, Vec<String>) {
+    let repos = loaded_repos();
+    let r = rng.below(repos);
+    let digests = (0..20)
+        .map(|_| digest(if rng.below(2) == 0 { r * PER_REPO + rng.below(PER_REPO) } else { rng.below(repos * PER_REPO) }))
+        .collect();
+    (repo(r), digests)
+}
+fn mcontains(rng: &mut Rng, _: &Scripts) -> Op {
+    let (repo, digests) = twenty(rng);
+    let mut args = vec!["LAYERCACHE.MCONTAINS", &repo];
+    args.extend(digests.iter().map(String::as_str));
+    op(vec![vec![pack(&args)]])
+}
+fn sismember20(rng: &mut Rng, _: &Scripts) -> Op {
+    let (repo, digests) = twenty(rng);
+    let members = format!("repository::{repo}::blobs");
+    op(vec![digests.iter().map(|d| pack(&["SISMEMBER", &members, d])).collect()])
+}
+
+/// Runs `build` operations on `clients` connections in lockstep, `pipeline` operations
+/// per connection per round, for `seconds`. Returns (ops/s, server µs per op).
+fn drive(server: &Server, build: Build, scripts: &Scripts, clients: usize, pipeline: usize, seconds: u64) -> Result<(f64, f64)> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let pool: Vec<Op> = (0..4096).map(|_| build(&mut rng, scripts)).collect();
+    let mut conns = (0..clients).map(|_| server.connect()).collect::<Result<Vec<_>>>()?;
+    let mut admin = server.connect()?;
+    let trips = pool[0].trips.len();
+    let (mut ops, mut next) = (0u64, 0usize);
+    let cpu0 = server_cpu(&mut admin)?;
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let round: Vec<usize> = (0..clients * pipeline).map(|i| (next + i) % pool.len()).collect();
+        next = (next + round.len()) % pool.len();
+        for trip in 0..trips {
+            for (conn, batch) in conns.iter_mut().zip(round.chunks(pipeline)) {
+                buf.clear();
+                for &i in batch {
+                    buf.extend_from_slice(&pool[i].trips[trip].0);
+                }
+                conn.send_packed_command(&buf).map_err(|e| e.to_string())?;
+            }
+            for (conn, batch) in conns.iter_mut().zip(round.chunks(pipeline)) {
+                let replies: usize = batch.iter().map(|&i| pool[i].trips[trip].1).sum();
+                for _ in 0..replies {
+                    if let redis::Value::ServerError(e) = conn.recv_response().map_err(|e| e.to_string())? {
+                        return Err(format!("error reply: {e:?}"));
+                    }
+                }
+            }
+        }
+        ops += round.len() as u64;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = server_cpu(&mut admin)? - cpu0;
+    Ok((ops as f64 / elapsed, cpu * 1e6 / ops as f64))
+}
+
+/// Runs redis-benchmark with `command`; returns (ops/s, server µs per op).
+fn redis_benchmark(server: &Server, command: &[&str], pipeline: usize, requests: u64) -> Result<(f64, f64)> {
+    let mut admin = server.connect()?;
+    let cpu0 = server_cpu(&mut admin)?;
+    let out = Command::new("redis-benchmark")
+        .args(["-p", &server.port.to_string(), "-c", "50", "-n", &requests.to_string(), "-P", &pipeline.to_string()])
+        .args(["-r", &(REPOS * PER_REPO).to_string(), "--csv"])
+        .args(command)
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e}"))?;
+    let cpu = server_cpu(&mut admin)? - cpu0;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .last()
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|v| v.trim_matches('"').parse::<f64>().ok())
+        .ok_or_else(|| format!("cannot read redis-benchmark output: {text}"))?;
+    Ok((rps, cpu * 1e6 / requests as f64))
+}
+
+// ---------------------------------------------------------------------------------
+// The throughput table
+
+enum How {
+    Driver(Build, usize),
+    Benchmark(&'static [&'static str], usize),
+}
+
+struct Variant {
+    name: &'static str,
+    how: How,
+}
+
+struct Row {
+    title: &'static str,
+    target: &'static str,
+    /// The module variant first, then its native counterparts.
+    variants: Vec<Variant>,
+    /// Minimum module/native ops/s ratio per native variant (0: no target).
+    min_ratio: Vec<f64>,
+}
+
+fn v(name: &'static str, how: How) -> Variant {
+    Variant { name, how }
+}
+
+fn rows() -> Vec<Row> {
+    use How::*;
+    const META: &[&str] = &["LAYERCACHE.META", RAND_DIGEST];
+    const HMGET_META: &[&str] = &["HMGET", "blobs::sha256:0000000000000000000000000000000000000000000000000000__rand_int__", "path", "length"];
+    const STAT: &[&str] = &["LAYERCACHE.STAT", RAND_DIGEST];
+    const HMGET_STAT: &[&str] =
+        &["HMGET", "blobs::sha256:0000000000000000000000000000000000000000000000000000__rand_int__", "digest", "size", "mediatype"];
+    const ADD: &[&str] = &["LAYERCACHE.ADD", "bench/r__rand_int__", RAND_DIGEST];
+    const SADD: &[&str] = &["SADD", "repository::bench/r__rand_int__::blobs", RAND_DIGEST];
+    const SETMETA: &[&str] = &["LAYERCACHE.SETMETA", RAND_DIGEST, "/docker/registry/v2/blobs/sha256/__rand_int__/data", "2797"];
+    const HSET: &[&str] = &[
+        "HSET",
+        "blobs::sha256:0000000000000000000000000000000000000000000000000000__rand_int__",
+        "path",
+        "/docker/registry/v2/blobs/sha256/__rand_int__/data",
+        "length",
+        "2797",
+    ];
+    let mut rows = vec![];
+    for p in [1, 16] {
+        let mode = if p == 1 { "unpipelined, 50 clients" } else { "pipelined -P 16, 50 clients" };
+        // Targets: unpipelined reads ≥ 0.95; pipelined CONTAINS ≥ 0.75, META and STAT ≥ 0.85.
+        let (contains_min, read_min) = if p == 1 { (0.95, 0.95) } else { (0.75, 0.85) };
+        rows.push(Row {
+            title: leak(format!("CONTAINS vs SISMEMBER ({mode})")),
+            target: leak(format!("≥ {contains_min}")),
+            variants: vec![v("LAYERCACHE.CONTAINS", Driver(contains, p)), v("SISMEMBER", Driver(sismember, p))],
+            min_ratio: vec![contains_min],
+        });
+        for (title, module, native, module_cmd, native_cmd, min) in [
+            ("META vs HMGET path length", "LAYERCACHE.META", "HMGET path length", META, HMGET_META, read_min),
+            ("STAT vs HMGET digest size mediatype", "LAYERCACHE.STAT", "HMGET digest size mediatype", STAT, HMGET_STAT, read_min),
+            ("ADD vs SADD", "LAYERCACHE.ADD", "SADD", ADD, SADD, 0.0),
+            ("SETMETA vs HSET", "LAYERCACHE.SETMETA", "HSET path length", SETMETA, HSET, 0.0),
+        ] {
+            rows.push(Row {
+                title: leak(format!("{title} ({mode})")),
+                target: if min > 0.0 { leak(format!("≥ {min}")) } else { "—" },
+                variants: vec![v(module, Benchmark(module_cmd, p)), v(native, Benchmark(native_cmd, p))],
+                min_ratio: vec![min],
+            });
+        }
+    }
+    rows.push(Row {
+        title: "LOOKUP (unpipelined, 50 clients)",
+        target: "—",
+        variants: vec![
+            v("LAYERCACHE.LOOKUP", Driver(lookup, 1)),
+            v("SISMEMBER + HMGET, pipelined", Driver(lookup_pipelined, 1)),
+            v("MULTI SISMEMBER HMGET EXEC", Driver(lookup_multi, 1)),
+            v("EVALSHA (same logic in Lua)", Driver(lookup_eval, 1)),
+        ],
+        min_ratio: vec![0.0, 0.0, 0.0],
+    });
+    rows.push(Row {
+        title: "REPOSTAT (unpipelined, 50 clients)",
+        target: "≥ 2.5× three round trips, ≥ 2× EVALSHA",
+        variants: vec![
+            v("LAYERCACHE.REPOSTAT", Driver(repostat, 1)),
+            v("SISMEMBER, HMGET, HGET: 3 round trips (distribution)", Driver(repostat_trips, 1)),
+            v("EVALSHA (same logic in Lua)", Driver(repostat_eval, 1)),
+        ],
+        min_ratio: vec![2.5, 2.0],
+    });
+    rows.push(Row {
+        title: "REPOSETDESCRIPTOR (unpipelined, 50 clients)",
+        target: "≥ 3× four round trips",
+        variants: vec![
+            v("LAYERCACHE.REPOSETDESCRIPTOR", Driver(reposetdescriptor, 1)),
+            v("SADD, HSET, HSETNX, HSET: 4 round trips (distribution)", Driver(reposetdescriptor_trips, 1)),
+            v("EVALSHA (same writes in Lua)", Driver(reposetdescriptor_eval, 1)),
+        ],
+        min_ratio: vec![3.0, 0.0],
+    });
+    rows.push(Row {
+        title: "MCONTAINS of 20 digests (unpipelined, 50 clients)",
+        target: "—",
+        variants: vec![v("LAYERCACHE.MCONTAINS (20)", Driver(mcontains, 1)), v("20 pipelined SISMEMBER", Driver(sismember20, 1))],
+        min_ratio: vec![0.0],
+    });
+    rows
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn throughput(runs: u64, seconds: u64) -> Result<String> {
+    let server = Server::start(Some(0), &[])?;
+    let mut c = server.connect()?;
+    eprintln!("lcbench: loading {REPOS} repositories × {PER_REPO} digests through the module");
+    let t = Instant::now();
+    load(&mut c, REPOS)?;
+    eprintln!("lcbench: loaded {} keys in {:.1} s", redis::cmd("DBSIZE").query::<i64>(&mut c).map_err(|e| e.to_string())?, t.elapsed().as_secs_f64());
+    let load_script = |c: &mut redis::Connection, body: &str| -> Result<String> {
+        redis::cmd("SCRIPT").arg("LOAD").arg(body).query(c).map_err(|e| e.to_string())
+    };
+    let scripts = Scripts {
+        lookup: load_script(&mut c, LOOKUP_LUA)?,
+        repostat: load_script(&mut c, REPOSTAT_LUA)?,
+        reposetdescriptor: load_script(&mut c, REPOSETDESCRIPTOR_LUA)?,
+    };
+    let version = info_field(&mut c, "server", "redis_version")?;
+
+    let mut table = String::new();
+    let _ = writeln!(table, "| operation | variant | ops/s (median) | ratio module / variant | server µs/op (median) | target | met |");
+    let _ = writeln!(table, "|---|---|---:|---:|---:|---|---|");
+    for row in rows() {
+        eprintln!("lcbench: {}", row.title);
+        let mut results: Vec<(Vec<f64>, Vec<f64>)> = row.variants.iter().map(|_| (vec![], vec![])).collect();
+        for _ in 0..runs {
+            for (variant, (rps, us)) in row.variants.iter().zip(results.iter_mut()) {
+                let (r, u) = match variant.how {
+                    How::Driver(build, p) => drive(&server, build, &scripts, 50, p, seconds)?,
+                    How::Benchmark(command, p) => redis_benchmark(&server, command, p, if p == 1 { 100_000 } else { 1_000_000 })?,
+                };
+                rps.push(r);
+                us.push(u);
+            }
+        }
+        let medians: Vec<(f64, f64)> = results.into_iter().map(|(r, u)| (median(r), median(u))).collect();
+        let module_rps = medians[0].0;
+        for (i, (variant, (rps, us))) in row.variants.iter().zip(&medians).enumerate() {
+            let (ratio, met) = if i == 0 {
+                ("—".to_string(), String::new())
+            } else {
+                let ratio = module_rps / rps;
+                let min = row.min_ratio.get(i - 1).copied().unwrap_or(0.0);
+                (format!("{ratio:.2}"), if min > 0.0 { if ratio >= min { "met".into() } else { "**not met**".into() } } else { String::new() })
+            };
+            let (title, target) = if i == 0 { (row.title, row.target) } else { ("", "") };
+            let _ = writeln!(table, "| {title} | {} | {rps:.0} | {ratio} | {us:.2} | {target} | {met} |", variant.name);
+        }
+    }
+    let machine = machine();
+    Ok(format!(
+        "## Throughput\n\n\
+         Machine: {machine}. Server: Redis {version}, pinned to CPU 0; clients pinned to CPU 1. \
+         Dataset: {REPOS} repositories × {PER_REPO} sha256 digests loaded through the module, with meta and a \
+         descriptor on every digest. Median of {runs} alternating runs per variant ({seconds} s each for the \
+         driver, 100,000 requests unpipelined / 1,000,000 pipelined for redis-benchmark). \
+         Server µs/op is the server's CPU time (user + system, `INFO cpu`) over the operations: the steadier \
+         figure on shared cores. Ratio is module ops/s over the variant's ops/s (one operation = all the \
+         commands of the variant).\n\n\
+         Commands: `make bench` (`scripts/bench.sh throughput`): redis-benchmark \
+         (`-c 50 -P 1|16 -r 100000 --csv`) for META, STAT, ADD, SETMETA and their natives; the `lcbench` driver \
+         (50 connections in lockstep) for CONTAINS with a random repository's own digest, LOOKUP, REPOSTAT, \
+         REPOSETDESCRIPTOR and MCONTAINS.\n\n{table}"
+    ))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown CPU".into());
+    // Not available_parallelism: the driver runs pinned to one CPU.
+    let cores = std::fs::read_to_string("/proc/cpuinfo").map(|s| s.lines().filter(|l| l.starts_with("processor")).count()).unwrap_or(1);
+    format!("{cpu}, {cores} cores (shared)")
+}
+
+// ---------------------------------------------------------------------------------
+// Memory
+
+fn used_memory(c: &mut redis::Connection) -> Result<f64> {
+    info_field(c, "memory", "used_memory")?.parse().map_err(|_| "used_memory".into())
+}
+
+fn memory() -> Result<String> {
+    let n = REPOS * PER_REPO;
+    // (label, commands per (repository, digest))
+    let variants: [(&str, fn(&str, &str) -> Vec<Vec<u8>>); 4] = [
+        ("membership: LAYERCACHE.ADD (set + reverse index)", |r, d| vec![pack(&["LAYERCACHE.ADD", r, d])]),
+        ("membership: plain SADD (distribution)", |r, d| vec![pack(&["SADD", &format!("repository::{r}::blobs"), d])]),
+        ("descriptor: LAYERCACHE.SETDESCRIPTOR", |_, d| vec![pack(&["LAYERCACHE.SETDESCRIPTOR", d, d, "2797", MEDIATYPE])]),
+        ("descriptor: plain HSET + HSETNX (distribution)", |_, d| {
+            let blob = format!("blobs::{d}");
+            vec![pack(&["HSET", &blob, "digest", d, "size", "2797"]), pack(&["HSETNX", &blob, "mediatype", MEDIATYPE])]
+        }),
+    ];
+    let mut table = String::from("| what | bytes per item |\n|---|---:|\n");
+    for (label, commands) in variants {
+        let server = Server::start(None, &[])?;
+        let mut c = server.connect()?;
+        let before = used_memory(&mut c)?;
+        let all = (0..REPOS).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k)));
+        pipeline_all(&mut c, all.flat_map(|(r, n)| commands(&repo(r), &digest(n))))?;
+        let per = (used_memory(&mut c)? - before) / n as f64;
+        let _ = writeln!(table, "| {label} | {per:.0} |");
+    }
+    Ok(format!(
+        "## Memory\n\n{n} items ({REPOS} repositories × {PER_REPO} digests, each digest in one repository), \
+         `used_memory` before and after, default encodings. The module stores exactly what the plain \
+         commands store, plus the reverse index `blobs::<digest>::repos` (one set per digest) that PURGE \
+         uses.\n\n{table}"
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// Instructions per operation (callgrind)
+
+fn instructions(ops: u64) -> Result<String> {
+    let dir = std::env::temp_dir().join(format!("lcbench-callgrind-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = format!("--callgrind-out-file={}/cg.%p", dir.display());
+    let server = Server::start(None, &["valgrind", "--tool=callgrind", &out])?;
+    let mut c = server.connect()?;
+    load(&mut c, 20)?;
+    let scripts = Scripts {
+        lookup: redis::cmd("SCRIPT").arg("LOAD").arg(LOOKUP_LUA).query(&mut c).map_err(|e| e.to_string())?,
+        repostat: redis::cmd("SCRIPT").arg("LOAD").arg(REPOSTAT_LUA).query(&mut c).map_err(|e| e.to_string())?,
+        reposetdescriptor: String::new(),
+    };
+    let variants: [(&str, Build, &str); 9] = [
+        ("LAYERCACHE.CONTAINS", contains, ""),
+        ("SISMEMBER", sismember, ""),
+        ("LAYERCACHE.LOOKUP", lookup, "≤ 7,000"),
+        ("SISMEMBER + HMGET, pipelined", lookup_pipelined, ""),
+        ("EVALSHA lookup", lookup_eval, ""),
+        ("LAYERCACHE.REPOSTAT", repostat, "≤ 8,000"),
+        ("SISMEMBER, HMGET, HGET: 3 round trips", repostat_trips, ""),
+        ("EVALSHA repostat", repostat_eval, ""),
+        ("LAYERCACHE.META", |rng, _| {
+            let p = pick(rng);
+            op(vec![vec![pack(&["LAYERCACHE.META", &p.digest])]])
+        }, ""),
+    ];
+    let mut table = String::from("| operation | instructions per op | target | met |\n|---|---:|---|---|\n");
+    for (name, build, target) in variants {
+        let mut rng = Rng(7);
+        // The dataset here is 20 repositories; pick within it.
+        let pool: Vec<Op> = (0..ops).map(|_| build(&mut rng, &scripts)).collect();
+        let mut conn = server.connect()?;
+        let run = |conn: &mut redis::Connection, pool: &[Op]| -> Result<()> {
+            for op in pool {
+                for (bytes, replies) in &op.trips {
+                    conn.send_packed_command(bytes).map_err(|e| e.to_string())?;
+                    for _ in 0..*replies {
+                        conn.recv_response().map_err(|e| e.to_string())?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        run(&mut conn, &pool[..pool.len().min(100)])?; // warm up
+        callgrind_control(&["-z", &server.pid().to_string()])?;
+        run(&mut conn, &pool)?;
+        let total = dump_total(&dir, server.pid())?;
+        let per = total as f64 / ops as f64;
+        let limit: Option<f64> = target.trim_start_matches("≤ ").replace(',', "").parse().ok();
+        let met = limit.map(|l| if per <= l { "met" } else { "**not met**" }).unwrap_or("");
+        let _ = writeln!(table, "| {name} | {per:.0} | {target} | {met} |");
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(format!(
+        "## Instructions per operation\n\n`make bench-instructions`: redis-server with the module under \
+         `valgrind --tool=callgrind`, one client, unpipelined (pipelined within an operation where the \
+         variant says so), {ops} operations per variant after a warm-up, counters zeroed before and dumped \
+         after with `callgrind_control`: every instruction the server ran for those operations (event loop, \
+         reading, parsing, the command, the reply), divided by the operations. Noise-free, unlike ops/s.\n\n{table}"
+    ))
+}
+
+fn callgrind_control(args: &[&str]) -> Result<()> {
+    let status = Command::new("callgrind_control").args(args).stdout(Stdio::null()).status().map_err(|e| e.to_string())?;
+    status.success().then_some(()).ok_or_else(|| format!("callgrind_control {args:?} failed"))
+}
+
+/// Dumps the counters since the last zeroing and returns their total instructions.
+fn dump_total(dir: &Path, pid: u32) -> Result<u64> {
+    let before: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
+    callgrind_control(&["-d", &pid.to_string()])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let fresh = std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).find(|p| !before.contains(p));
+        if let Some(path) = fresh {
+            std::thread::sleep(Duration::from_millis(200));
+            let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+            let total = text.lines().find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")));
+            if let Some(n) = total.and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()) {
+                return Ok(n);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("no callgrind dump".into())
+}
+
+// ---------------------------------------------------------------------------------
+// Criterion results of the pure crate
+
+/// Turns criterion's text output into a table: each `name  time: [low median high]`
+/// (the name may be on the line before).
+fn criterion_table(output: String) -> String {
+    let mut table = String::from("| benchmark | median time |\n|---|---:|\n");
+    let mut previous = "";
+    for line in output.lines() {
+        if let Some((name, rest)) = line.split_once("time:") {
+            let name = if name.trim().is_empty() { previous.trim() } else { name.trim() };
+            let times: Vec<&str> = rest.trim().trim_matches(['[', ']']).split_whitespace().collect();
+            if let [_, _, median, unit, ..] = times.as_slice() {
+                let _ = writeln!(table, "| {name} | {median} {unit} |");
+            }
+        }
+        previous = line;
+    }
+    format!(
+        "## Pure crate (criterion)\n\n`cargo bench -p layercache-core --bench validation`: the validation and \
+         key naming every command runs before it touches a key, without Redis.\n\n{table}"
+    )
+}
+
+// ---------------------------------------------------------------------------------
+// BENCHMARKS.md
+
+/// Replaces the section `name` of the file (between its markers), keeping the others.
+fn write_section(path: &Path, name: &str, body: &str) {
+    let (start, end) = (format!("<!-- {name} -->"), format!("<!-- /{name} -->"));
+    let mut text = std::fs::read_to_string(path).unwrap_or_else(|_| {
+        "# Benchmarks\n\nGenerated by `make bench` and `make bench-instructions` (see `bench/src/main.rs`); \
+         rerun them to refresh a section.\n\n"
+            .into()
+    });
+    let block = format!("{start}\n{body}\n{end}\n");
+    match (text.find(&start), text.find(&end)) {
+        (Some(a), Some(b)) if a < b => text.replace_range(a..b + end.len() + 1, &block),
+        _ => text.push_str(&format!("\n{block}")),
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        eprintln!("lcbench: cannot write {}: {e}", path.display());
+    }
+    println!("{body}");
+}
