@@ -665,7 +665,7 @@ fn instructions(ops: u64) -> Result<String> {
         repostat: redis::cmd("SCRIPT").arg("LOAD").arg(REPOSTAT_LUA).query(&mut c).map_err(|e| e.to_string())?,
         reposetdescriptor: String::new(),
     };
-    let variants: [(&str, Build, &str); 9] = [
+    let variants: [(&str, Build, &str); 10] = [
         ("LAYERCACHE.CONTAINS", contains, ""),
         ("SISMEMBER", sismember, ""),
         ("LAYERCACHE.LOOKUP", lookup, "≤ 7,000"),
@@ -677,6 +677,10 @@ fn instructions(ops: u64) -> Result<String> {
         ("LAYERCACHE.META", |rng, _| {
             let p = pick(rng);
             op(vec![vec![pack(&["LAYERCACHE.META", &p.digest])]])
+        }, ""),
+        ("HMGET path length", |rng, _| {
+            let p = pick(rng);
+            op(vec![vec![pack(&["HMGET", &p.blob, "path", "length"])]])
         }, ""),
     ];
     let mut table = String::from("| operation | instructions per op | target | met |\n|---|---:|---|---|\n");
