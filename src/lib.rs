@@ -105,7 +105,7 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
     // servers lack them, so refuse cleanly rather than fail at the first command.
     let (set_info, check_key) = (raw::RedisModule_SetCommandInfo, raw::RedisModule_ACLCheckKeyPermissions);
     if set_info.is_none() || check_key.is_none() {
-        return Err("layercache needs Redis 7.0 or newer".into());
+        return Err("needs Redis 7.0 or newer (this server lacks RedisModule_SetCommandInfo)".into());
     }
     if raw::RedisModule_GetContextFlags.unwrap()(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0 {
         return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \

@@ -233,3 +233,37 @@ fn contents_of(c: &mut Connection, key: &str) -> String {
     items.sort();
     format!("{key} {kind} {items:?}")
 }
+
+/// The server build under test, from `$REDIS_SERVER --version`.
+pub struct Version {
+    /// "Redis" or "Valkey".
+    pub product: String,
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Version {
+    /// Whether the server has Redis 7.2's module API (ACL categories for module
+    /// commands). Valkey forked from Redis 7.2.
+    pub fn has_7_2_api(&self) -> bool {
+        self.product == "Valkey" || (self.major, self.minor) >= (7, 2)
+    }
+}
+
+pub fn server_version() -> Version {
+    let out = Command::new(server_binary()).arg("--version").output().expect("run $REDIS_SERVER --version");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // "Redis server v=7.0.15 sha=..." / "Valkey server v=9.1.2 ..."
+    let product = text.split_whitespace().next().unwrap_or_default().to_string();
+    let numbers: Vec<u32> = text
+        .split_once("v=")
+        .map(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit() && c != '.').next().unwrap_or_default())
+        .unwrap_or_default()
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match numbers.as_slice() {
+        [major, minor, ..] => Version { product, major: *major, minor: *minor },
+        _ => panic!("cannot read the version of {}: {text}", server_binary()),
+    }
+}
