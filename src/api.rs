@@ -91,7 +91,7 @@ impl Ctx {
 
     /// Reads `fields` of the hash at `key`: `Ok(None)` when the key does not exist,
     /// otherwise one entry per field (`None` where the field is absent).
-    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&Field; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
+    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&dyn AsField; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
         // SAFETY: valid ctx and key name; the handle is closed before returning; each
         // HashGet call passes one field string, one output slot and the NULL terminator.
         unsafe {
@@ -103,12 +103,37 @@ impl Ctx {
                     raw::RedisModule_HashGet.unwrap()(
                         handle,
                         raw::REDISMODULE_HASH_NONE as c_int,
-                        field.get(),
+                        field.field(),
                         &mut value as *mut *mut RedisModuleString,
                         ptr::null_mut::<RedisModuleString>(),
                     );
                     (!value.is_null()).then(|| RString { ctx: self, ptr: value })
                 }))),
+                _ => Err(Error::WrongType),
+            };
+            raw::RedisModule_CloseKey.unwrap()(handle);
+            result
+        }
+    }
+
+    /// Whether the hash at `key` has `field` (false when the key does not exist).
+    pub fn hash_exists(&self, key: &RString, field: &dyn AsField) -> Result<bool, Error> {
+        // SAFETY: as in `hash_get`, with REDISMODULE_HASH_EXISTS's int output slot.
+        unsafe {
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
+            let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
+                raw::REDISMODULE_KEYTYPE_EMPTY => Ok(false),
+                raw::REDISMODULE_KEYTYPE_HASH => {
+                    let mut exists: c_int = 0;
+                    raw::RedisModule_HashGet.unwrap()(
+                        handle,
+                        raw::REDISMODULE_HASH_EXISTS as c_int,
+                        field.field(),
+                        &mut exists as *mut c_int,
+                        ptr::null_mut::<RedisModuleString>(),
+                    );
+                    Ok(exists != 0)
+                }
                 _ => Err(Error::WrongType),
             };
             raw::RedisModule_CloseKey.unwrap()(handle);
@@ -146,12 +171,6 @@ impl Ctx {
         unsafe { raw::RedisModule_ReplyWithStringBuffer.unwrap()(self.0, bytes.as_ptr().cast(), bytes.len()) };
     }
 
-    /// Forwards a reply of `RedisModule_Call` to the client as it is.
-    pub fn reply_call(&self, reply: &Reply) {
-        // SAFETY: valid ctx and reply.
-        unsafe { raw::RedisModule_ReplyWithCallReply.unwrap()(self.0, reply.0) };
-    }
-
     pub fn reply_error(&self, message: &str) {
         // Error text comes from our own messages and key names; a NUL would cut it short.
         let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
@@ -186,8 +205,22 @@ impl Field {
         self.string.store(string, Ordering::Relaxed);
     }
 
-    fn get(&self) -> *mut RedisModuleString {
+}
+
+/// A hash field name: a [`Field`] made at load, or an [`RString`] made per call.
+pub trait AsField {
+    fn field(&self) -> *mut RedisModuleString;
+}
+
+impl AsField for Field {
+    fn field(&self) -> *mut RedisModuleString {
         self.string.load(Ordering::Relaxed)
+    }
+}
+
+impl AsField for RString<'_> {
+    fn field(&self) -> *mut RedisModuleString {
+        self.ptr
     }
 }
 

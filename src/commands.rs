@@ -3,14 +3,19 @@
 //! runs (see `dispatch`). A handler either replies itself and returns how many hits and
 //! misses it saw, or returns an error that `dispatch` turns into the reply, having
 //! changed nothing: every check comes before the first write.
+//!
+//! The handlers hold the semantics of both key schemes; `scheme` says where each fact
+//! is stored.
 
 use layercache_core::digest::{self, Digest};
-use layercache_core::keys::{self, Repo};
+use layercache_core::keys::Repo;
 use layercache_core::{value, InputError};
 
 use crate::api::{call, Args, Ctx, Field, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
+use crate::config::{self, Scheme};
 use crate::error::Error;
-use crate::{config, info};
+use crate::info;
+use crate::scheme::{self, blob, check_acl, Holding};
 
 /// The hash fields the commands read (distribution's names).
 pub static PATH: Field = Field::new(c"path");
@@ -27,35 +32,30 @@ pub struct Tally {
     pub misses: u64,
 }
 
-const HIT: Tally = Tally { hits: 1, misses: 0 };
-const MISS: Tally = Tally { hits: 0, misses: 1 };
-const WRITE: Tally = Tally { hits: 0, misses: 0 };
+pub const HIT: Tally = Tally { hits: 1, misses: 0 };
+pub const MISS: Tally = Tally { hits: 0, misses: 1 };
+pub const WRITE: Tally = Tally { hits: 0, misses: 0 };
 
 pub type Handler = fn(&Ctx, &Args) -> Result<Tally, Error>;
 
 /// `LAYERCACHE.ADD repo digest`
 pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    let index = ctx.string(keys::digest_repos(digest).as_bytes());
-    check_acl(ctx, &[(&members, KEY_INSERT)])?;
-    // The first SADD fails on a wrong type by itself; the second must not be left to.
-    expect_types(ctx, &[(&index, KeyType::Set)])?;
+    let holding = holding_args(ctx, args, 1, 2)?;
+    check_acl(ctx, &holding.acl(KEY_INSERT, false))?;
+    expect_types(ctx, &holding.types(false))?;
 
-    let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), args.raw(2)).integer()?;
-    call!(ctx, c"SADD", c"!ss", index.as_ptr(), args.raw(1)).check()?;
-    expire(ctx, &[&members, &index])?;
-    ctx.reply_integer(added);
+    let added = holding.add(ctx)?;
+    expire(ctx, &holding.keys(false))?;
+    ctx.reply_integer(added as i64);
     Ok(WRITE)
 }
 
 /// `LAYERCACHE.CONTAINS repo digest`
 pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let (repo, _) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    check_acl(ctx, &[(&members, KEY_READ)])?;
+    let holding = holding_args(ctx, args, 1, 2)?;
+    check_acl(ctx, &holding.acl(KEY_READ, false))?;
 
-    let held = is_member(ctx, &members, args, 2)?;
+    let held = holding.exists(ctx)?;
     ctx.reply_integer(held as i64);
     Ok(if held { HIT } else { MISS })
 }
@@ -63,17 +63,14 @@ pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.MCONTAINS repo digest [digest ...]`
 pub fn mcontains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let repo = repo_arg(args, 1)?;
-    for i in 2..args.len() {
-        digest_arg(args, i)?;
+    let digests = (2..args.len()).map(|i| digest_arg(args, i)).collect::<Result<Vec<_>, _>>()?;
+    let held = scheme::held_each(ctx, repo, &digests, args)?;
+    ctx.reply_array(held.len());
+    for &h in &held {
+        ctx.reply_integer(h as i64);
     }
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    check_acl(ctx, &[(&members, KEY_READ)])?;
-
-    let (digests, count) = args.raw_from(2);
-    let reply = call!(ctx, c"SMISMEMBER", c"sv", members.as_ptr(), digests, count);
-    let hits = reply.integers()?.filter(|&held| held == 1).count() as u64;
-    ctx.reply_call(&reply);
-    Ok(Tally { hits, misses: count as u64 - hits })
+    let hits = held.iter().filter(|&&h| h).count() as u64;
+    Ok(Tally { hits, misses: held.len() as u64 - hits })
 }
 
 /// `LAYERCACHE.SETMETA digest path length`
@@ -81,7 +78,7 @@ pub fn setmeta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let digest = digest_arg(args, 1)?;
     value::check_path(args.bytes(2))?;
     value::parse_size(args.bytes(3), "length")?;
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
+    let blob = blob(ctx, digest);
     check_acl(ctx, &[(&blob, KEY_INSERT | KEY_UPDATE)])?;
 
     // One key, one HSET: a wrong type fails it before anything is written.
@@ -95,20 +92,20 @@ pub fn setmeta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 
 /// `LAYERCACHE.META digest`
 pub fn meta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let digest = digest_arg(args, 1)?;
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
+    let blob = blob(ctx, digest_arg(args, 1)?);
     check_acl(ctx, &[(&blob, KEY_READ)])?;
     reply_meta(ctx, &blob)
 }
 
 /// `LAYERCACHE.LOOKUP repo digest`
 pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
-    check_acl(ctx, &[(&members, KEY_READ), (&blob, KEY_READ)])?;
+    let holding = holding_args(ctx, args, 1, 2)?;
+    let blob = blob(ctx, digest_arg(args, 2)?);
+    let mut acl = holding.acl(KEY_READ, false);
+    acl.push((&blob, KEY_READ));
+    check_acl(ctx, &acl)?;
 
-    if !is_member(ctx, &members, args, 2)? {
+    if !holding.exists(ctx)? {
         ctx.reply_null();
         return Ok(MISS);
     }
@@ -117,8 +114,7 @@ pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 
 /// `LAYERCACHE.STAT digest`
 pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let digest = digest_arg(args, 1)?;
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
+    let blob = blob(ctx, digest_arg(args, 1)?);
     check_acl(ctx, &[(&blob, KEY_READ)])?;
 
     match descriptor(ctx, &blob)? {
@@ -137,7 +133,7 @@ pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn setdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let digest = digest_arg(args, 1)?;
     check_descriptor(args, 2)?;
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
+    let blob = blob(ctx, digest);
     check_acl(ctx, &[(&blob, KEY_INSERT | KEY_UPDATE)])?;
 
     // One key: the first write fails on a wrong type before anything is written.
@@ -149,8 +145,7 @@ pub fn setdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 
 /// `LAYERCACHE.CLEAR digest`
 pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let digest = digest_arg(args, 1)?;
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
+    let blob = blob(ctx, digest_arg(args, 1)?);
     check_acl(ctx, &[(&blob, KEY_DELETE)])?;
 
     let removed = delete_descriptor(ctx, &blob)?;
@@ -161,13 +156,13 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.REPOSTAT repo digest`: distribution's repository-scoped Stat
 /// (membership, global descriptor, repository mediatype) in one step.
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
-    let scoped = ctx.string(keys::repository_blob_hash(repo, digest).as_bytes());
-    check_acl(ctx, &[(&members, KEY_READ), (&blob, KEY_READ), (&scoped, KEY_READ)])?;
+    let holding = holding_args(ctx, args, 1, 2)?;
+    let blob = blob(ctx, digest_arg(args, 2)?);
+    let mut acl = holding.acl(KEY_READ, true);
+    acl.push((&blob, KEY_READ));
+    check_acl(ctx, &acl)?;
 
-    if !is_member(ctx, &members, args, 2)? {
+    if !holding.exists(ctx)? {
         ctx.reply_null();
         return Ok(MISS);
     }
@@ -175,8 +170,9 @@ pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         ctx.reply_null();
         return Ok(MISS);
     };
-    // distribution treats a missing repository mediatype field as an unknown blob.
-    let Some([Some(mediatype)]) = ctx.hash_get(&scoped, [&MEDIATYPE])? else {
+    // distribution treats a missing repository mediatype as an unknown blob; an empty
+    // one leaves the global mediatype.
+    let Some(mediatype) = holding.mediatype(ctx)? else {
         ctx.reply_null();
         return Ok(MISS);
     };
@@ -196,197 +192,80 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         d if d.algorithm() == digest.algorithm() => return Err(InputError::DigestMismatch.into()),
         d => Some(d),
     };
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    let mut writes = vec![Scoped::new(ctx, repo, digest, 2)];
-    writes.extend(alias.map(|d| Scoped::new(ctx, repo, d, 3)));
+    let mut writes = vec![(Holding::new(ctx, repo, digest, args.raw(1), args.raw(2)), blob(ctx, digest))];
+    writes.extend(alias.map(|d| (Holding::new(ctx, repo, d, args.raw(1), args.raw(3)), blob(ctx, d))));
 
-    let mut acl = vec![(&members, KEY_INSERT)];
-    let mut types = vec![];
-    for w in &writes {
-        acl.extend([(&w.blob, KEY_INSERT | KEY_UPDATE), (&w.scoped, KEY_INSERT | KEY_UPDATE)]);
-        types.extend([(&w.blob, KeyType::Hash), (&w.scoped, KeyType::Hash), (&w.index, KeyType::Set)]);
+    let (mut acl, mut types) = (vec![], vec![]);
+    for (holding, blob) in &writes {
+        acl.extend(holding.acl(KEY_INSERT | KEY_UPDATE, true));
+        acl.push((blob, KEY_INSERT | KEY_UPDATE));
+        types.extend(holding.types(true));
+        types.push((blob, KeyType::Hash));
     }
     check_acl(ctx, &acl)?;
-    // The membership SADD comes first and fails on a wrong type by itself.
     expect_types(ctx, &types)?;
 
-    for w in &writes {
-        call!(ctx, c"SADD", c"!ss", members.as_ptr(), args.raw(w.digest_arg)).check()?;
-        write_descriptor(ctx, &w.blob, args, 3)?;
-        call!(ctx, c"HSET", c"!scs", w.scoped.as_ptr(), c"mediatype".as_ptr(), args.raw(5)).check()?;
-        call!(ctx, c"SADD", c"!ss", w.index.as_ptr(), args.raw(1)).check()?;
-        expire(ctx, &[&w.blob, &w.scoped, &w.index])?;
+    for (holding, blob) in &writes {
+        holding.record(ctx, args.raw(5))?;
+        write_descriptor(ctx, blob, args, 3)?;
+        let mut keys = holding.keys(true);
+        keys.push(blob);
+        expire(ctx, &keys)?;
     }
-    expire(ctx, &[&members])?;
     ctx.reply_ok();
     Ok(WRITE)
 }
 
-/// The keys REPOSETDESCRIPTOR writes for one digest (argument `digest_arg`).
-struct Scoped<'c> {
-    digest_arg: usize,
-    blob: RString<'c>,
-    scoped: RString<'c>,
-    index: RString<'c>,
-}
-
-impl<'c> Scoped<'c> {
-    fn new(ctx: &'c Ctx, repo: Repo, digest: Digest, digest_arg: usize) -> Self {
-        Scoped {
-            digest_arg,
-            blob: ctx.string(keys::blob_hash(digest).as_bytes()),
-            scoped: ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
-            index: ctx.string(keys::digest_repos(digest).as_bytes()),
-        }
-    }
-}
-
-/// `LAYERCACHE.REPOCLEAR repo digest`: the membership, the repository hash and the
-/// global descriptor go in one step, so another repository re-caching the digest
+/// `LAYERCACHE.REPOCLEAR repo digest`: the membership, the repository mediatype and
+/// the global descriptor go in one step, so another repository re-caching the digest
 /// cannot make it visible here again (CVE-2026-35172).
 pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    let blob = ctx.string(keys::blob_hash(digest).as_bytes());
-    let scoped = ctx.string(keys::repository_blob_hash(repo, digest).as_bytes());
-    let index = ctx.string(keys::digest_repos(digest).as_bytes());
-    check_acl(ctx, &[(&members, KEY_DELETE), (&blob, KEY_DELETE), (&scoped, KEY_DELETE)])?;
+    let holding = holding_args(ctx, args, 1, 2)?;
+    let blob = blob(ctx, digest_arg(args, 2)?);
+    let mut acl = holding.acl(KEY_DELETE, true);
+    acl.push((&blob, KEY_DELETE));
+    check_acl(ctx, &acl)?;
 
-    if !is_member(ctx, &members, args, 2)? {
+    if !holding.exists(ctx)? {
         ctx.reply_integer(0);
         return Ok(MISS);
     }
-    expect_types(ctx, &[(&blob, KeyType::Hash), (&scoped, KeyType::Hash), (&index, KeyType::Set)])?;
-    call!(ctx, c"SREM", c"!ss", members.as_ptr(), args.raw(2)).check()?;
-    call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
+    let mut types = holding.types(true);
+    types.push((&blob, KeyType::Hash));
+    expect_types(ctx, &types)?;
+    holding.remove(ctx)?;
     delete_descriptor(ctx, &blob)?;
-    call!(ctx, c"SREM", c"!ss", index.as_ptr(), args.raw(1)).check()?;
-    expire(ctx, &[&members, &blob, &index])?;
+    let mut keys = holding.keys(true);
+    keys.push(&blob);
+    expire(ctx, &keys)?;
     ctx.reply_integer(1);
     Ok(HIT)
 }
 
-/// `LAYERCACHE.PURGE digest [digest ...]`: removes every key of each digest (after
-/// garbage collection deleted the blob): its blob hash, and through the reverse index
-/// every repository's membership and repository hash, then the index itself.
+/// `LAYERCACHE.PURGE digest [digest ...]`: removes every key of each digest, after
+/// garbage collection deleted the blob.
 pub fn purge(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let digests = (1..args.len()).map(|i| digest_arg(args, i)).collect::<Result<Vec<_>, _>>()?;
-
-    // Read everything first: which keys exist, of what type, and what the user may
-    // delete. Only then write.
-    let mut plans = Vec::with_capacity(digests.len());
-    for (k, &digest) in digests.iter().enumerate() {
-        if digests[..k].contains(&digest) {
-            continue; // counted once
+    let mut digests: Vec<(Digest, usize)> = vec![];
+    for i in 1..args.len() {
+        let digest = digest_arg(args, i)?;
+        if !digests.iter().any(|(d, _)| *d == digest) {
+            digests.push((digest, i)); // a repeated digest counts once
         }
-        let plan = Purge::read(ctx, digest, k + 1)?;
-        check_acl(ctx, &plan.acl())?;
-        expect_types(ctx, &plan.types())?;
-        plans.push(plan);
     }
-    let mut purged = 0;
-    for plan in &plans {
-        purged += plan.write(ctx, args)? as u64;
-    }
+    let purged = scheme::purge(ctx, &digests, args)?;
     info::count_purged(purged);
     ctx.reply_integer(purged as i64);
-    Ok(Tally { hits: purged, misses: plans.len() as u64 - purged })
+    Ok(Tally { hits: purged, misses: digests.len() as u64 - purged })
 }
 
-/// What PURGE removes for one digest.
-struct Purge<'c> {
-    digest_arg: usize,
-    blob: RString<'c>,
-    index: RString<'c>,
-    /// Each indexed repository's membership set and repository hash.
-    repos: Vec<(RString<'c>, RString<'c>)>,
-    had_state: bool,
-}
-
-impl<'c> Purge<'c> {
-    fn read(ctx: &'c Ctx, digest: Digest, digest_arg: usize) -> Result<Self, Error> {
-        let blob = ctx.string(keys::blob_hash(digest).as_bytes());
-        let index = ctx.string(keys::digest_repos(digest).as_bytes());
-        let blob_type = ctx.key_type(&blob);
-        let index_type = ctx.key_type(&index);
-        let mut repos = vec![];
-        if index_type == KeyType::Set {
-            let names = call!(ctx, c"SMEMBERS", c"s", index.as_ptr());
-            // Only names we could have written; anything else a plain client put in
-            // the index names no key of ours.
-            for repo in names.strings()?.filter_map(|name| Repo::parse(name).ok()) {
-                repos.push((
-                    ctx.string(keys::repository_blob_set(repo).as_bytes()),
-                    ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
-                ));
-            }
-        }
-        let had_state = blob_type != KeyType::Empty || index_type != KeyType::Empty;
-        Ok(Purge { digest_arg, blob, index, repos, had_state })
-    }
-
-    fn acl(&self) -> Vec<(&RString<'c>, u64)> {
-        let mut acl = vec![(&self.blob, KEY_DELETE)];
-        for (members, scoped) in &self.repos {
-            acl.extend([(members, KEY_DELETE), (scoped, KEY_DELETE)]);
-        }
-        acl
-    }
-
-    fn types(&self) -> Vec<(&RString<'c>, KeyType)> {
-        let mut types = vec![(&self.blob, KeyType::Hash), (&self.index, KeyType::Set)];
-        for (members, scoped) in &self.repos {
-            types.extend([(members, KeyType::Set), (scoped, KeyType::Hash)]);
-        }
-        types
-    }
-
-    /// Removes it all; returns whether the digest had any cache state.
-    fn write(&self, ctx: &Ctx, args: &Args) -> Result<bool, Error> {
-        let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
-        for (members, scoped) in &self.repos {
-            call!(ctx, c"SREM", c"!ss", members.as_ptr(), args.raw(self.digest_arg)).check()?;
-            expire(ctx, &[members])?;
-            doomed.push(scoped.as_ptr());
-        }
-        call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
-        Ok(self.had_state)
-    }
-}
-
-/// `LAYERCACHE.DROPREPO repo`: removes a deleted repository's membership set, its
-/// repository hashes and its entries in the reverse indexes.
+/// `LAYERCACHE.DROPREPO repo`: removes a deleted repository from the cache. Only the
+/// `distribution` scheme keeps the per-repository index this needs.
 pub fn droprepo(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let repo = repo_arg(args, 1)?;
-    let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    check_acl(ctx, &[(&members, KEY_DELETE)])?;
-    if ctx.key_type(&members) == KeyType::Empty {
-        ctx.reply_integer(0);
-        return Ok(MISS);
+    if config::scheme() == Scheme::Blob {
+        return Err(Error::Redis("ERR DROPREPO needs scheme distribution".into()));
     }
-
-    let listed = call!(ctx, c"SMEMBERS", c"s", members.as_ptr());
-    let mut held = 0;
-    let (mut scoped, mut indexes) = (vec![], vec![]);
-    for member in listed.strings()? {
-        held += 1;
-        // A member that is not a digest names no key of ours.
-        if let Ok(digest) = digest::parse(member) {
-            scoped.push(ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()));
-            indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
-        }
-    }
-    check_acl(ctx, &scoped.iter().map(|k| (k, KEY_DELETE)).collect::<Vec<_>>())?;
-    let mut types: Vec<_> = scoped.iter().map(|k| (k, KeyType::Hash)).collect();
-    types.extend(indexes.iter().map(|k| (k, KeyType::Set)));
-    expect_types(ctx, &types)?;
-
-    for index in &indexes {
-        call!(ctx, c"SREM", c"!ss", index.as_ptr(), args.raw(1)).check()?;
-        expire(ctx, &[index])?;
-    }
-    let mut doomed: Vec<_> = std::iter::once(members.as_ptr()).chain(scoped.iter().map(RString::as_ptr)).collect();
-    call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
+    let held = scheme::drop_repo(ctx, repo, args)?;
     ctx.reply_integer(held);
     Ok(WRITE)
 }
@@ -465,29 +344,23 @@ fn reply_meta(ctx: &Ctx, blob: &RString) -> Result<Tally, Error> {
     }
 }
 
-fn repo_arg<'a>(args: &Args<'a>, i: usize) -> Result<Repo<'a>, Error> {
+/// The holding named by the repository and digest arguments `repo_at` and `digest_at`.
+fn holding_args<'c>(ctx: &'c Ctx, args: &Args, repo_at: usize, digest_at: usize) -> Result<Holding<'c>, Error> {
+    let (repo, digest) = (repo_arg(args, repo_at)?, digest_arg(args, digest_at)?);
+    Ok(Holding::new(ctx, repo, digest, args.raw(repo_at), args.raw(digest_at)))
+}
+
+pub fn repo_arg<'a>(args: &Args<'a>, i: usize) -> Result<Repo<'a>, Error> {
     Ok(Repo::parse(args.bytes(i))?)
 }
 
-fn digest_arg<'a>(args: &Args<'a>, i: usize) -> Result<Digest<'a>, Error> {
+pub fn digest_arg<'a>(args: &Args<'a>, i: usize) -> Result<Digest<'a>, Error> {
     Ok(digest::parse(args.bytes(i))?)
-}
-
-/// `SISMEMBER members args[i]`
-fn is_member(ctx: &Ctx, members: &RString, args: &Args, i: usize) -> Result<bool, Error> {
-    Ok(call!(ctx, c"SISMEMBER", c"ss", members.as_ptr(), args.raw(i)).integer()? == 1)
-}
-
-/// Checks the calling user's permission on each key, as plain commands on those keys
-/// would be checked.
-fn check_acl(ctx: &Ctx, keys: &[(&RString, u64)]) -> Result<(), Error> {
-    let Some(user) = ctx.user() else { return Ok(()) };
-    keys.iter().try_for_each(|(key, flags)| user.check(key, *flags))
 }
 
 /// Each key must hold `want` or not exist; checked before any write so that a
 /// WRONGTYPE leaves the keyspace as it was.
-fn expect_types(ctx: &Ctx, keys: &[(&RString, KeyType)]) -> Result<(), Error> {
+pub fn expect_types(ctx: &Ctx, keys: &[(&RString, KeyType)]) -> Result<(), Error> {
     for (key, want) in keys {
         match ctx.key_type(key) {
             KeyType::Empty => {}
@@ -500,7 +373,7 @@ fn expect_types(ctx: &Ctx, keys: &[(&RString, KeyType)]) -> Result<(), Error> {
 
 /// Gives every key a write touched the configured expiry (`layercache.ttl`); a key the
 /// write removed is simply not there to expire.
-fn expire(ctx: &Ctx, keys: &[&RString]) -> Result<(), Error> {
+pub fn expire(ctx: &Ctx, keys: &[&RString]) -> Result<(), Error> {
     let ttl = config::ttl();
     if ttl > 0 {
         for key in keys {

@@ -8,6 +8,7 @@
 //! - `api`: the thin, only `unsafe` layer over the Redis module C API;
 //! - `error`: failures and their replies; `config`: `layercache.*` settings;
 //! - `info`: `INFO layercache` counters;
+//! - `scheme`: where each key scheme stores the cache's facts;
 //! - this file: loading, registration and the dispatch every command goes through.
 //!
 //! Validation and key naming live in the `layercache-core` crate, without Redis.
@@ -24,9 +25,11 @@ mod commands;
 mod config;
 mod error;
 mod info;
+mod scheme;
 
 use api::{Args, Ctx, RedisModuleCtx, RedisModuleString};
 use command_info::{ArgKind, Command, COMMANDS, COUNT};
+use config::Scheme;
 use error::Error;
 
 /// Rust allocations are Redis allocations, so `used_memory` and `maxmemory` see them.
@@ -107,11 +110,6 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
     if set_info.is_none() || check_key.is_none() {
         return Err("needs Redis 7.0 or newer (this server lacks RedisModule_SetCommandInfo)".into());
     }
-    if raw::RedisModule_GetContextFlags.unwrap()(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0 {
-        return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \
-                    run layercache on a server without cluster-enabled"
-            .into());
-    }
     let previous = panic::take_hook();
     panic::set_hook(Box::new(move |info| {
         api::log(std::ptr::null_mut(), c"warning", &format!("layercache: panic: {info}"));
@@ -120,6 +118,12 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
 
     let load_args: Vec<&[u8]> = (0..args.len()).map(|i| args.bytes(i)).collect();
     config::load(ctx, &load_args)?;
+    let cluster = raw::RedisModule_GetContextFlags.unwrap()(ctx) & raw::REDISMODULE_CTX_FLAGS_CLUSTER as c_int != 0;
+    if cluster && config::scheme() == Scheme::Distribution {
+        return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \
+                    load the module with `scheme blob` (loadmodule liblayercache.so scheme blob) to run in a cluster"
+            .into());
+    }
     commands::FIELDS.iter().for_each(|field| field.init());
     for (command, callback) in COMMANDS.iter().zip(CALLBACKS) {
         register(ctx, command, callback)?;

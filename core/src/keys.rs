@@ -1,5 +1,6 @@
 //! Key names of the `distribution` scheme (DESIGN.md section 1), one helper per key,
-//! as in distribution's `registry/storage/cache/redis/redis.go`.
+//! as in distribution's `registry/storage/cache/redis/redis.go`, and the one field name
+//! of the `blob` scheme (section 5), whose keys are the digests themselves.
 //!
 //! Names are built on the stack: the inputs are validated [`Repo`] and [`Digest`]
 //! values whose lengths are bounded, so a name always fits in [`MAX_KEY`] bytes and the
@@ -78,6 +79,12 @@ pub fn digest_repos(digest: Digest) -> KeyName {
     KeyName::of(&[b"blobs::", digest.as_bytes(), b"::repos"])
 }
 
+/// Scheme `blob`: the field of a blob's hash that says `repo` holds the blob; its
+/// value is the repository's mediatype (`""` for none).
+pub fn repo_field(repo: Repo) -> KeyName {
+    KeyName::of(&[b"repo:", repo.as_bytes()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +101,7 @@ mod tests {
             format!("repository::library/ubuntu::blobs::{d}").as_bytes()
         );
         assert_eq!(digest_repos(digest).as_bytes(), format!("blobs::{d}::repos").as_bytes());
+        assert_eq!(repo_field(repo).as_bytes(), b"repo:library/ubuntu");
     }
 
     #[test]
