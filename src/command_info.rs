@@ -30,6 +30,29 @@ const fn strings(name: &'static CStr) -> Arg {
     Arg { name, kind: ArgKind::String, multiple: true }
 }
 
+/// Which arguments are keys in the `blob` scheme (where keys are digests), and how the
+/// command uses them: Redis routes, redirects and checks ACL with these. The
+/// `distribution` scheme declares no keys (its key names are derived).
+pub struct Keys {
+    /// First key argument, 0 for none.
+    pub first: i32,
+    /// Last key argument; -1: the last argument.
+    pub last: i32,
+    /// `REDISMODULE_CMD_KEY_*` flags.
+    pub flags: u64,
+}
+
+const fn keys(first: i32, last: i32, flags: u32) -> Keys {
+    Keys { first, last, flags: flags as u64 }
+}
+
+use redis_module::raw::{
+    REDISMODULE_CMD_KEY_ACCESS as ACCESS, REDISMODULE_CMD_KEY_DELETE as DELETE_KEY, REDISMODULE_CMD_KEY_INSERT as INSERT,
+    REDISMODULE_CMD_KEY_RM as RM, REDISMODULE_CMD_KEY_RO as RO, REDISMODULE_CMD_KEY_RW as RW, REDISMODULE_CMD_KEY_UPDATE as UPDATE,
+};
+
+const NO_KEYS: &[Keys] = &[];
+
 pub struct Command {
     pub name: &'static CStr,
     pub handler: Handler,
@@ -43,6 +66,8 @@ pub struct Command {
     pub complexity: &'static CStr,
     pub since: &'static CStr,
     pub args: &'static [Arg],
+    /// Key arguments in the `blob` scheme.
+    pub keys: &'static [Keys],
 }
 
 const READ: &CStr = c"readonly fast";
@@ -65,6 +90,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+        keys: &[keys(2, 2, RW | INSERT)],
     },
     Command {
         name: c"layercache.contains",
@@ -76,6 +102,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+        keys: &[keys(2, 2, RO | ACCESS)],
     },
     Command {
         name: c"layercache.mcontains",
@@ -87,6 +114,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(N) where N is the number of digests",
         since: c"0.1.0",
         args: &[string(c"repo"), strings(c"digest")],
+        keys: &[keys(2, -1, RO | ACCESS)],
     },
     Command {
         name: c"layercache.setmeta",
@@ -98,6 +126,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"digest"), string(c"path"), integer(c"length")],
+        keys: &[keys(1, 1, RW | UPDATE)],
     },
     Command {
         name: c"layercache.meta",
@@ -109,6 +138,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"digest")],
+        keys: &[keys(1, 1, RO | ACCESS)],
     },
     Command {
         name: c"layercache.lookup",
@@ -120,6 +150,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+        keys: &[keys(2, 2, RO | ACCESS)],
     },
     Command {
         name: c"layercache.stat",
@@ -131,6 +162,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"digest")],
+        keys: &[keys(1, 1, RO | ACCESS)],
     },
     Command {
         name: c"layercache.setdescriptor",
@@ -142,6 +174,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"digest"), string(c"desc-digest"), integer(c"size"), string(c"mediatype")],
+        keys: &[keys(1, 1, RW | UPDATE)],
     },
     Command {
         name: c"layercache.clear",
@@ -153,6 +186,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"digest")],
+        keys: &[keys(1, 1, RW | DELETE_KEY)],
     },
     Command {
         name: c"layercache.repostat",
@@ -164,6 +198,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+        keys: &[keys(2, 2, RO | ACCESS)],
     },
     Command {
         name: c"layercache.reposetdescriptor",
@@ -175,6 +210,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest"), string(c"desc-digest"), integer(c"size"), string(c"mediatype")],
+        keys: &[keys(2, 2, RW | UPDATE), keys(3, 3, RW | UPDATE)],
     },
     Command {
         name: c"layercache.repoclear",
@@ -186,6 +222,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(1)",
         since: c"0.1.0",
         args: &[string(c"repo"), string(c"digest")],
+        keys: &[keys(2, 2, RW | ACCESS | DELETE_KEY)],
     },
     Command {
         name: c"layercache.purge",
@@ -197,6 +234,7 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(N+R) where N is the number of digests and R the repositories holding them",
         since: c"0.1.0",
         args: &[strings(c"digest")],
+        keys: &[keys(1, -1, RM | DELETE_KEY)],
     },
     Command {
         name: c"layercache.droprepo",
@@ -208,5 +246,6 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(N) where N is the number of digests the repository held",
         since: c"0.1.0",
         args: &[string(c"repo")],
+        keys: NO_KEYS,
     },
 ];

@@ -28,7 +28,7 @@ mod info;
 mod scheme;
 
 use api::{Args, Ctx, RedisModuleCtx, RedisModuleString};
-use command_info::{ArgKind, Command, COMMANDS, COUNT};
+use command_info::{ArgKind, Command, Keys, COMMANDS, COUNT};
 use config::Scheme;
 use error::Error;
 
@@ -135,7 +135,12 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
 unsafe fn register(ctx: *mut RedisModuleCtx, command: &Command, callback: CommandFn) -> Result<(), String> {
     let name = command.name;
     let failed = |what: &str| format!("cannot {what} {}", name.to_string_lossy());
-    if raw::RedisModule_CreateCommand.unwrap()(ctx, name.as_ptr(), Some(callback), command.flags.as_ptr(), 0, 0, 0)
+    // Keys are arguments only in the blob scheme; there Redis routes by them.
+    let keys = if config::scheme() == Scheme::Blob { command.keys } else { &[] };
+    let first = keys.first().map_or(0, |k| k.first);
+    let last = if keys.iter().any(|k| k.last < 0) { -1 } else { keys.iter().map(|k| k.last).max().unwrap_or(0) };
+    let step = i32::from(first != 0);
+    if raw::RedisModule_CreateCommand.unwrap()(ctx, name.as_ptr(), Some(callback), command.flags.as_ptr(), first, last, step)
         == ERR
     {
         return Err(failed("create"));
@@ -144,7 +149,7 @@ unsafe fn register(ctx: *mut RedisModuleCtx, command: &Command, callback: Comman
     if handle.is_null() {
         return Err(failed("find"));
     }
-    if raw::RedisModule_SetCommandInfo.unwrap()(handle, &command_info(command).info) == ERR {
+    if raw::RedisModule_SetCommandInfo.unwrap()(handle, &command_info(command, keys).info) == ERR {
         return Err(failed("set command info of"));
     }
     // ACL categories exist from Redis 7.2; on 7.0 the commands simply have none.
@@ -161,6 +166,7 @@ unsafe fn register(ctx: *mut RedisModuleCtx, command: &Command, callback: Comman
 struct RawInfo {
     info: raw::RedisModuleCommandInfo,
     _args: Vec<raw::RedisModuleCommandArg>,
+    _key_specs: Vec<raw::RedisModuleCommandKeySpec>,
 }
 
 static INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleCommandInfoVersion {
@@ -170,30 +176,57 @@ static INFO_VERSION: raw::RedisModuleCommandInfoVersion = raw::RedisModuleComman
     sizeof_arg: std::mem::size_of::<raw::RedisModuleCommandArg>(),
 };
 
-fn command_info(command: &Command) -> RawInfo {
+fn command_info(command: &Command, keys: &[Keys]) -> RawInfo {
     let null = std::ptr::null();
     let mut args: Vec<raw::RedisModuleCommandArg> = command
         .args
         .iter()
-        .map(|arg| raw::RedisModuleCommandArg {
-            name: arg.name.as_ptr(),
-            type_: match arg.kind {
-                ArgKind::String => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
-                ArgKind::Integer => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
-            },
-            key_spec_index: -1,
-            token: null,
-            summary: null,
-            since: null,
-            flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 },
-            deprecated_since: null,
-            subargs: std::ptr::null_mut(),
-            display_text: null,
+        .zip(1..)
+        .map(|(arg, position)| {
+            let key_spec = keys.iter().position(|k| k.first == position);
+            raw::RedisModuleCommandArg {
+                name: arg.name.as_ptr(),
+                type_: match (key_spec, arg.kind) {
+                    (Some(_), _) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
+                    (None, ArgKind::String) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+                    (None, ArgKind::Integer) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                },
+                key_spec_index: key_spec.map_or(-1, |i| i as c_int),
+                token: null,
+                summary: null,
+                since: null,
+                flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 },
+                deprecated_since: null,
+                subargs: std::ptr::null_mut(),
+                display_text: null,
+            }
         })
         .collect();
-    // The array ends with a zeroed entry.
+    // Both arrays end with a zeroed entry.
     // SAFETY: all-zero is a valid RedisModuleCommandArg (null pointers, zero ints).
     args.push(unsafe { std::mem::zeroed() });
+    let mut key_specs: Vec<raw::RedisModuleCommandKeySpec> = keys
+        .iter()
+        .map(|k| raw::RedisModuleCommandKeySpec {
+            notes: null,
+            flags: k.flags,
+            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: k.first },
+            },
+            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 {
+                    // Relative to `first`: 0 is that one key, -1 runs to the last argument.
+                    lastkey: if k.last < 0 { -1 } else { k.last - k.first },
+                    keystep: 1,
+                    limit: 0,
+                },
+            },
+        })
+        .collect();
+    // SAFETY: all-zero is a valid RedisModuleCommandKeySpec (the terminator).
+    key_specs.push(unsafe { std::mem::zeroed() });
     let info = raw::RedisModuleCommandInfo {
         version: &INFO_VERSION,
         summary: command.summary.as_ptr(),
@@ -202,8 +235,8 @@ fn command_info(command: &Command) -> RawInfo {
         history: std::ptr::null_mut(),
         tips: null,
         arity: command.arity,
-        key_specs: std::ptr::null_mut(),
+        key_specs: if keys.is_empty() { std::ptr::null_mut() } else { key_specs.as_mut_ptr() },
         args: args.as_mut_ptr(),
     };
-    RawInfo { info, _args: args }
+    RawInfo { info, _args: args, _key_specs: key_specs }
 }

@@ -204,6 +204,7 @@ pub fn held_each(ctx: &Ctx, repo: Repo, digests: &[Digest], args: &Args) -> Resu
 pub fn purge(ctx: &Ctx, digests: &[(Digest, usize)], args: &Args) -> Result<u64, Error> {
     if config::scheme() == Scheme::Blob {
         let keys: Vec<RString> = digests.iter().map(|&(digest, _)| blob(ctx, digest)).collect();
+        expect_types(ctx, &keys.iter().map(|k| (k, KeyType::Hash)).collect::<Vec<_>>())?;
         let mut doomed: Vec<_> = keys.iter().map(RString::as_ptr).collect();
         return Ok(call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).integer()? as u64);
     }

@@ -73,6 +73,19 @@ fn key_name(template: &str) -> String {
     template.replace("D1", D1).replace("D2", D2)
 }
 
+/// The keys a command touches: `spec.keys` in distribution's layout; in the blob
+/// scheme, its digest arguments (DROPREPO touches none there: it is refused).
+fn touched(spec: &Spec) -> Vec<String> {
+    match scheme() {
+        Scheme::Distribution => spec.keys.iter().map(|t| key_name(t)).collect(),
+        Scheme::Blob => {
+            let mut keys: Vec<String> = spec.args.iter().filter(|(kind, _)| *kind == Digest).map(|(_, d)| d.to_string()).collect();
+            keys.dedup();
+            keys
+        }
+    }
+}
+
 /// Bad values for an argument kind, each with the exact error it must get.
 fn bad_values(kind: Kind) -> Vec<(Vec<u8>, String)> {
     let hex64 = "a".repeat(64);
@@ -233,16 +246,15 @@ fn wrongtype_on_each_touched_key_changes_nothing() {
     let s = Server::start();
     let mut c = s.client();
     for spec in specs() {
-        for template in spec.keys {
+        for key in touched(&spec) {
             setup(&mut c);
-            let key = key_name(template);
             run(&mut c, &["DEL", &key]).unwrap();
             run(&mut c, &["SET", &key, "not a set or hash"]).unwrap();
             let args: Vec<Vec<u8>> =
                 std::iter::once(spec.name.as_bytes().to_vec()).chain(spec.args.iter().map(|(_, v)| v.as_bytes().to_vec())).collect();
             expect_rejected(
                 &mut c,
-                &format!("{} with {template} a string", spec.name),
+                &format!("{} with {key} a string", spec.name),
                 &args,
                 "WRONGTYPE Operation against a key holding the wrong kind of value",
             );
@@ -257,6 +269,9 @@ fn the_valid_arguments_of_the_table_succeed() {
     let s = Server::start();
     let mut c = s.client();
     for spec in specs() {
+        if spec.name == "LAYERCACHE.DROPREPO" && scheme() == Scheme::Blob {
+            continue; // refused in that scheme: tests/descriptor.rs
+        }
         setup(&mut c);
         let mut cmd = redis::cmd(spec.name);
         for (_, v) in spec.args {

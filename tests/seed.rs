@@ -27,12 +27,17 @@ fn add_and_contains() {
     assert_eq!(contains(&mut c, "library/debian", D1), 0, "membership is per repository");
     assert_eq!(contains(&mut c, "library/ubuntu", D2), 0);
 
-    // The keyspace: distribution's membership set, plus the reverse index.
-    let members: Vec<String> = c.smembers("repository::library/ubuntu::blobs").unwrap();
-    assert_eq!(members, vec![D1.to_string()]);
-    let repos: Vec<String> = c.smembers(format!("blobs::{D1}::repos")).unwrap();
-    assert_eq!(repos, vec!["library/ubuntu".to_string()]);
-    assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 2);
+    // The keyspace: distribution's membership set plus the reverse index, or the
+    // blob's hash with a field for the repository.
+    assert!(holds(&mut c, "library/ubuntu", D1) && !holds(&mut c, "library/debian", D1));
+    let want = match scheme() {
+        Scheme::Distribution => vec![
+            format!("blobs::{D1}::repos set [\"library/ubuntu\"]"),
+            format!("repository::library/ubuntu::blobs set [\"{D1}\"]"),
+        ],
+        Scheme::Blob => vec![format!("{D1} hash [\"repo:library/ubuntu=\"]")],
+    };
+    assert_eq!(contents(&mut c), want);
 }
 
 #[test]
@@ -72,7 +77,7 @@ fn setmeta_meta_and_lookup() {
     assert_eq!(run(&mut c, &["LAYERCACHE.LOOKUP", "library/ubuntu", D2]).unwrap(), Value::Nil, "member without meta");
     assert_eq!(run(&mut c, &["LAYERCACHE.LOOKUP", "library/debian", D1]).unwrap(), Value::Nil, "meta without member");
 
-    let fields: Vec<Option<String>> = redis::cmd("HMGET").arg(format!("blobs::{D1}")).arg(&["path", "length"]).query(&mut c).unwrap();
+    let fields: Vec<Option<String>> = redis::cmd("HMGET").arg(blob_key(D1)).arg(&["path", "length"]).query(&mut c).unwrap();
     assert_eq!(fields, vec![Some("/p2".into()), Some("0".into())]);
 }
 
@@ -80,9 +85,9 @@ fn setmeta_meta_and_lookup() {
 fn meta_with_only_one_field_is_a_miss() {
     let s = Server::start();
     let mut c = s.client();
-    let _: () = c.hset(format!("blobs::{D1}"), "path", "/p").unwrap();
+    let _: () = c.hset(blob_key(D1), "path", "/p").unwrap();
     assert_eq!(run(&mut c, &["LAYERCACHE.META", D1]).unwrap(), Value::Nil);
-    let _: () = c.hset(format!("blobs::{D2}"), "length", "5").unwrap();
+    let _: () = c.hset(blob_key(D2), "length", "5").unwrap();
     assert_eq!(run(&mut c, &["LAYERCACHE.META", D2]).unwrap(), Value::Nil);
 }
 
@@ -90,9 +95,9 @@ fn meta_with_only_one_field_is_a_miss() {
 fn corrupt_stored_length_is_an_error() {
     let s = Server::start();
     let mut c = s.client();
-    let _: () = c.hset_multiple(format!("blobs::{D1}"), &[("path", "/p"), ("length", "12abc")]).unwrap();
+    let _: () = c.hset_multiple(blob_key(D1), &[("path", "/p"), ("length", "12abc")]).unwrap();
     let e = error(&mut c, &[b"LAYERCACHE.META", D1.as_bytes()]);
-    assert_eq!(e, format!("ERR corrupt cache entry blobs::{D1}"));
+    assert_eq!(e, format!("ERR corrupt cache entry {}", blob_key(D1)));
 }
 
 /// distribution v2.0.0 `checkLayerInfoCache`, step by step, with valid digests.
@@ -128,9 +133,17 @@ fn distribution_layer_info_cache_sequence() {
 fn interop_with_plain_commands() {
     let s = Server::start();
     let mut c = s.client();
-    // Written the way distribution writes them...
-    let _: () = c.sadd("repository::library/ubuntu::blobs", D1).unwrap();
-    let _: () = c.hset_multiple(format!("blobs::{D1}"), &[("path", "/plain/path"), ("length", "77")]).unwrap();
+    // Written with plain commands (in distribution's layout the way distribution
+    // writes them)...
+    match scheme() {
+        Scheme::Distribution => {
+            let _: () = c.sadd("repository::library/ubuntu::blobs", D1).unwrap();
+        }
+        Scheme::Blob => {
+            let _: () = c.hset(D1, "repo:library/ubuntu", "").unwrap();
+        }
+    }
+    let _: () = c.hset_multiple(blob_key(D1), &[("path", "/plain/path"), ("length", "77")]).unwrap();
     // ...read by the module.
     assert_eq!(run(&mut c, &["LAYERCACHE.CONTAINS", "library/ubuntu", D1]).unwrap(), Value::Int(1));
     assert_eq!(run(&mut c, &["LAYERCACHE.META", D1]).unwrap(), Value::Array(vec![bulk("/plain/path"), Value::Int(77)]));
@@ -140,8 +153,8 @@ fn interop_with_plain_commands() {
     run(&mut c, &["LAYERCACHE.ADD", "library/debian", D2]).unwrap();
     run(&mut c, &["LAYERCACHE.SETMETA", D2, "/module/path", "123"]).unwrap();
     // ...read by plain commands.
-    assert!(c.sismember::<_, _, bool>("repository::library/debian::blobs", D2).unwrap());
-    let fields: Vec<Option<String>> = redis::cmd("HMGET").arg(format!("blobs::{D2}")).arg(&["path", "length"]).query(&mut c).unwrap();
+    assert!(holds(&mut c, "library/debian", D2));
+    let fields: Vec<Option<String>> = redis::cmd("HMGET").arg(blob_key(D2)).arg(&["path", "length"]).query(&mut c).unwrap();
     assert_eq!(fields, vec![Some("/module/path".into()), Some("123".into())]);
 }
 

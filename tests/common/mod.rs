@@ -47,8 +47,67 @@ pub struct Options {
 }
 
 impl Default for Options {
+    /// The module with the key scheme of `$LAYERCACHE_SCHEME` (default distribution).
     fn default() -> Self {
-        Options { module: true, module_args: vec![], args: vec![], dir: None }
+        Options { module: true, module_args: vec!["scheme".into(), scheme().name().into()], args: vec![], dir: None }
+    }
+}
+
+impl Options {
+    /// For tests of one scheme's key layout, whatever `$LAYERCACHE_SCHEME` says.
+    pub fn scheme(scheme: Scheme) -> Self {
+        Options { module_args: vec!["scheme".into(), scheme.name().into()], ..Options::default() }
+    }
+}
+
+/// The key scheme the module runs with (DESIGN.md sections 1 and 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Distribution,
+    Blob,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Distribution => "distribution",
+            Scheme::Blob => "blob",
+        }
+    }
+}
+
+/// `$LAYERCACHE_SCHEME`: the scheme the scheme-independent suites run in.
+pub fn scheme() -> Scheme {
+    match std::env::var("LAYERCACHE_SCHEME").as_deref() {
+        Ok("blob") => Scheme::Blob,
+        Ok("distribution") | Err(_) => Scheme::Distribution,
+        Ok(other) => panic!("LAYERCACHE_SCHEME must be distribution or blob, not {other}"),
+    }
+}
+
+/// The hash of a blob in the current scheme.
+pub fn blob_key(digest: &str) -> String {
+    match scheme() {
+        Scheme::Distribution => format!("blobs::{digest}"),
+        Scheme::Blob => digest.to_string(),
+    }
+}
+
+/// Whether `repo` holds `digest`, read with plain commands.
+pub fn holds(c: &mut Connection, repo: &str, digest: &str) -> bool {
+    match scheme() {
+        Scheme::Distribution => redis::cmd("SISMEMBER").arg(format!("repository::{repo}::blobs")).arg(digest).query(c).unwrap(),
+        Scheme::Blob => redis::cmd("HEXISTS").arg(digest).arg(format!("repo:{repo}")).query(c).unwrap(),
+    }
+}
+
+/// The repository's mediatype for `digest`, read with plain commands (None: no field).
+pub fn repo_mediatype(c: &mut Connection, repo: &str, digest: &str) -> Option<String> {
+    match scheme() {
+        Scheme::Distribution => {
+            redis::cmd("HGET").arg(format!("repository::{repo}::blobs::{digest}")).arg("mediatype").query(c).unwrap()
+        }
+        Scheme::Blob => redis::cmd("HGET").arg(digest).arg(format!("repo:{repo}")).query(c).unwrap(),
     }
 }
 
