@@ -23,11 +23,14 @@ release: deps
 run: release
 	redis-server redis.conf --port $(PORT)
 
+# The integration suites that run in either key scheme (tests/cluster.rs is blob-only).
+SCHEME_SUITES = --test seed --test descriptor --test bad_input --test server --test versions
+
 # Unit tests of the pure crate, then integration tests against real redis-servers, in
 # the distribution key scheme and again in the blob scheme.
 test: build
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
-	LAYERCACHE_SCHEME=blob $(CARGO) test -p layercache --tests --no-fail-fast -- --test-threads=4
+	LAYERCACHE_SCHEME=blob $(CARGO) test -p layercache $(SCHEME_SUITES) --no-fail-fast -- --test-threads=4
 	@echo "make test: all tests passed"
 
 # The integration suite once per server build (Redis 7.0, 7.4, 8.2, Valkey 9; the
