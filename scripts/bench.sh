@@ -22,6 +22,7 @@ case "${1:-all}" in
     "$lcbench" criterion < target/criterion.txt
     "${client[@]}" "$lcbench" throughput
     "$lcbench" memory
+    "${client[@]}" "$lcbench" schemes
     ;;
   instructions)
     scripts/deps.sh valgrind:valgrind

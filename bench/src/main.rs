@@ -45,10 +45,11 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("throughput") => throughput(runs, seconds).map(|s| write_section(&out, "throughput", &s)),
         Some("memory") => memory().map(|s| write_section(&out, "memory", &s)),
+        Some("schemes") => schemes(runs, seconds).map(|s| write_section(&out, "schemes", &s)),
         Some("criterion") => Ok(criterion_table(std::io::read_to_string(std::io::stdin()).unwrap_or_default()))
             .map(|s| write_section(&out, "criterion", &s)),
         Some("instructions") => instructions(opt("--ops", 2000)).map(|s| write_section(&out, "instructions", &s)),
-        _ => Err("usage: lcbench throughput|memory|instructions|criterion [--runs N] [--seconds S] [--ops N]".into()),
+        _ => Err("usage: lcbench throughput|memory|schemes|instructions|criterion [--runs N] [--seconds S] [--ops N]".into()),
     };
     if let Err(e) = result {
         eprintln!("lcbench: {e}");
@@ -70,6 +71,11 @@ struct Server {
 impl Server {
     /// redis-server with the release module, on `cpu` when given, or under `wrapper`.
     fn start(cpu: Option<u32>, wrapper: &[&str]) -> Result<Server> {
+        Server::start_with(cpu, wrapper, &[])
+    }
+
+    /// `extra`: module arguments (`scheme blob`), then any `--name value` settings.
+    fn start_with(cpu: Option<u32>, wrapper: &[&str], extra: &[&str]) -> Result<Server> {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let dir = std::env::temp_dir().join(format!("lcbench-{port}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -84,6 +90,7 @@ impl Server {
         argv.extend(["--save".into(), "".into(), "--appendonly".into(), "no".into()]);
         argv.extend(["--dir".into(), dir.to_string_lossy().into_owned()]);
         argv.extend(["--loadmodule".into(), module.to_string_lossy().into_owned()]);
+        argv.extend(extra.iter().map(|s| s.to_string()));
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdout(Stdio::null())
@@ -647,6 +654,66 @@ fn memory() -> Result<String> {
          `used_memory` before and after, default encodings. The module stores exactly what the plain \
          commands store, plus the reverse index `blobs::<digest>::repos` (one set per digest) that PURGE \
          uses.\n\n{table}"
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// The two key schemes side by side
+
+/// Memory per blob (each held by 3 repositories, with meta and descriptor) and the
+/// throughput of the hot reads, in the `distribution` and `blob` schemes.
+fn schemes(runs: u64, seconds: u64) -> Result<String> {
+    const BLOBS: u64 = 30_000;
+    let mut memory = String::from("| scheme | `hash-max-listpack-value` | bytes per blob |\n|---|---|---:|\n");
+    for scheme in ["distribution", "blob"] {
+        for listpack in ["64 (default)", "128"] {
+            let value = listpack.split(' ').next().unwrap_or("64");
+            let server = Server::start_with(None, &[], &["scheme", scheme, "--hash-max-listpack-value", value])?;
+            let mut c = server.connect()?;
+            let before = used_memory(&mut c)?;
+            pipeline_all(
+                &mut c,
+                (0..BLOBS).flat_map(|n| {
+                    let d = digest(n);
+                    let mut commands: Vec<Vec<u8>> = (0..3)
+                        .map(|r| pack(&["LAYERCACHE.REPOSETDESCRIPTOR", &repo(n % 1000 + r * 1000), &d, &d, "2797", MEDIATYPE]))
+                        .collect();
+                    commands.push(pack(&["LAYERCACHE.SETMETA", &d, &format!("/docker/registry/v2/blobs/sha256/{}/data", &d[7..]), "2797"]));
+                    commands
+                }),
+            )?;
+            let per = (used_memory(&mut c)? - before) / BLOBS as f64;
+            let _ = writeln!(memory, "| {scheme} | {listpack} | {per:.0} |");
+        }
+    }
+
+    let servers = [("distribution", Server::start_with(Some(0), &[], &["scheme", "distribution"])?), ("blob", Server::start_with(Some(0), &[], &["scheme", "blob"])?)];
+    let no_scripts = Scripts { lookup: String::new(), repostat: String::new(), reposetdescriptor: String::new() };
+    for (_, server) in &servers {
+        load(&mut server.connect()?, REPOS)?;
+    }
+    let mut table = String::from("| command | scheme | ops/s (median) | server µs/op (median) |\n|---|---|---:|---:|\n");
+    for (name, build) in [("LAYERCACHE.CONTAINS", contains as Build), ("LAYERCACHE.REPOSTAT", repostat), ("LAYERCACHE.LOOKUP", lookup)] {
+        let mut results: Vec<(Vec<f64>, Vec<f64>)> = servers.iter().map(|_| (vec![], vec![])).collect();
+        for _ in 0..runs {
+            for ((_, server), (rps, us)) in servers.iter().zip(results.iter_mut()) {
+                let (r, u) = drive(server, build, &no_scripts, 50, 1, seconds)?;
+                rps.push(r);
+                us.push(u);
+            }
+        }
+        for ((scheme, _), (rps, us)) in servers.iter().zip(results) {
+            let _ = writeln!(table, "| {name} | {scheme} | {:.0} | {:.2} |", median(rps), median(us));
+        }
+    }
+    Ok(format!(
+        "## Key schemes side by side\n\n\
+         Memory: {BLOBS} blobs, each held by 3 repositories (REPOSETDESCRIPTOR ×3 and SETMETA through the \
+         module), `used_memory` before and after.\n\n{memory}\n\
+         Throughput: the dataset of the throughput table loaded into one server per scheme (both pinned to \
+         CPU 0, measured alternately, median of {runs} runs of {seconds} s, 50 clients unpipelined). In `blob` \
+         the membership test is a hash field read through the key API instead of `RedisModule_Call` of \
+         SISMEMBER, and Redis checks ACL through the key specs.\n\n{table}"
     ))
 }
 
