@@ -40,20 +40,20 @@ pub type Handler = fn(&Ctx, &Args) -> Result<Tally, Error>;
 
 /// `LAYERCACHE.ADD repo digest`
 pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let holding = holding_args(ctx, args, 1, 2)?;
-    check_acl(ctx, &holding.acl(KEY_INSERT, false))?;
-    expect_types(ctx, &holding.types(false))?;
+    let holding = holding_args(ctx, args, 1, 2, scheme::ADDING)?;
+    check_acl(ctx, &holding.acl(KEY_INSERT))?;
+    expect_types(ctx, &holding.types())?;
 
     let added = holding.add(ctx)?;
-    expire(ctx, &holding.keys(false))?;
+    expire(ctx, &holding.keys())?;
     ctx.reply_integer(added as i64);
     Ok(WRITE)
 }
 
 /// `LAYERCACHE.CONTAINS repo digest`
 pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let holding = holding_args(ctx, args, 1, 2)?;
-    check_acl(ctx, &holding.acl(KEY_READ, false))?;
+    let holding = holding_args(ctx, args, 1, 2, scheme::MEMBERSHIP)?;
+    check_acl(ctx, &holding.acl(KEY_READ))?;
 
     let held = holding.exists(ctx)?;
     ctx.reply_integer(held as i64);
@@ -99,9 +99,9 @@ pub fn meta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 
 /// `LAYERCACHE.LOOKUP repo digest`
 pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let holding = holding_args(ctx, args, 1, 2)?;
+    let holding = holding_args(ctx, args, 1, 2, scheme::MEMBERSHIP)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_READ, false);
+    let mut acl = holding.acl(KEY_READ);
     acl.push((&blob, KEY_READ));
     check_acl(ctx, &acl)?;
 
@@ -156,9 +156,9 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.REPOSTAT repo digest`: distribution's repository-scoped Stat
 /// (membership, global descriptor, repository mediatype) in one step.
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let holding = holding_args(ctx, args, 1, 2)?;
+    let holding = holding_args(ctx, args, 1, 2, scheme::WITH_MEDIATYPE)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_READ, true);
+    let mut acl = holding.acl(KEY_READ);
     acl.push((&blob, KEY_READ));
     check_acl(ctx, &acl)?;
 
@@ -192,14 +192,14 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         d if d.algorithm() == digest.algorithm() => return Err(InputError::DigestMismatch.into()),
         d => Some(d),
     };
-    let mut writes = vec![(Holding::new(ctx, repo, digest, args.raw(1), args.raw(2)), blob(ctx, digest))];
-    writes.extend(alias.map(|d| (Holding::new(ctx, repo, d, args.raw(1), args.raw(3)), blob(ctx, d))));
+    let mut writes = vec![(Holding::new(ctx, repo, digest, args.raw(1), args.raw(2), scheme::ALL), blob(ctx, digest))];
+    writes.extend(alias.map(|d| (Holding::new(ctx, repo, d, args.raw(1), args.raw(3), scheme::ALL), blob(ctx, d))));
 
     let (mut acl, mut types) = (vec![], vec![]);
     for (holding, blob) in &writes {
-        acl.extend(holding.acl(KEY_INSERT | KEY_UPDATE, true));
+        acl.extend(holding.acl(KEY_INSERT | KEY_UPDATE));
         acl.push((blob, KEY_INSERT | KEY_UPDATE));
-        types.extend(holding.types(true));
+        types.extend(holding.types());
         types.push((blob, KeyType::Hash));
     }
     check_acl(ctx, &acl)?;
@@ -208,7 +208,7 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     for (holding, blob) in &writes {
         holding.record(ctx, args.raw(5))?;
         write_descriptor(ctx, blob, args, 3)?;
-        let mut keys = holding.keys(true);
+        let mut keys = holding.keys();
         keys.push(blob);
         expire(ctx, &keys)?;
     }
@@ -220,9 +220,9 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// the global descriptor go in one step, so another repository re-caching the digest
 /// cannot make it visible here again (CVE-2026-35172).
 pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let holding = holding_args(ctx, args, 1, 2)?;
+    let holding = holding_args(ctx, args, 1, 2, scheme::ALL)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_DELETE, true);
+    let mut acl = holding.acl(KEY_DELETE);
     acl.push((&blob, KEY_DELETE));
     check_acl(ctx, &acl)?;
 
@@ -230,12 +230,12 @@ pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         ctx.reply_integer(0);
         return Ok(MISS);
     }
-    let mut types = holding.types(true);
+    let mut types = holding.types();
     types.push((&blob, KeyType::Hash));
     expect_types(ctx, &types)?;
     holding.remove(ctx)?;
     delete_descriptor(ctx, &blob)?;
-    let mut keys = holding.keys(true);
+    let mut keys = holding.keys();
     keys.push(&blob);
     expire(ctx, &keys)?;
     ctx.reply_integer(1);
@@ -345,9 +345,9 @@ fn reply_meta(ctx: &Ctx, blob: &RString) -> Result<Tally, Error> {
 }
 
 /// The holding named by the repository and digest arguments `repo_at` and `digest_at`.
-fn holding_args<'c>(ctx: &'c Ctx, args: &Args, repo_at: usize, digest_at: usize) -> Result<Holding<'c>, Error> {
+fn holding_args<'c>(ctx: &'c Ctx, args: &Args, repo_at: usize, digest_at: usize, parts: scheme::Parts) -> Result<Holding<'c>, Error> {
     let (repo, digest) = (repo_arg(args, repo_at)?, digest_arg(args, digest_at)?);
-    Ok(Holding::new(ctx, repo, digest, args.raw(repo_at), args.raw(digest_at)))
+    Ok(Holding::new(ctx, repo, digest, args.raw(repo_at), args.raw(digest_at), parts))
 }
 
 pub fn repo_arg<'a>(args: &Args<'a>, i: usize) -> Result<Repo<'a>, Error> {

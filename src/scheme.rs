@@ -37,15 +37,33 @@ pub fn check_acl(ctx: &Ctx, keys: &[(&RString, u64)]) -> Result<(), Error> {
     keys.iter().try_for_each(|(key, flags)| user.check(key, *flags))
 }
 
+/// Which parts of a holding a command touches, so that only their key names are made.
+#[derive(Clone, Copy)]
+pub struct Parts {
+    /// The reverse index (writes keep it).
+    pub index: bool,
+    /// The repository's mediatype.
+    pub mediatype: bool,
+}
+
+/// CONTAINS, LOOKUP: the membership alone.
+pub const MEMBERSHIP: Parts = Parts { index: false, mediatype: false };
+/// REPOSTAT: the membership and the mediatype.
+pub const WITH_MEDIATYPE: Parts = Parts { index: false, mediatype: true };
+/// ADD: the membership and the reverse index.
+pub const ADDING: Parts = Parts { index: true, mediatype: false };
+/// REPOSETDESCRIPTOR, REPOCLEAR: everything.
+pub const ALL: Parts = Parts { index: true, mediatype: true };
+
 /// "`repo` holds `digest`", with the repository's mediatype for it.
 pub enum Holding<'c> {
     Distribution {
         /// `repository::<repo>::blobs`, holding the digest.
         members: RString<'c>,
         /// `blobs::<digest>::repos`, the reverse index, holding the repository.
-        index: RString<'c>,
+        index: Option<RString<'c>>,
         /// `repository::<repo>::blobs::<digest>`, with field `mediatype`.
-        scoped: RString<'c>,
+        scoped: Option<RString<'c>>,
         repo: *mut RedisModuleString,
         digest: *mut RedisModuleString,
     },
@@ -59,19 +77,20 @@ pub enum Holding<'c> {
 
 impl<'c> Holding<'c> {
     /// `repo` and `digest` parsed from the arguments whose Redis strings are `repo_arg`
-    /// and `digest_arg`.
+    /// and `digest_arg`; `parts` says which keys the command will touch.
     pub fn new(
         ctx: &'c Ctx,
         repo: Repo,
         digest: Digest,
         repo_arg: *mut RedisModuleString,
         digest_arg: *mut RedisModuleString,
+        parts: Parts,
     ) -> Self {
         match config::scheme() {
             Scheme::Distribution => Holding::Distribution {
                 members: ctx.string(keys::repository_blob_set(repo).as_bytes()),
-                index: ctx.string(keys::digest_repos(digest).as_bytes()),
-                scoped: ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
+                index: parts.index.then(|| ctx.string(keys::digest_repos(digest).as_bytes())),
+                scoped: parts.mediatype.then(|| ctx.string(keys::repository_blob_hash(repo, digest).as_bytes())),
                 repo: repo_arg,
                 digest: digest_arg,
             },
@@ -79,35 +98,33 @@ impl<'c> Holding<'c> {
         }
     }
 
-    /// The keys to check for a read (`with_mediatype`: of the mediatype too) or a write
-    /// (`KEY_INSERT`, `KEY_DELETE`...). The reverse index is kept on the commands'
-    /// behalf and not checked.
-    pub fn acl(&self, flags: u64, with_mediatype: bool) -> Vec<(&RString<'c>, u64)> {
+    /// The keys to check the user's access to, as `flags` (`KEY_READ`, `KEY_INSERT`...).
+    /// The reverse index is kept on the commands' behalf and not checked.
+    pub fn acl(&self, flags: u64) -> Vec<(&RString<'c>, u64)> {
         match self {
-            Holding::Distribution { members, scoped, .. } if with_mediatype => vec![(members, flags), (scoped, flags)],
-            Holding::Distribution { members, .. } => vec![(members, flags)],
+            Holding::Distribution { members, scoped, .. } => {
+                std::iter::once(members).chain(scoped).map(|key| (key, flags)).collect()
+            }
             Holding::Blob { .. } => vec![],
         }
     }
 
-    /// Every key a write touches (`with_mediatype`: the mediatype's too), with the
-    /// type it must have.
-    pub fn types(&self, with_mediatype: bool) -> Vec<(&RString<'c>, KeyType)> {
-        self.keys(with_mediatype)
-            .into_iter()
-            .map(|key| match self {
-                Holding::Distribution { scoped, .. } if std::ptr::eq(key, scoped) => (key, KeyType::Hash),
-                Holding::Distribution { .. } => (key, KeyType::Set),
-                Holding::Blob { .. } => (key, KeyType::Hash),
-            })
-            .collect()
+    /// The keys whose type a write must check first. The membership set is not among
+    /// them: every command touches it first (SISMEMBER or SADD), which fails on a wrong
+    /// type before anything is written.
+    pub fn types(&self) -> Vec<(&RString<'c>, KeyType)> {
+        match self {
+            Holding::Distribution { index, scoped, .. } => {
+                index.iter().map(|k| (k, KeyType::Set)).chain(scoped.iter().map(|k| (k, KeyType::Hash))).collect()
+            }
+            Holding::Blob { blob, .. } => vec![(blob, KeyType::Hash)],
+        }
     }
 
-    /// Every key a write touches (`with_mediatype`: the mediatype's too).
-    pub fn keys(&self, with_mediatype: bool) -> Vec<&RString<'c>> {
+    /// Every key a write touches, for the expiry.
+    pub fn keys(&self) -> Vec<&RString<'c>> {
         match self {
-            Holding::Distribution { members, index, scoped, .. } if with_mediatype => vec![members, index, scoped],
-            Holding::Distribution { members, index, .. } => vec![members, index],
+            Holding::Distribution { members, index, scoped, .. } => std::iter::once(members).chain(index).chain(scoped).collect(),
             Holding::Blob { blob, .. } => vec![blob],
         }
     }
@@ -126,7 +143,9 @@ impl<'c> Holding<'c> {
         match self {
             Holding::Distribution { members, index, repo, digest, .. } => {
                 let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), *digest).integer()?;
-                call!(ctx, c"SADD", c"!ss", index.as_ptr(), *repo).check()?;
+                if let Some(index) = index {
+                    call!(ctx, c"SADD", c"!ss", index.as_ptr(), *repo).check()?;
+                }
                 Ok(added == 1)
             }
             Holding::Blob { blob, field } => {
@@ -139,10 +158,11 @@ impl<'c> Holding<'c> {
     /// blob: `""`), `Some("")` in distribution when the field is empty.
     pub fn mediatype(&self, ctx: &'c Ctx) -> Result<Option<RString<'c>>, Error> {
         Ok(match self {
-            Holding::Distribution { scoped, .. } => match ctx.hash_get(scoped, [&MEDIATYPE])? {
+            Holding::Distribution { scoped: Some(scoped), .. } => match ctx.hash_get(scoped, [&MEDIATYPE])? {
                 Some([mediatype]) => mediatype,
                 None => None,
             },
+            Holding::Distribution { scoped: None, .. } => None,
             Holding::Blob { blob, field } => match ctx.hash_get(blob, [field])? {
                 Some([Some(mediatype)]) if !mediatype.as_bytes().is_empty() => Some(mediatype),
                 _ => None,
@@ -155,7 +175,9 @@ impl<'c> Holding<'c> {
         match self {
             Holding::Distribution { scoped, .. } => {
                 self.add(ctx)?;
-                call!(ctx, c"HSET", c"!scs", scoped.as_ptr(), c"mediatype".as_ptr(), mediatype).check()?;
+                if let Some(scoped) = scoped {
+                    call!(ctx, c"HSET", c"!scs", scoped.as_ptr(), c"mediatype".as_ptr(), mediatype).check()?;
+                }
             }
             Holding::Blob { blob, field } => {
                 call!(ctx, c"HSET", c"!sss", blob.as_ptr(), field.as_ptr(), mediatype).check()?;
@@ -169,8 +191,12 @@ impl<'c> Holding<'c> {
         match self {
             Holding::Distribution { members, index, scoped, repo, digest } => {
                 call!(ctx, c"SREM", c"!ss", members.as_ptr(), *digest).check()?;
-                call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
-                call!(ctx, c"SREM", c"!ss", index.as_ptr(), *repo).check()?;
+                if let Some(scoped) = scoped {
+                    call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
+                }
+                if let Some(index) = index {
+                    call!(ctx, c"SREM", c"!ss", index.as_ptr(), *repo).check()?;
+                }
             }
             Holding::Blob { blob, field } => {
                 call!(ctx, c"HDEL", c"!ss", blob.as_ptr(), field.as_ptr()).check()?;
