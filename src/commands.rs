@@ -41,11 +41,11 @@ pub type Handler = fn(&Ctx, &Args) -> Result<Tally, Error>;
 /// `LAYERCACHE.ADD repo digest`
 pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let holding = holding_args(ctx, args, 1, 2, scheme::ADDING)?;
-    check_acl(ctx, &holding.acl(KEY_INSERT))?;
+    check_acl(ctx, holding.acl(KEY_INSERT))?;
     expect_types(ctx, &holding.types())?;
 
     let added = holding.add(ctx)?;
-    expire(ctx, &holding.keys())?;
+    expire(ctx, holding.keys())?;
     ctx.reply_integer(added as i64);
     Ok(WRITE)
 }
@@ -53,7 +53,7 @@ pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.CONTAINS repo digest`
 pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let holding = holding_args(ctx, args, 1, 2, scheme::MEMBERSHIP)?;
-    check_acl(ctx, &holding.acl(KEY_READ))?;
+    check_acl(ctx, holding.acl(KEY_READ))?;
 
     let held = holding.exists(ctx)?;
     ctx.reply_integer(held as i64);
@@ -79,13 +79,13 @@ pub fn setmeta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     value::check_path(args.bytes(2))?;
     value::parse_size(args.bytes(3), "length")?;
     let blob = blob(ctx, digest);
-    check_acl(ctx, &[(&blob, KEY_INSERT | KEY_UPDATE)])?;
+    check_acl(ctx, [(&blob, KEY_INSERT | KEY_UPDATE)])?;
 
     // One key, one HSET: a wrong type fails it before anything is written.
     // The length is canonical, so its argument bytes are what HSET of the number stores.
     call!(ctx, c"HSET", c"!scscs", blob.as_ptr(), c"path".as_ptr(), args.raw(2), c"length".as_ptr(), args.raw(3))
         .check()?;
-    expire(ctx, &[&blob])?;
+    expire(ctx, [&blob])?;
     ctx.reply_ok();
     Ok(WRITE)
 }
@@ -93,7 +93,7 @@ pub fn setmeta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.META digest`
 pub fn meta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let blob = blob(ctx, digest_arg(args, 1)?);
-    check_acl(ctx, &[(&blob, KEY_READ)])?;
+    check_acl(ctx, [(&blob, KEY_READ)])?;
     reply_meta(ctx, &blob)
 }
 
@@ -101,9 +101,7 @@ pub fn meta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let holding = holding_args(ctx, args, 1, 2, scheme::MEMBERSHIP)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_READ);
-    acl.push((&blob, KEY_READ));
-    check_acl(ctx, &acl)?;
+    check_acl(ctx, holding.acl(KEY_READ).chain([(&blob, KEY_READ)]))?;
 
     if !holding.exists(ctx)? {
         ctx.reply_null();
@@ -115,7 +113,7 @@ pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.STAT digest`
 pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let blob = blob(ctx, digest_arg(args, 1)?);
-    check_acl(ctx, &[(&blob, KEY_READ)])?;
+    check_acl(ctx, [(&blob, KEY_READ)])?;
 
     match descriptor(ctx, &blob)? {
         Some(found) => {
@@ -134,11 +132,11 @@ pub fn setdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let digest = digest_arg(args, 1)?;
     check_descriptor(args, 2)?;
     let blob = blob(ctx, digest);
-    check_acl(ctx, &[(&blob, KEY_INSERT | KEY_UPDATE)])?;
+    check_acl(ctx, [(&blob, KEY_INSERT | KEY_UPDATE)])?;
 
     // One key: the first write fails on a wrong type before anything is written.
     write_descriptor(ctx, &blob, args, 2)?;
-    expire(ctx, &[&blob])?;
+    expire(ctx, [&blob])?;
     ctx.reply_ok();
     Ok(WRITE)
 }
@@ -146,7 +144,7 @@ pub fn setdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.CLEAR digest`
 pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let blob = blob(ctx, digest_arg(args, 1)?);
-    check_acl(ctx, &[(&blob, KEY_DELETE)])?;
+    check_acl(ctx, [(&blob, KEY_DELETE)])?;
 
     let removed = delete_descriptor(ctx, &blob)?;
     ctx.reply_integer(removed as i64);
@@ -158,9 +156,7 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let holding = holding_args(ctx, args, 1, 2, scheme::WITH_MEDIATYPE)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_READ);
-    acl.push((&blob, KEY_READ));
-    check_acl(ctx, &acl)?;
+    check_acl(ctx, holding.acl(KEY_READ).chain([(&blob, KEY_READ)]))?;
 
     if !holding.exists(ctx)? {
         ctx.reply_null();
@@ -202,15 +198,13 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         types.extend(holding.types());
         types.push((blob, KeyType::Hash));
     }
-    check_acl(ctx, &acl)?;
+    check_acl(ctx, acl)?;
     expect_types(ctx, &types)?;
 
     for (holding, blob) in &writes {
         holding.record(ctx, args.raw(5))?;
         write_descriptor(ctx, blob, args, 3)?;
-        let mut keys = holding.keys();
-        keys.push(blob);
-        expire(ctx, &keys)?;
+        expire(ctx, holding.keys().chain([blob]))?;
     }
     ctx.reply_ok();
     Ok(WRITE)
@@ -222,9 +216,7 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let holding = holding_args(ctx, args, 1, 2, scheme::ALL)?;
     let blob = blob(ctx, digest_arg(args, 2)?);
-    let mut acl = holding.acl(KEY_DELETE);
-    acl.push((&blob, KEY_DELETE));
-    check_acl(ctx, &acl)?;
+    check_acl(ctx, holding.acl(KEY_DELETE).chain([(&blob, KEY_DELETE)]))?;
 
     if !holding.exists(ctx)? {
         ctx.reply_integer(0);
@@ -235,9 +227,7 @@ pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     expect_types(ctx, &types)?;
     holding.remove(ctx)?;
     delete_descriptor(ctx, &blob)?;
-    let mut keys = holding.keys();
-    keys.push(&blob);
-    expire(ctx, &keys)?;
+    expire(ctx, holding.keys().chain([&blob]))?;
     ctx.reply_integer(1);
     Ok(HIT)
 }
@@ -373,7 +363,7 @@ pub fn expect_types(ctx: &Ctx, keys: &[(&RString, KeyType)]) -> Result<(), Error
 
 /// Gives every key a write touched the configured expiry (`layercache.ttl`); a key the
 /// write removed is simply not there to expire.
-pub fn expire(ctx: &Ctx, keys: &[&RString]) -> Result<(), Error> {
+pub fn expire<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = &'k RString<'c>>) -> Result<(), Error> {
     let ttl = config::ttl();
     if ttl > 0 {
         for key in keys {

@@ -29,12 +29,12 @@ pub fn blob<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
 /// Access to the keys of a command: in `distribution` the module checks the user's
 /// key permissions itself (its key names are not arguments); in `blob` Redis has
 /// already checked them through the key specs, before the command ran.
-pub fn check_acl(ctx: &Ctx, keys: &[(&RString, u64)]) -> Result<(), Error> {
+pub fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RString<'c>, u64)>) -> Result<(), Error> {
     if config::scheme() == Scheme::Blob {
         return Ok(());
     }
     let Some(user) = ctx.user() else { return Ok(()) };
-    keys.iter().try_for_each(|(key, flags)| user.check(key, *flags))
+    keys.into_iter().try_for_each(|(key, flags)| user.check(key, flags))
 }
 
 /// Which parts of a holding a command touches, so that only their key names are made.
@@ -100,13 +100,12 @@ impl<'c> Holding<'c> {
 
     /// The keys to check the user's access to, as `flags` (`KEY_READ`, `KEY_INSERT`...).
     /// The reverse index is kept on the commands' behalf and not checked.
-    pub fn acl(&self, flags: u64) -> Vec<(&RString<'c>, u64)> {
-        match self {
-            Holding::Distribution { members, scoped, .. } => {
-                std::iter::once(members).chain(scoped).map(|key| (key, flags)).collect()
-            }
-            Holding::Blob { .. } => vec![],
-        }
+    pub fn acl(&self, flags: u64) -> impl Iterator<Item = (&RString<'c>, u64)> {
+        let keys = match self {
+            Holding::Distribution { members, scoped, .. } => [Some(members), scoped.as_ref()],
+            Holding::Blob { .. } => [None, None],
+        };
+        keys.into_iter().flatten().map(move |key| (key, flags))
     }
 
     /// The keys whose type a write must check first. The membership set is not among
@@ -122,11 +121,12 @@ impl<'c> Holding<'c> {
     }
 
     /// Every key a write touches, for the expiry.
-    pub fn keys(&self) -> Vec<&RString<'c>> {
-        match self {
-            Holding::Distribution { members, index, scoped, .. } => std::iter::once(members).chain(index).chain(scoped).collect(),
-            Holding::Blob { blob, .. } => vec![blob],
-        }
+    pub fn keys(&self) -> impl Iterator<Item = &RString<'c>> {
+        let keys = match self {
+            Holding::Distribution { members, index, scoped, .. } => [Some(members), index.as_ref(), scoped.as_ref()],
+            Holding::Blob { blob, .. } => [Some(blob), None, None],
+        };
+        keys.into_iter().flatten()
     }
 
     pub fn exists(&self, ctx: &Ctx) -> Result<bool, Error> {
@@ -211,7 +211,7 @@ pub fn held_each(ctx: &Ctx, repo: Repo, digests: &[Digest], args: &Args) -> Resu
     match config::scheme() {
         Scheme::Distribution => {
             let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-            check_acl(ctx, &[(&members, KEY_READ)])?;
+            check_acl(ctx, [(&members, KEY_READ)])?;
             let (argv, count) = args.raw_from(2);
             let reply = call!(ctx, c"SMISMEMBER", c"sv", members.as_ptr(), argv, count);
             let held = reply.integers()?.map(|held| held == 1).collect();
@@ -239,7 +239,7 @@ pub fn purge(ctx: &Ctx, digests: &[(Digest, usize)], args: &Args) -> Result<u64,
     let mut plans = Vec::with_capacity(digests.len());
     for &(digest, arg) in digests {
         let plan = Purge::read(ctx, digest, arg)?;
-        check_acl(ctx, &plan.acl())?;
+        check_acl(ctx, plan.acl())?;
         expect_types(ctx, &plan.types())?;
         plans.push(plan);
     }
@@ -303,7 +303,7 @@ impl<'c> Purge<'c> {
         let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
         for (members, scoped) in &self.repos {
             call!(ctx, c"SREM", c"!ss", members.as_ptr(), args.raw(self.digest_arg)).check()?;
-            expire(ctx, &[members])?;
+            expire(ctx, [members])?;
             doomed.push(scoped.as_ptr());
         }
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
@@ -316,7 +316,7 @@ impl<'c> Purge<'c> {
 /// it held.
 pub fn drop_repo(ctx: &Ctx, repo: Repo, args: &Args) -> Result<i64, Error> {
     let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
-    check_acl(ctx, &[(&members, KEY_DELETE)])?;
+    check_acl(ctx, [(&members, KEY_DELETE)])?;
     if ctx.key_type(&members) == KeyType::Empty {
         return Ok(0);
     }
@@ -332,14 +332,14 @@ pub fn drop_repo(ctx: &Ctx, repo: Repo, args: &Args) -> Result<i64, Error> {
             indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
         }
     }
-    check_acl(ctx, &scoped.iter().map(|k| (k, KEY_DELETE)).collect::<Vec<_>>())?;
+    check_acl(ctx, scoped.iter().map(|k| (k, KEY_DELETE)))?;
     let mut types: Vec<_> = scoped.iter().map(|k| (k, KeyType::Hash)).collect();
     types.extend(indexes.iter().map(|k| (k, KeyType::Set)));
     expect_types(ctx, &types)?;
 
     for index in &indexes {
         call!(ctx, c"SREM", c"!ss", index.as_ptr(), args.raw(1)).check()?;
-        expire(ctx, &[index])?;
+        expire(ctx, [index])?;
     }
     let mut doomed: Vec<_> = std::iter::once(members.as_ptr()).chain(scoped.iter().map(RString::as_ptr)).collect();
     call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;

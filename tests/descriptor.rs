@@ -414,4 +414,8 @@ fn blob_scheme_layout_and_droprepo() {
     let before = snapshot(&mut c);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.DROPREPO", b"team/app"]), "ERR DROPREPO needs scheme distribution");
     assert!(snapshot(&mut c) == before);
+
+    // The scheme shows, and cannot change at run time.
+    assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.scheme"]), Value::Array(vec![bulk("layercache.scheme"), bulk("blob")]));
+    assert!(run(&mut c, &["CONFIG", "SET", "layercache.scheme", "distribution"]).is_err());
 }
