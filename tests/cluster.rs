@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use redis::Value;
@@ -39,14 +39,6 @@ fn start_node(module: bool) -> Node {
     let server = Server::with(Options { module, args, ..Options::scheme(Scheme::Blob) });
     let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut server.client()).unwrap();
     Node { server, bus, id }
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
 }
 
 fn redis_cli(args: &[String]) -> String {
@@ -102,7 +94,7 @@ impl Cluster {
 
     fn client_as(&self, user: &str, pass: &str) -> redis::cluster::ClusterConnection {
         let urls: Vec<String> = self.masters.iter().map(|n| n.server.url()).collect();
-        redis::cluster::ClusterClientBuilder::new(urls).username(user.to_string()).password(pass.to_string()).build().unwrap().get_connection().unwrap()
+        redis::cluster::ClusterClientBuilder::new(urls).username(user).password(pass).build().unwrap().get_connection().unwrap()
     }
 
     /// The port of the master owning each slot.
@@ -334,7 +326,7 @@ fn resharding_under_load_loses_no_acknowledged_write() {
                     router.run(&d, &["LAYERCACHE.REPOSETDESCRIPTOR", &repo, &d, &d, &n.to_string(), JSON]);
                     let stat = router.run(&d, &["LAYERCACHE.REPOSTAT", &repo, &d]);
                     assert!(matches!(stat, Value::Array(_)), "read back {d}: {stat:?}");
-                    let purge = n % 5 == 0;
+                    let purge = n.is_multiple_of(5);
                     if purge {
                         assert_eq!(router.run(&d, &["LAYERCACHE.PURGE", &d]), Value::Int(1));
                     }

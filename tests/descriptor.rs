@@ -333,16 +333,6 @@ fn ttl_from_loadmodule_argument() {
     assert!(ms > 50_000 && ms <= 60_000, "{ms}");
 }
 
-fn info_counter(c: &mut Connection, name: &str) -> u64 {
-    let info: String = redis::cmd("INFO").arg("layercache").query(c).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("layercache_{name}:")))
-        .unwrap_or_else(|| panic!("no {name} in {info}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn info_counters_move_with_the_commands() {
     let s = Server::start();

@@ -167,18 +167,9 @@ fn info_counts_calls_hits_misses_and_rejects() {
     run(&mut c, &["LAYERCACHE.CONTAINS", "a/b", D2]).unwrap();
     run(&mut c, &["LAYERCACHE.CONTAINS", "a/b", D3]).unwrap();
     error(&mut c, &[b"LAYERCACHE.CONTAINS", b"A", D1.as_bytes()]);
-    let info: String = redis::cmd("INFO").arg("layercache").query(&mut c).unwrap();
-    let field = |name: &str| -> u64 {
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("layercache_{name}:")))
-            .unwrap_or_else(|| panic!("no {name} in {info}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
-    assert_eq!(field("contains_calls"), 4);
-    assert_eq!(field("contains_hits"), 1);
-    assert_eq!(field("contains_misses"), 2);
-    assert_eq!(field("contains_rejected"), 1);
-    assert_eq!(field("add_calls"), 1);
+    assert_eq!(info_counter(&mut c, "contains_calls"), 4);
+    assert_eq!(info_counter(&mut c, "contains_hits"), 1);
+    assert_eq!(info_counter(&mut c, "contains_misses"), 2);
+    assert_eq!(info_counter(&mut c, "contains_rejected"), 1);
+    assert_eq!(info_counter(&mut c, "add_calls"), 1);
 }

@@ -326,3 +326,27 @@ pub fn server_version() -> Version {
         _ => panic!("cannot read the version of {}: {text}", server_binary()),
     }
 }
+
+/// A field of `INFO <section>`.
+pub fn info_field(c: &mut Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}"))
+        .trim()
+        .to_string()
+}
+
+/// The counter `layercache_<name>` of `INFO layercache`.
+pub fn info_counter(c: &mut Connection, name: &str) -> u64 {
+    info_field(c, "layercache", &format!("layercache_{name}")).parse().unwrap()
+}
+
+/// Polls `done` until it holds; fails the test after 60 s.
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
