@@ -110,10 +110,10 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
     if set_info.is_none() || check_key.is_none() {
         return Err("needs Redis 7.0 or newer (this server lacks RedisModule_SetCommandInfo)".into());
     }
-    let previous = panic::take_hook();
-    panic::set_hook(Box::new(move |info| {
+    // A panic (a bug) goes to the Redis log, not to a stderr nobody reads; `dispatch`
+    // then answers the command with an error.
+    panic::set_hook(Box::new(|info| {
         api::log(std::ptr::null_mut(), c"warning", &format!("layercache: panic: {info}"));
-        let _ = &previous;
     }));
 
     let load_args: Vec<&[u8]> = (0..args.len()).map(|i| args.bytes(i)).collect();
