@@ -1,4 +1,5 @@
-//! The thin layer over the Redis module C API. Every `unsafe` block of the module
+//! The thin layer over the Redis module C API that the commands use. Every `unsafe`
+//! block the commands need
 //! lives here; the command handlers see safe types: [`Ctx`], [`Args`], [`RString`],
 //! [`Reply`] and [`User`].
 

@@ -5,7 +5,8 @@
 //! Map of the crate:
 //! - `commands`: the command handlers (what each command does);
 //! - `command_info`: the static command table (flags, arity, docs);
-//! - `api`: the thin, only `unsafe` layer over the Redis module C API;
+//! - `api`: the thin layer over the Redis module C API (registration, settings and
+//!   INFO call it directly, in `unsafe` blocks of their own);
 //! - `error`: failures and their replies; `config`: `layercache.*` settings;
 //! - `info`: `INFO layercache` counters;
 //! - `scheme`: where each key scheme stores the cache's facts;
