@@ -1,7 +1,6 @@
 //! The thin layer over the Redis module C API that the commands use. Every `unsafe`
-//! block the commands need
-//! lives here; the command handlers see safe types: [`Ctx`], [`Args`], [`RString`],
-//! [`Reply`] and [`User`].
+//! block the commands need lives here; the handlers see safe types: [`Ctx`], [`Args`],
+//! [`RString`], [`Reply`] and [`User`].
 
 use std::ffi::{c_int, c_longlong, CStr, CString};
 use std::ptr;
