@@ -280,3 +280,57 @@ fn the_valid_arguments_of_the_table_succeed() {
         cmd.query::<redis::Value>(&mut c).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
     }
 }
+
+/// Random arguments, valid and not, to every command: every reply is a value or an
+/// error with a code, and the server never stops answering.
+#[test]
+fn random_arguments_never_crash_the_server() {
+    let s = Server::start();
+    let mut c = s.client();
+    setup(&mut c);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    };
+    let pool: Vec<Vec<u8>> = vec![
+        D1.into(),
+        D2.into(),
+        REPO.into(),
+        b"10".to_vec(),
+        b"/p".to_vec(),
+        OCTET.into(),
+        format!("sha512:{}", "a".repeat(128)).into_bytes(),
+        b"".to_vec(),
+    ];
+    let specs = specs();
+    for round in 0..3000 {
+        let spec = &specs[next(specs.len() as u64) as usize];
+        let argc = next(7);
+        let mut cmd = redis::cmd(spec.name);
+        for _ in 0..argc {
+            let arg: Vec<u8> = if next(2) == 0 {
+                pool[next(pool.len() as u64) as usize].clone()
+            } else {
+                (0..next(80)).map(|_| next(256) as u8).collect()
+            };
+            cmd.arg(arg);
+        }
+        match cmd.query::<redis::Value>(&mut c) {
+            Ok(_) => {}
+            Err(e) => {
+                let text = error_text(&e);
+                let code = text.split(' ').next().unwrap_or_default();
+                assert!(
+                    !code.is_empty() && code.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'),
+                    "round {round}: {} gave an error without a code: {text}",
+                    spec.name
+                );
+            }
+        }
+    }
+    assert_eq!(run(&mut c, &["PING"]).unwrap(), redis::Value::SimpleString("PONG".into()));
+    assert!(!s.log().contains("panic"), "{}", s.log());
+}
