@@ -89,26 +89,15 @@ impl Ctx {
         }
     }
 
-    /// Reads `fields` of the hash at `key`: `Ok(None)` when the key does not exist,
-    /// otherwise one entry per field (`None` where the field is absent).
-    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&dyn AsField; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
-        // SAFETY: valid ctx and key name; the handle is closed before returning; each
-        // HashGet call passes one field string, one output slot and the NULL terminator.
+    /// Opens `key` for reading and runs `read` on it if it holds a hash: `Ok(None)` when
+    /// the key does not exist, WRONGTYPE when it holds something else.
+    fn read_hash<T>(&self, key: &RString, read: impl FnOnce(*mut raw::RedisModuleKey) -> T) -> Result<Option<T>, Error> {
+        // SAFETY: valid ctx and key name; the handle is closed before returning.
         unsafe {
             let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
             let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
                 raw::REDISMODULE_KEYTYPE_EMPTY => Ok(None),
-                raw::REDISMODULE_KEYTYPE_HASH => Ok(Some(fields.map(|field| {
-                    let mut value: *mut RedisModuleString = ptr::null_mut();
-                    raw::RedisModule_HashGet.unwrap()(
-                        handle,
-                        raw::REDISMODULE_HASH_NONE as c_int,
-                        field.field(),
-                        &mut value as *mut *mut RedisModuleString,
-                        ptr::null_mut::<RedisModuleString>(),
-                    );
-                    (!value.is_null()).then(|| RString { ctx: self, ptr: value })
-                }))),
+                raw::REDISMODULE_KEYTYPE_HASH => Ok(Some(read(handle))),
                 _ => Err(Error::WrongType),
             };
             raw::RedisModule_CloseKey.unwrap()(handle);
@@ -116,29 +105,46 @@ impl Ctx {
         }
     }
 
-    /// Whether the hash at `key` has `field` (false when the key does not exist).
-    pub fn hash_exists(&self, key: &RString, field: &dyn AsField) -> Result<bool, Error> {
-        // SAFETY: as in `hash_get`, with REDISMODULE_HASH_EXISTS's int output slot.
-        unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
-            let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
-                raw::REDISMODULE_KEYTYPE_EMPTY => Ok(false),
-                raw::REDISMODULE_KEYTYPE_HASH => {
-                    let mut exists: c_int = 0;
+    /// Reads `fields` of the hash at `key`: `Ok(None)` when the key does not exist,
+    /// otherwise one entry per field (`None` where the field is absent).
+    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&dyn AsField; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
+        self.read_hash(key, |handle| {
+            fields.map(|field| {
+                let mut value: *mut RedisModuleString = ptr::null_mut();
+                // SAFETY: an open hash key; one field string, one output slot and the
+                // NULL terminator.
+                unsafe {
                     raw::RedisModule_HashGet.unwrap()(
                         handle,
-                        raw::REDISMODULE_HASH_EXISTS as c_int,
+                        raw::REDISMODULE_HASH_NONE as c_int,
                         field.field(),
-                        &mut exists as *mut c_int,
+                        &mut value as *mut *mut RedisModuleString,
                         ptr::null_mut::<RedisModuleString>(),
-                    );
-                    Ok(exists != 0)
-                }
-                _ => Err(Error::WrongType),
+                    )
+                };
+                (!value.is_null()).then(|| RString { ctx: self, ptr: value })
+            })
+        })
+    }
+
+    /// Whether the hash at `key` has `field` (false when the key does not exist).
+    pub fn hash_exists(&self, key: &RString, field: &dyn AsField) -> Result<bool, Error> {
+        let exists = self.read_hash(key, |handle| {
+            let mut exists: c_int = 0;
+            // SAFETY: an open hash key; one field string, REDISMODULE_HASH_EXISTS's int
+            // output slot and the NULL terminator.
+            unsafe {
+                raw::RedisModule_HashGet.unwrap()(
+                    handle,
+                    raw::REDISMODULE_HASH_EXISTS as c_int,
+                    field.field(),
+                    &mut exists as *mut c_int,
+                    ptr::null_mut::<RedisModuleString>(),
+                )
             };
-            raw::RedisModule_CloseKey.unwrap()(handle);
-            result
-        }
+            exists != 0
+        })?;
+        Ok(exists == Some(true))
     }
 
     pub fn reply_integer(&self, n: i64) {
@@ -204,7 +210,6 @@ impl Field {
         let string = unsafe { raw::RedisModule_CreateString.unwrap()(ptr::null_mut(), bytes.as_ptr().cast(), bytes.len()) };
         self.string.store(string, Ordering::Relaxed);
     }
-
 }
 
 /// A hash field name: a [`Field`] made at load, or an [`RString`] made per call.

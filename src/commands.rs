@@ -32,9 +32,9 @@ pub struct Tally {
     pub misses: u64,
 }
 
-pub const HIT: Tally = Tally { hits: 1, misses: 0 };
-pub const MISS: Tally = Tally { hits: 0, misses: 1 };
-pub const WRITE: Tally = Tally { hits: 0, misses: 0 };
+const HIT: Tally = Tally { hits: 1, misses: 0 };
+const MISS: Tally = Tally { hits: 0, misses: 1 };
+const WRITE: Tally = Tally { hits: 0, misses: 0 };
 
 pub type Handler = fn(&Ctx, &Args) -> Result<Tally, Error>;
 
@@ -340,11 +340,11 @@ fn holding_args<'c>(ctx: &'c Ctx, args: &Args, repo_at: usize, digest_at: usize,
     Ok(Holding::new(ctx, repo, digest, args.raw(repo_at), args.raw(digest_at), parts))
 }
 
-pub fn repo_arg<'a>(args: &Args<'a>, i: usize) -> Result<Repo<'a>, Error> {
+fn repo_arg<'a>(args: &Args<'a>, i: usize) -> Result<Repo<'a>, Error> {
     Ok(Repo::parse(args.bytes(i))?)
 }
 
-pub fn digest_arg<'a>(args: &Args<'a>, i: usize) -> Result<Digest<'a>, Error> {
+fn digest_arg<'a>(args: &Args<'a>, i: usize) -> Result<Digest<'a>, Error> {
     Ok(digest::parse(args.bytes(i))?)
 }
 

@@ -1,6 +1,6 @@
 //! `INFO layercache`: per-command calls, hits, misses and rejected inputs, and the
-//! digests PURGE removed. Plain
-//! relaxed counters: commands run on the main thread and INFO needs no snapshot.
+//! digests PURGE removed. Plain relaxed counters: commands run on the main thread and
+//! INFO needs no snapshot.
 
 use std::ffi::{c_int, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
