@@ -226,13 +226,14 @@ pub fn held_each(ctx: &Ctx, repo: Repo, digests: &[Digest], args: &Args) -> Resu
 
 /// For PURGE: removes every key of each digest (argument index alongside); returns how
 /// many had any cache state. `distribution` finds the repositories through the
-/// reverse index; in `blob` the digest's one key is all there is.
+/// reverse index; in `blob` the digest's one key is all there is, unlinked (freed in
+/// the background, as DESIGN.md section 5 says).
 pub fn purge(ctx: &Ctx, digests: &[(Digest, usize)], args: &Args) -> Result<u64, Error> {
     if config::scheme() == Scheme::Blob {
         let keys: Vec<RString> = digests.iter().map(|&(digest, _)| blob(ctx, digest)).collect();
         expect_types(ctx, &keys.iter().map(|k| (k, KeyType::Hash)).collect::<Vec<_>>())?;
         let mut doomed: Vec<_> = keys.iter().map(RString::as_ptr).collect();
-        return Ok(call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).integer()? as u64);
+        return Ok(call!(ctx, c"UNLINK", c"!v", doomed.as_mut_ptr(), doomed.len()).integer()? as u64);
     }
     // Read everything first: which keys exist, of what type, and what the user may
     // delete. Only then write.
