@@ -2,7 +2,8 @@
 //! block the commands need lives here; the handlers see safe types: [`Ctx`], [`Args`],
 //! [`RString`], [`Reply`] and [`User`].
 
-use std::ffi::{c_int, c_longlong, CStr, CString};
+use std::cell::OnceCell;
+use std::ffi::{c_int, c_longlong, c_void, CStr, CString};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
@@ -18,6 +19,11 @@ pub const KEY_READ: u64 = raw::REDISMODULE_CMD_KEY_ACCESS as u64;
 pub const KEY_INSERT: u64 = raw::REDISMODULE_CMD_KEY_INSERT as u64;
 pub const KEY_UPDATE: u64 = raw::REDISMODULE_CMD_KEY_UPDATE as u64;
 pub const KEY_DELETE: u64 = raw::REDISMODULE_CMD_KEY_DELETE as u64;
+
+/// How bookkeeping opens a key: for writing, which on every supported server counts no
+/// keyspace hit or miss and sends no `keymiss` (Redis 7.0 has no NONOTIFY / NOSTATS
+/// modes), and without touching its LRU / LFU.
+const QUIET_OPEN: c_int = (raw::REDISMODULE_WRITE | raw::REDISMODULE_OPEN_KEY_NOTOUCH) as c_int;
 
 /// Calls `RedisModule_Call` with a static command name and format, returning a
 /// [`Reply`]. Put `!` in the format for writes: Redis then replicates the plain
@@ -36,47 +42,84 @@ macro_rules! call {
 }
 pub(crate) use call;
 
-/// The context of one command invocation.
-pub struct Ctx(*mut RedisModuleCtx);
+/// The context of one command invocation, with its ACL user looked up at most once.
+pub struct Ctx {
+    ptr: *mut RedisModuleCtx,
+    user: OnceCell<Option<User>>,
+}
 
 impl Ctx {
     /// # Safety
     /// `ctx` is the context Redis passed to the running command.
     pub unsafe fn new(ctx: *mut RedisModuleCtx) -> Self {
-        Ctx(ctx)
+        Ctx { ptr: ctx, user: OnceCell::new() }
     }
 
     pub fn as_ptr(&self) -> *mut RedisModuleCtx {
-        self.0
+        self.ptr
     }
 
     /// A Redis string holding `bytes` (a key name), freed on drop.
     pub fn string(&self, bytes: &[u8]) -> RString<'_> {
         // SAFETY: Redis copies `bytes`; the pointer and length describe a live slice.
-        let ptr = unsafe { raw::RedisModule_CreateString.unwrap()(self.0, bytes.as_ptr().cast(), bytes.len()) };
+        let ptr = unsafe { raw::RedisModule_CreateString.unwrap()(self.ptr, bytes.as_ptr().cast(), bytes.len()) };
         RString { ctx: self, ptr }
     }
 
-    /// The user running this command, or `None` where there is none to check
-    /// (a client without a user, such as AOF loading).
-    pub fn user(&self) -> Option<User> {
-        // SAFETY: valid ctx; the name is freed before returning.
+    /// The ACL user the command runs as, or `None` when it runs unrestricted: the
+    /// primary's link on a replica, AOF loading, or another module's
+    /// `RedisModule_Call` without the `C` flag (a client with no user).
+    pub fn user(&self) -> Option<&User> {
+        self.user.get_or_init(|| self.find_user()).as_ref()
+    }
+
+    fn find_user(&self) -> Option<User> {
+        // SAFETY: valid ctx; every name string is freed before returning.
         unsafe {
-            let name = raw::RedisModule_GetCurrentUserName.unwrap()(self.0);
+            let flags = raw::RedisModule_GetContextFlags.unwrap()(self.ptr);
+            if flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0 {
+                return None; // Redis obeys these unchecked, as it does plain commands.
+            }
+            // RedisModule_GetCurrentUserName dereferences the client's user, which is
+            // NULL for a module's temporary client: ask by client ID first, which
+            // answers for every connected client and says ENOTSUP for "no user".
+            let id = raw::RedisModule_GetClientId.unwrap()(self.ptr);
+            let mut name = raw::RedisModule_GetClientUserNameById.unwrap()(self.ptr, id);
             if name.is_null() {
-                return None;
+                match std::io::Error::last_os_error().raw_os_error() {
+                    Some(libc::ENOENT) if self.client_has_user() => {
+                        name = raw::RedisModule_GetCurrentUserName.unwrap()(self.ptr);
+                    }
+                    _ => return None,
+                }
             }
             let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
-            raw::RedisModule_FreeString.unwrap()(self.0, name);
-            (!user.is_null()).then(|| User(user))
+            raw::RedisModule_FreeString.unwrap()(self.ptr, name);
+            // A user deleted meanwhile is no user at all: deny rather than skip.
+            Some(User(user))
         }
     }
 
-    /// The type of the key, without creating it.
+    /// For a client Redis does not list (a script's or a module call's): whether it
+    /// runs as a user. `RedisModule_Call` with the `C` flag fails with ENOTSUP when
+    /// the client has none, before it looks the command up; an unknown command name
+    /// makes that the only thing the call does (ENOENT otherwise).
+    fn client_has_user(&self) -> bool {
+        // SAFETY: valid ctx; static C strings; the reply, if any, is freed.
+        let reply = unsafe { raw::RedisModule_Call.unwrap()(self.ptr, c"layercache.|user-probe".as_ptr(), c"C".as_ptr()) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        drop(Reply::from_raw(reply));
+        errno != Some(libc::ENOTSUP)
+    }
+
+    /// The type of the key, without creating it. Opened for writing, so that the check
+    /// counts no keyspace hit or miss, sends no `keymiss` and leaves the LRU as it is:
+    /// it is bookkeeping, not a read (the module sets
+    /// `REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED`, so closing signals nothing).
     pub fn key_type(&self, key: &RString) -> KeyType {
         // SAFETY: valid ctx and key name; the handle is closed before returning.
         let t = unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, QUIET_OPEN);
             let t = raw::RedisModule_KeyType.unwrap()(handle);
             raw::RedisModule_CloseKey.unwrap()(handle);
             t
@@ -89,12 +132,35 @@ impl Ctx {
         }
     }
 
+    /// The members of the set or the field names of the hash at `key` (none when the
+    /// key does not exist), read as bookkeeping: no keyspace stats, no LRU touch.
+    pub fn members(&self, key: &RString) -> Vec<Vec<u8>> {
+        extern "C" fn collect(_key: *mut raw::RedisModuleKey, field: *mut RedisModuleString, _value: *mut RedisModuleString, out: *mut c_void) {
+            // SAFETY: `out` is the Vec passed below; `field` lives for this callback.
+            unsafe { (*out.cast::<Vec<Vec<u8>>>()).push(bytes_of(field).to_vec()) };
+        }
+        let mut out: Vec<Vec<u8>> = vec![];
+        // SAFETY: valid ctx and key name; the cursor and handle are freed before
+        // returning; `collect` only pushes to `out`, which outlives the scan.
+        unsafe {
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, QUIET_OPEN);
+            let t = raw::RedisModule_KeyType.unwrap()(handle) as isize;
+            if t == raw::REDISMODULE_KEYTYPE_SET || t == raw::REDISMODULE_KEYTYPE_HASH {
+                let cursor = raw::RedisModule_ScanCursorCreate.unwrap()();
+                while raw::RedisModule_ScanKey.unwrap()(handle, cursor, Some(collect), (&mut out as *mut Vec<Vec<u8>>).cast()) != 0 {}
+                raw::RedisModule_ScanCursorDestroy.unwrap()(cursor);
+            }
+            raw::RedisModule_CloseKey.unwrap()(handle);
+        }
+        out
+    }
+
     /// Opens `key` for reading and runs `read` on it if it holds a hash: `Ok(None)` when
     /// the key does not exist, WRONGTYPE when it holds something else.
     fn read_hash<T>(&self, key: &RString, read: impl FnOnce(*mut raw::RedisModuleKey) -> T) -> Result<Option<T>, Error> {
         // SAFETY: valid ctx and key name; the handle is closed before returning.
         unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(self.0, key.ptr, raw::REDISMODULE_READ as c_int);
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, raw::REDISMODULE_READ as c_int);
             let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
                 raw::REDISMODULE_KEYTYPE_EMPTY => Ok(None),
                 raw::REDISMODULE_KEYTYPE_HASH => Ok(Some(read(handle))),
@@ -149,44 +215,39 @@ impl Ctx {
 
     pub fn reply_integer(&self, n: i64) {
         // SAFETY: valid ctx.
-        unsafe { raw::RedisModule_ReplyWithLongLong.unwrap()(self.0, n as c_longlong) };
+        unsafe { raw::RedisModule_ReplyWithLongLong.unwrap()(self.ptr, n as c_longlong) };
     }
 
     pub fn reply_null(&self) {
         // SAFETY: valid ctx.
-        unsafe { raw::RedisModule_ReplyWithNull.unwrap()(self.0) };
+        unsafe { raw::RedisModule_ReplyWithNull.unwrap()(self.ptr) };
     }
 
     pub fn reply_ok(&self) {
         // SAFETY: valid ctx; static C string.
-        unsafe { raw::RedisModule_ReplyWithSimpleString.unwrap()(self.0, c"OK".as_ptr()) };
+        unsafe { raw::RedisModule_ReplyWithSimpleString.unwrap()(self.ptr, c"OK".as_ptr()) };
     }
 
     pub fn reply_array(&self, len: usize) {
         // SAFETY: valid ctx.
-        unsafe { raw::RedisModule_ReplyWithArray.unwrap()(self.0, len as _) };
+        unsafe { raw::RedisModule_ReplyWithArray.unwrap()(self.ptr, len as _) };
     }
 
     pub fn reply_string(&self, s: &RString) {
         // SAFETY: valid ctx and string.
-        unsafe { raw::RedisModule_ReplyWithString.unwrap()(self.0, s.ptr) };
+        unsafe { raw::RedisModule_ReplyWithString.unwrap()(self.ptr, s.ptr) };
     }
 
     pub fn reply_bytes(&self, bytes: &[u8]) {
         // SAFETY: valid ctx; pointer and length describe a live slice, which Redis copies.
-        unsafe { raw::RedisModule_ReplyWithStringBuffer.unwrap()(self.0, bytes.as_ptr().cast(), bytes.len()) };
+        unsafe { raw::RedisModule_ReplyWithStringBuffer.unwrap()(self.ptr, bytes.as_ptr().cast(), bytes.len()) };
     }
 
     pub fn reply_error(&self, message: &str) {
         // Error text comes from our own messages and key names; a NUL would cut it short.
         let message = CString::new(message.replace('\0', "\\0")).unwrap_or_default();
         // SAFETY: valid ctx; NUL-terminated message.
-        unsafe { raw::RedisModule_ReplyWithError.unwrap()(self.0, message.as_ptr()) };
-    }
-
-    pub fn reply_wrong_arity(&self) {
-        // SAFETY: valid ctx.
-        unsafe { raw::RedisModule_WrongArity.unwrap()(self.0) };
+        unsafe { raw::RedisModule_ReplyWithError.unwrap()(self.ptr, message.as_ptr()) };
     }
 }
 
@@ -317,7 +378,7 @@ impl RString<'_> {
 impl Drop for RString<'_> {
     fn drop(&mut self) {
         // SAFETY: we own this string and free it once.
-        unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx.0, self.ptr) };
+        unsafe { raw::RedisModule_FreeString.unwrap()(self.ctx.ptr, self.ptr) };
     }
 }
 
@@ -351,23 +412,6 @@ impl Reply {
         }))
     }
 
-    /// The elements of an array reply of strings (SMEMBERS), borrowed from the reply.
-    pub fn strings(&self) -> Result<impl Iterator<Item = &[u8]> + '_, Error> {
-        self.check()?;
-        // SAFETY: a live, non-error reply; elements and their bytes are borrowed from it.
-        let len = unsafe { raw::RedisModule_CallReplyLength.unwrap()(self.0) };
-        Ok((0..len).map(move |i| unsafe {
-            let element = raw::RedisModule_CallReplyArrayElement.unwrap()(self.0, i);
-            let mut len = 0;
-            let p = if element.is_null() { ptr::null() } else { raw::RedisModule_CallReplyStringPtr.unwrap()(element, &mut len) };
-            if p.is_null() {
-                &[][..]
-            } else {
-                std::slice::from_raw_parts(p.cast::<u8>(), len)
-            }
-        }))
-    }
-
     /// `Ok` unless the call failed or replied with an error.
     pub fn check(&self) -> Result<&Self, Error> {
         if self.0.is_null() {
@@ -395,26 +439,35 @@ impl Drop for Reply {
     }
 }
 
-/// The ACL user running a command.
+/// The ACL user running a command (NULL: a user deleted or disabled meanwhile, who
+/// may access nothing).
 pub struct User(*mut raw::RedisModuleUser);
 
 impl User {
-    /// `Err(NoPerm)` unless the user may access `key` as `flags` says.
-    pub fn check(&self, key: &RString, flags: u64) -> Result<(), Error> {
-        // SAFETY: live user and key name.
-        let status = unsafe { raw::RedisModule_ACLCheckKeyPermissions.unwrap()(self.0, key.ptr, flags as c_int) };
-        if status == raw::REDISMODULE_OK as c_int {
-            Ok(())
-        } else {
-            Err(Error::NoPerm(String::from_utf8_lossy(key.as_bytes()).into_owned()))
+    /// `Err(NoPerm)` unless the user may access `key` as `flags` says. A denial goes
+    /// to `ACL LOG`, as Redis logs its own; the reply names no key, as the key may
+    /// be one the user may not even read.
+    pub fn check(&self, ctx: &Ctx, key: &RString, flags: u64) -> Result<(), Error> {
+        if self.0.is_null() {
+            return Err(Error::NoPerm);
         }
+        // SAFETY: live user, ctx and key name.
+        unsafe {
+            if raw::RedisModule_ACLCheckKeyPermissions.unwrap()(self.0, key.ptr, flags as c_int) == raw::REDISMODULE_OK as c_int {
+                return Ok(());
+            }
+            raw::RedisModule_ACLAddLogEntry.unwrap()(ctx.ptr, self.0, key.ptr, raw::RedisModuleACLLogEntryReason_REDISMODULE_ACL_LOG_KEY);
+        }
+        Err(Error::NoPerm)
     }
 }
 
 impl Drop for User {
     fn drop(&mut self) {
-        // SAFETY: we own this user handle and free it once.
-        unsafe { raw::RedisModule_FreeModuleUser.unwrap()(self.0) };
+        if !self.0.is_null() {
+            // SAFETY: we own this user handle and free it once.
+            unsafe { raw::RedisModule_FreeModuleUser.unwrap()(self.0) };
+        }
     }
 }
 

@@ -7,6 +7,8 @@
 //! The handlers hold the semantics of both key schemes; `scheme` says where each fact
 //! is stored.
 
+use std::collections::HashSet;
+
 use layercache_core::digest::{self, Digest};
 use layercache_core::keys::Repo;
 use layercache_core::{value, InputError};
@@ -225,9 +227,9 @@ pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let mut types = holding.types();
     types.push((&blob, KeyType::Hash));
     expect_types(ctx, &types)?;
+    // A removal leaves the remaining keys' expiry as it was (DESIGN.md section 4).
     holding.remove(ctx)?;
     delete_descriptor(ctx, &blob)?;
-    expire(ctx, holding.keys().chain([&blob]))?;
     ctx.reply_integer(1);
     Ok(HIT)
 }
@@ -235,10 +237,11 @@ pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.PURGE digest [digest ...]`: removes every key of each digest, after
 /// garbage collection deleted the blob.
 pub fn purge(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let mut digests: Vec<(Digest, usize)> = vec![];
+    let mut seen = HashSet::with_capacity(args.len());
+    let mut digests: Vec<(Digest, usize)> = Vec::with_capacity(args.len());
     for i in 1..args.len() {
         let digest = digest_arg(args, i)?;
-        if !digests.iter().any(|(d, _)| *d == digest) {
+        if seen.insert(digest.as_bytes()) {
             digests.push((digest, i)); // a repeated digest counts once
         }
     }

@@ -9,10 +9,9 @@ use crate::api::Ctx;
 pub enum Error {
     /// A rejected argument; counted as `rejected` in `INFO layercache`.
     Input(InputError),
-    WrongArity,
     WrongType,
-    /// The user may not access this key.
-    NoPerm(String),
+    /// The user may not access a key the command touches (which one is in `ACL LOG`).
+    NoPerm,
     /// A stored number that is not one, at this key.
     Corrupt(String),
     /// An error reply from Redis itself, forwarded as it is.
@@ -29,11 +28,8 @@ impl Error {
     pub fn reply(&self, ctx: &Ctx) {
         match self {
             Error::Input(e) => ctx.reply_error(&e.to_string()),
-            Error::WrongArity => ctx.reply_wrong_arity(),
             Error::WrongType => ctx.reply_error("WRONGTYPE Operation against a key holding the wrong kind of value"),
-            Error::NoPerm(key) => {
-                ctx.reply_error(&format!("NOPERM this user has no permissions to access the '{key}' key"))
-            }
+            Error::NoPerm => ctx.reply_error("NOPERM this user has no permissions to access one of the keys this command touches"),
             Error::Corrupt(key) => ctx.reply_error(&format!("ERR corrupt cache entry {key}")),
             Error::Redis(message) => ctx.reply_error(message),
         }

@@ -40,9 +40,9 @@ static ALLOCATOR: RedisAlloc = RedisAlloc;
 const OK: c_int = raw::REDISMODULE_OK as c_int;
 const ERR: c_int = raw::REDISMODULE_ERR as c_int;
 
-/// Runs command `I` of [`COMMANDS`]: arity, then the handler, then counters. A panic
-/// (a bug; never client input) is logged and answered with an error instead of
-/// unwinding into Redis.
+/// Runs command `I` of [`COMMANDS`]: the handler, then counters. Redis has checked the
+/// arity (from the command info) before calling. A panic (a bug; never client input)
+/// is logged and answered with an error instead of unwinding into Redis.
 extern "C" fn dispatch<const I: usize>(
     ctx: *mut RedisModuleCtx,
     argv: *mut *mut RedisModuleString,
@@ -51,27 +51,13 @@ extern "C" fn dispatch<const I: usize>(
     let (command, stats) = (&COMMANDS[I], &info::STATS[I]);
     // SAFETY: Redis passes this command's live context and arguments.
     let (ctx, args) = unsafe { (Ctx::new(ctx), Args::new(argv, argc)) };
-    let result = panic::catch_unwind(AssertUnwindSafe(|| {
-        if !arity_ok(command.arity, args.len()) {
-            return Err(Error::WrongArity);
-        }
-        (command.handler)(&ctx, &args)
-    }))
+    let result = panic::catch_unwind(AssertUnwindSafe(|| (command.handler)(&ctx, &args)))
     .unwrap_or_else(|_| Err(Error::Redis("ERR layercache internal error, see the server log".into())));
     stats.record(&result);
     if let Err(e) = result {
         e.reply(&ctx);
     }
     OK
-}
-
-fn arity_ok(arity: i32, argc: usize) -> bool {
-    let want = arity.unsigned_abs() as usize;
-    if arity < 0 {
-        argc >= want
-    } else {
-        argc == want
-    }
 }
 
 /// One callback per table entry, as `CreateCommand` takes no user data.
@@ -125,6 +111,10 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
                     load the module with `scheme blob` (loadmodule liblayercache.so scheme blob) to run in a cluster"
             .into());
     }
+    // Writes go through RedisModule_Call, which signals the keys it modifies; a key
+    // opened for writing only to check its type must not invalidate WATCH or
+    // client-side caching (see `api::Ctx::key_type`).
+    raw::RedisModule_SetModuleOptions.unwrap()(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int);
     commands::FIELDS.iter().for_each(|field| field.init());
     for (command, callback) in COMMANDS.iter().zip(CALLBACKS) {
         register(ctx, command, callback)?;

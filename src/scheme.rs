@@ -13,7 +13,7 @@ use layercache_core::digest::{self, Digest};
 use layercache_core::keys::{self, Repo};
 
 use crate::api::{call, Args, Ctx, KeyType, RString, RedisModuleString, KEY_DELETE, KEY_READ};
-use crate::commands::{expect_types, expire, MEDIATYPE};
+use crate::commands::{expect_types, MEDIATYPE};
 use crate::config::{self, Scheme};
 use crate::error::Error;
 
@@ -34,7 +34,7 @@ pub fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RStr
         return Ok(());
     }
     let Some(user) = ctx.user() else { return Ok(()) };
-    keys.into_iter().try_for_each(|(key, flags)| user.check(key, flags))
+    keys.into_iter().try_for_each(|(key, flags)| user.check(ctx, key, flags))
 }
 
 /// Which parts of a holding a command touches, so that only their key names are made.
@@ -60,7 +60,7 @@ pub enum Holding<'c> {
     Distribution {
         /// `repository::<repo>::blobs`, holding the digest.
         members: RString<'c>,
-        /// `blobs::<digest>::repos`, the reverse index, holding the repository.
+        /// `layercache::repos::<digest>`, the reverse index, with a field per repository.
         index: Option<RString<'c>>,
         /// `repository::<repo>::blobs::<digest>`, with field `mediatype`.
         scoped: Option<RString<'c>>,
@@ -114,7 +114,7 @@ impl<'c> Holding<'c> {
     pub fn types(&self) -> Vec<(&RString<'c>, KeyType)> {
         match self {
             Holding::Distribution { index, scoped, .. } => {
-                index.iter().map(|k| (k, KeyType::Set)).chain(scoped.iter().map(|k| (k, KeyType::Hash))).collect()
+                index.iter().chain(scoped).map(|k| (k, KeyType::Hash)).collect()
             }
             Holding::Blob { blob, .. } => vec![(blob, KeyType::Hash)],
         }
@@ -144,7 +144,7 @@ impl<'c> Holding<'c> {
             Holding::Distribution { members, index, repo, digest, .. } => {
                 let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), *digest).integer()?;
                 if let Some(index) = index {
-                    call!(ctx, c"SADD", c"!ss", index.as_ptr(), *repo).check()?;
+                    call!(ctx, c"HSET", c"!ssc", index.as_ptr(), *repo, c"".as_ptr()).check()?;
                 }
                 Ok(added == 1)
             }
@@ -195,7 +195,7 @@ impl<'c> Holding<'c> {
                     call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
                 }
                 if let Some(index) = index {
-                    call!(ctx, c"SREM", c"!ss", index.as_ptr(), *repo).check()?;
+                    call!(ctx, c"HDEL", c"!ss", index.as_ptr(), *repo).check()?;
                 }
             }
             Holding::Blob { blob, field } => {
@@ -237,13 +237,9 @@ pub fn purge(ctx: &Ctx, digests: &[(Digest, usize)], args: &Args) -> Result<u64,
     }
     // Read everything first: which keys exist, of what type, and what the user may
     // delete. Only then write.
-    let mut plans = Vec::with_capacity(digests.len());
-    for &(digest, arg) in digests {
-        let plan = Purge::read(ctx, digest, arg)?;
-        check_acl(ctx, plan.acl())?;
-        expect_types(ctx, &plan.types())?;
-        plans.push(plan);
-    }
+    let plans = digests.iter().map(|&(digest, arg)| Purge::read(ctx, digest, arg)).collect::<Vec<_>>();
+    check_acl(ctx, plans.iter().flat_map(Purge::acl))?;
+    expect_types(ctx, &plans.iter().flat_map(Purge::types).collect::<Vec<_>>())?;
     let mut purged = 0;
     for plan in &plans {
         purged += plan.write(ctx, args)? as u64;
@@ -262,49 +258,49 @@ struct Purge<'c> {
 }
 
 impl<'c> Purge<'c> {
-    fn read(ctx: &'c Ctx, digest: Digest, digest_arg: usize) -> Result<Self, Error> {
+    fn read(ctx: &'c Ctx, digest: Digest, digest_arg: usize) -> Self {
         let blob = blob(ctx, digest);
         let index = ctx.string(keys::digest_repos(digest).as_bytes());
         let blob_type = ctx.key_type(&blob);
         let index_type = ctx.key_type(&index);
-        let mut repos = vec![];
-        if index_type == KeyType::Set {
-            let names = call!(ctx, c"SMEMBERS", c"s", index.as_ptr());
-            // Only names we could have written; anything else a plain client put in
-            // the index names no key of ours.
-            for repo in names.strings()?.filter_map(|name| Repo::parse(name).ok()) {
-                repos.push((
+        // Only names we could have written; anything else a plain client put in the
+        // index names no key of ours.
+        let names = if index_type == KeyType::Hash { ctx.members(&index) } else { vec![] };
+        let repos = names
+            .iter()
+            .filter_map(|name| Repo::parse(name).ok())
+            .map(|repo| {
+                (
                     ctx.string(keys::repository_blob_set(repo).as_bytes()),
                     ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
-                ));
-            }
-        }
+                )
+            })
+            .collect();
         let had_state = blob_type != KeyType::Empty || index_type != KeyType::Empty;
-        Ok(Purge { digest_arg, blob, index, repos, had_state })
+        Purge { digest_arg, blob, index, repos, had_state }
     }
 
-    fn acl(&self) -> Vec<(&RString<'c>, u64)> {
-        let mut acl = vec![(&self.blob, KEY_DELETE)];
-        for (members, scoped) in &self.repos {
-            acl.extend([(members, KEY_DELETE), (scoped, KEY_DELETE)]);
-        }
-        acl
+    /// PURGE removes other repositories' data, so it is for a user who may delete
+    /// the index too (an operator's, not a tenant's): a tenant learns nothing of
+    /// which other repositories hold the blob, whether they do or not.
+    fn acl(&self) -> impl Iterator<Item = (&RString<'c>, u64)> {
+        [(&self.index, KEY_DELETE), (&self.blob, KEY_DELETE)]
+            .into_iter()
+            .chain(self.repos.iter().flat_map(|(members, scoped)| [(members, KEY_DELETE), (scoped, KEY_DELETE)]))
     }
 
-    fn types(&self) -> Vec<(&RString<'c>, KeyType)> {
-        let mut types = vec![(&self.blob, KeyType::Hash), (&self.index, KeyType::Set)];
-        for (members, scoped) in &self.repos {
-            types.extend([(members, KeyType::Set), (scoped, KeyType::Hash)]);
-        }
-        types
+    fn types(&self) -> impl Iterator<Item = (&RString<'c>, KeyType)> {
+        [(&self.blob, KeyType::Hash), (&self.index, KeyType::Hash)]
+            .into_iter()
+            .chain(self.repos.iter().flat_map(|(members, scoped)| [(members, KeyType::Set), (scoped, KeyType::Hash)]))
     }
 
-    /// Removes it all; returns whether the digest had any cache state.
+    /// Removes it all; returns whether the digest had any cache state. A removal
+    /// leaves the other keys' expiry as it was.
     fn write(&self, ctx: &Ctx, args: &Args) -> Result<bool, Error> {
         let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
         for (members, scoped) in &self.repos {
             call!(ctx, c"SREM", c"!ss", members.as_ptr(), args.raw(self.digest_arg)).check()?;
-            expire(ctx, [members])?;
             doomed.push(scoped.as_ptr());
         }
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
@@ -318,31 +314,28 @@ impl<'c> Purge<'c> {
 pub fn drop_repo(ctx: &Ctx, repo: Repo, args: &Args) -> Result<i64, Error> {
     let members = ctx.string(keys::repository_blob_set(repo).as_bytes());
     check_acl(ctx, [(&members, KEY_DELETE)])?;
-    if ctx.key_type(&members) == KeyType::Empty {
-        return Ok(0);
+    match ctx.key_type(&members) {
+        KeyType::Empty => return Ok(0),
+        KeyType::Set => {}
+        _ => return Err(Error::WrongType),
     }
 
-    let listed = call!(ctx, c"SMEMBERS", c"s", members.as_ptr());
-    let mut held = 0;
+    let listed = ctx.members(&members);
     let (mut scoped, mut indexes) = (vec![], vec![]);
-    for member in listed.strings()? {
-        held += 1;
-        // A member that is not a digest names no key of ours.
-        if let Ok(digest) = digest::parse(member) {
-            scoped.push(ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()));
-            indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
-        }
+    // A member that is not a digest names no key of ours.
+    for digest in listed.iter().filter_map(|member| digest::parse(member).ok()) {
+        scoped.push(ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()));
+        indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
     }
     check_acl(ctx, scoped.iter().map(|k| (k, KEY_DELETE)))?;
-    let mut types: Vec<_> = scoped.iter().map(|k| (k, KeyType::Hash)).collect();
-    types.extend(indexes.iter().map(|k| (k, KeyType::Set)));
+    let types: Vec<_> = scoped.iter().chain(&indexes).map(|k| (k, KeyType::Hash)).collect();
     expect_types(ctx, &types)?;
 
+    // The index entries go on the repository's behalf; their keys keep their expiry.
     for index in &indexes {
-        call!(ctx, c"SREM", c"!ss", index.as_ptr(), args.raw(1)).check()?;
-        expire(ctx, [index])?;
+        call!(ctx, c"HDEL", c"!ss", index.as_ptr(), args.raw(1)).check()?;
     }
     let mut doomed: Vec<_> = std::iter::once(members.as_ptr()).chain(scoped.iter().map(RString::as_ptr)).collect();
     call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
-    Ok(held)
+    Ok(listed.len() as i64)
 }

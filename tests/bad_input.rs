@@ -36,7 +36,7 @@ struct Spec {
 /// Every command, with arguments that are valid against [`setup`]'s keyspace.
 fn specs() -> Vec<Spec> {
     vec![
-        Spec { name: "LAYERCACHE.ADD", args: &[(Repo, REPO), (Digest, D2)], keys: &[MEMBERS, "blobs::D2::repos"] },
+        Spec { name: "LAYERCACHE.ADD", args: &[(Repo, REPO), (Digest, D2)], keys: &[MEMBERS, "layercache::repos::D2"] },
         Spec { name: "LAYERCACHE.CONTAINS", args: &[(Repo, REPO), (Digest, D1)], keys: &[MEMBERS] },
         Spec { name: "LAYERCACHE.MCONTAINS", args: &[(Repo, REPO), (Digest, D1), (Digest, D2)], keys: &[MEMBERS] },
         Spec { name: "LAYERCACHE.SETMETA", args: &[(Digest, D1), (Path, "/p"), (Length, "10")], keys: &["blobs::D1"] },
@@ -53,11 +53,11 @@ fn specs() -> Vec<Spec> {
         Spec {
             name: "LAYERCACHE.REPOSETDESCRIPTOR",
             args: &[(Repo, REPO), (Digest, D1), (Digest, D1), (Size, "10"), (MediaType, OCTET)],
-            keys: &[MEMBERS, "blobs::D1", SCOPED, "blobs::D1::repos"],
+            keys: &[MEMBERS, "blobs::D1", SCOPED, "layercache::repos::D1"],
         },
-        Spec { name: "LAYERCACHE.REPOCLEAR", args: &[(Repo, REPO), (Digest, D1)], keys: &[MEMBERS, "blobs::D1", SCOPED, "blobs::D1::repos"] },
-        Spec { name: "LAYERCACHE.PURGE", args: &[(Digest, D1), (Digest, D2)], keys: &[MEMBERS, "blobs::D1", SCOPED, "blobs::D1::repos"] },
-        Spec { name: "LAYERCACHE.DROPREPO", args: &[(Repo, REPO)], keys: &[MEMBERS, SCOPED, "blobs::D1::repos"] },
+        Spec { name: "LAYERCACHE.REPOCLEAR", args: &[(Repo, REPO), (Digest, D1)], keys: &[MEMBERS, "blobs::D1", SCOPED, "layercache::repos::D1"] },
+        Spec { name: "LAYERCACHE.PURGE", args: &[(Digest, D1), (Digest, D2)], keys: &[MEMBERS, "blobs::D1", SCOPED, "layercache::repos::D1"] },
+        Spec { name: "LAYERCACHE.DROPREPO", args: &[(Repo, REPO)], keys: &[MEMBERS, SCOPED, "layercache::repos::D1"] },
     ]
 }
 

@@ -189,7 +189,7 @@ fn reposetdescriptor_aliases_and_mismatches() {
         contents(&mut c),
         vec![
             format!("blobs::{D1} hash [\"digest={D1}\", \"mediatype={OCTET}\", \"size=1\"]"),
-            format!("blobs::{D1}::repos set [\"team/app\"]"),
+            format!("layercache::repos::{D1} hash [\"team/app=\"]"),
             format!("repository::team/app::blobs set [\"{D1}\"]"),
             format!("repository::team/app::blobs::{D1} hash [\"mediatype={OCTET}\"]"),
         ]
@@ -198,7 +198,7 @@ fn reposetdescriptor_aliases_and_mismatches() {
     cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", &sha512, D2, "2", JSON]);
     for key in [&sha512, D2] {
         assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", key]), desc(D2, 2, JSON), "{key}");
-        assert_eq!(cmd(&mut c, &["SMEMBERS", &format!("blobs::{key}::repos")]), Value::Array(vec![bulk("team/app")]));
+        assert_eq!(cmd(&mut c, &["HKEYS", &format!("layercache::repos::{key}")]), Value::Array(vec![bulk("team/app")]));
     }
     // Same algorithm, different value: rejected, nothing written.
     let before = snapshot(&mut c);
@@ -276,8 +276,8 @@ fn droprepo_removes_the_repository_only() {
     let mut left: Vec<String> = redis::cmd("KEYS").arg("*team/gone*").query(&mut c).unwrap();
     left.sort();
     assert_eq!(left, Vec::<String>::new());
-    assert_eq!(cmd(&mut c, &["SMEMBERS", &format!("blobs::{D1}::repos")]), Value::Array(vec![bulk("team/kept")]));
-    assert_eq!(cmd(&mut c, &["EXISTS", &format!("blobs::{D2}::repos")]), Value::Int(0));
+    assert_eq!(cmd(&mut c, &["HKEYS", &format!("layercache::repos::{D1}")]), Value::Array(vec![bulk("team/kept")]));
+    assert_eq!(cmd(&mut c, &["EXISTS", &format!("layercache::repos::{D2}")]), Value::Int(0));
     // Descriptors are global and stay.
     assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D2]), desc(D2, 1, OCTET));
     assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/kept", D1]), desc(D1, 1, JSON));
@@ -408,4 +408,73 @@ fn blob_scheme_layout_and_droprepo() {
     // The scheme shows, and cannot change at run time.
     assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.scheme"]), Value::Array(vec![bulk("layercache.scheme"), bulk("blob")]));
     assert!(run(&mut c, &["CONFIG", "SET", "layercache.scheme", "distribution"]).is_err());
+}
+
+/// Removals never extend a key's lifetime (DESIGN.md section 4): what CLEAR, REPOCLEAR,
+/// PURGE and DROPREPO leave keeps the expiry it had.
+#[test]
+fn removals_keep_the_expiry_of_what_they_leave() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["CONFIG", "SET", "layercache.ttl", "1000"]);
+    for repo in ["team/a", "team/b"] {
+        for d in [D1, D2, D3] {
+            cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", repo, d, d, "1", OCTET]);
+            cmd(&mut c, &["LAYERCACHE.SETMETA", d, "/p", "1"]);
+        }
+    }
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    for key in &keys {
+        cmd(&mut c, &["PEXPIRE", key, "500000"]);
+    }
+    let mut removals = vec![
+        vec!["LAYERCACHE.REPOCLEAR", "team/a", D1],
+        vec!["LAYERCACHE.CLEAR", D2],
+        vec!["LAYERCACHE.PURGE", D3],
+    ];
+    if scheme() == Scheme::Distribution {
+        removals.push(vec!["LAYERCACHE.DROPREPO", "team/b"]);
+    }
+    for args in removals {
+        assert!(matches!(cmd(&mut c, &args), Value::Int(1) | Value::Int(2)), "{args:?}");
+        let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        assert!(!left.is_empty());
+        for key in &left {
+            let ms = pttl(&mut c, key);
+            assert!(ms > 0 && ms <= 500_000, "{args:?} left {key} with {ms} ms");
+        }
+    }
+}
+
+/// What can outlive a PURGE (README, "Garbage collection"): when a digest's index key
+/// expired or was evicted before a repository's membership set did, PURGE cannot find
+/// that repository. CONTAINS and MCONTAINS there keep answering 1 until the set goes
+/// (its TTL, eviction, REPOCLEAR or DROPREPO); LOOKUP, META, STAT and REPOSTAT miss, as
+/// the blob hash they need is gone.
+#[test]
+fn a_membership_whose_index_is_gone_outlives_purge_in_contains_only() {
+    if scheme() == Scheme::Blob {
+        return; // one key per blob: PURGE removes all of it
+    }
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.SETMETA", D1, "/p", "1"]);
+    // As eviction or expiry would: the index goes first.
+    cmd(&mut c, &["DEL", &format!("layercache::repos::{D1}")]);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.PURGE", D1]), Value::Int(1));
+
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CONTAINS", "team/app", D1]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.MCONTAINS", "team/app", D1]), Value::Array(vec![Value::Int(1)]));
+    for args in [
+        vec!["LAYERCACHE.LOOKUP", "team/app", D1],
+        vec!["LAYERCACHE.META", D1],
+        vec!["LAYERCACHE.STAT", D1],
+        vec!["LAYERCACHE.REPOSTAT", "team/app", D1],
+    ] {
+        assert_eq!(cmd(&mut c, &args), Value::Nil, "{args:?}");
+    }
+    // REPOCLEAR removes what is left.
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOCLEAR", "team/app", D1]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.CONTAINS", "team/app", D1]), Value::Int(0));
 }

@@ -32,7 +32,7 @@ fn add_and_contains() {
     assert!(holds(&mut c, "library/ubuntu", D1) && !holds(&mut c, "library/debian", D1));
     let want = match scheme() {
         Scheme::Distribution => vec![
-            format!("blobs::{D1}::repos set [\"library/ubuntu\"]"),
+            format!("layercache::repos::{D1} hash [\"library/ubuntu=\"]"),
             format!("repository::library/ubuntu::blobs set [\"{D1}\"]"),
         ],
         Scheme::Blob => vec![format!("{D1} hash [\"repo:library/ubuntu=\"]")],

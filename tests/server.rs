@@ -84,12 +84,12 @@ fn acl_key_patterns_apply_to_the_real_keys() {
     assert_eq!(run(&mut c, &["LAYERCACHE.MCONTAINS", "team-a/app", D1, D2]).unwrap(), Value::Array(vec![Value::Int(1), Value::Int(0)]));
 
     let before = snapshot(&mut admin);
-    let denied = "NOPERM this user has no permissions to access the 'repository::team-b/app::blobs' key";
+    let denied = "NOPERM this user has no permissions to access one of the keys this command touches";
     for cmd in ["LAYERCACHE.ADD", "LAYERCACHE.CONTAINS", "LAYERCACHE.MCONTAINS", "LAYERCACHE.LOOKUP"] {
         assert_eq!(error(&mut c, &[cmd.as_bytes(), b"team-b/app", D1.as_bytes()]), denied, "{cmd}");
     }
     // The global blob hash is outside the user's pattern too.
-    let blob_denied = format!("NOPERM this user has no permissions to access the 'blobs::{D1}' key");
+    let blob_denied = denied;
     assert_eq!(error(&mut c, &[b"LAYERCACHE.META", D1.as_bytes()]), blob_denied);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.SETMETA", D1.as_bytes(), b"/q", b"2"]), blob_denied);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.LOOKUP", b"team-a/app", D1.as_bytes()]), blob_denied);
@@ -327,4 +327,97 @@ fn blob_scheme_acl_through_key_specs() {
     // Keys outside the pattern stay out of reach.
     let other = format!("sha512:{}", "c".repeat(128));
     assert!(error(&mut writer, &[b"LAYERCACHE.ADD", b"team/app", other.as_bytes()]).starts_with("NOPERM"));
+}
+
+/// The tenant scenario of DESIGN.md section 1: a registry user granted the global
+/// descriptors (`~blobs::*`) and its own repositories learns nothing of, and can change
+/// nothing of, another tenant's repositories, through the module or around it.
+#[test]
+fn a_tenant_sees_and_changes_nothing_of_another_tenant() {
+    let s = Server::with(Options::scheme(Scheme::Distribution));
+    let mut admin = s.client();
+    run(&mut admin, &["ACL", "SETUSER", "team-a", "on", ">secret", "~blobs::*", "~repository::team-a/*", "+@all"]).unwrap();
+    run(&mut admin, &["LAYERCACHE.REPOSETDESCRIPTOR", "team-b/secret", D1, D1, "1", "application/json"]).unwrap();
+    let mut c = s.client_as("team-a", "secret");
+    // team-a caches the same blob: the index learns it on team-a's behalf.
+    assert_eq!(run(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team-a/app", D1, D1, "1", "application/json"]).unwrap(), Value::Okay);
+    let index = format!("layercache::repos::{D1}");
+    let indexed: Vec<String> = redis::cmd("HKEYS").arg(&index).query(&mut admin).unwrap();
+    assert_eq!(indexed, ["team-b/secret", "team-a/app"]);
+    let before = snapshot(&mut admin);
+
+    // The index is outside the tenant's keys: no read, no write.
+    for args in [
+        vec!["HKEYS", &index],
+        vec!["HGETALL", &index],
+        vec!["DEL", &index],
+        vec!["HSET", &index, "team-a/x", ""],
+        vec!["LAYERCACHE.PURGE", D1],
+        vec!["LAYERCACHE.DROPREPO", "team-b/secret"],
+        vec!["LAYERCACHE.REPOSTAT", "team-b/secret", D1],
+    ] {
+        let e = run(&mut c, &args).map(|v| format!("{v:?}")).unwrap_or_else(|e| error_text(&e));
+        assert!(e.starts_with("NOPERM"), "{args:?}: {e}");
+        assert!(!e.contains("team-b"), "{args:?} names the other tenant: {e}");
+    }
+    // Every key under blobs:: is a hash, as tools that HGETALL them expect.
+    let visible: Vec<String> = redis::cmd("KEYS").arg("blobs::*").query(&mut c).unwrap();
+    assert_eq!(visible, [format!("blobs::{D1}")]);
+    for key in &visible {
+        let _: Vec<(String, String)> = redis::cmd("HGETALL").arg(key).query(&mut c).unwrap();
+    }
+    assert!(snapshot(&mut admin) == before, "the tenant changed nothing");
+    // PURGE, an operator's command, still removes both tenants' data.
+    assert_eq!(run(&mut admin, &["LAYERCACHE.PURGE", D1]).unwrap(), Value::Int(1));
+    assert_eq!(contents(&mut admin), Vec::<String>::new());
+}
+
+/// Bookkeeping is invisible (DESIGN.md section 4): a module write counts the keyspace
+/// hits and misses, and sends the `keymiss` events, of the plain commands it replaces,
+/// and a type check does not touch a key's LFU counter.
+#[test]
+fn module_writes_count_keyspace_stats_as_the_plain_commands_do() {
+    let s = Server::with(Options {
+        args: vec!["--notify-keyspace-events".into(), "Em".into(), "--maxmemory-policy".into(), "allkeys-lfu".into()],
+        ..Options::default()
+    });
+    let mut c = s.client();
+    let mut events = s.client();
+    run(&mut events, &["SUBSCRIBE", "__keyevent@0__:keymiss"]).unwrap();
+    let stats = |c: &mut redis::Connection| (info_field(c, "stats", "keyspace_hits"), info_field(c, "stats", "keyspace_misses"));
+
+    // ADD and REPOSETDESCRIPTOR on an empty keyspace, then their plain equivalents
+    // (distribution's SADD / HSET / HSETNX): the counters move alike, by nothing.
+    let before = stats(&mut c);
+    run(&mut c, &["LAYERCACHE.ADD", "team/app", D1]).unwrap();
+    run(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D2, D2, "1", "application/json"]).unwrap();
+    run(&mut c, &["LAYERCACHE.PURGE", D2, D3]).unwrap();
+    assert_eq!(stats(&mut c), before, "module writes");
+    run(&mut c, &["SADD", "plain::set", D1]).unwrap();
+    run(&mut c, &["HSET", "plain::hash", "digest", D2, "size", "1"]).unwrap();
+    run(&mut c, &["HSETNX", "plain::hash", "mediatype", "application/json"]).unwrap();
+    run(&mut c, &["DEL", "plain::gone"]).unwrap();
+    assert_eq!(stats(&mut c), before, "plain writes");
+    // A read of a missing key is a miss, for both.
+    run(&mut c, &["LAYERCACHE.STAT", D3]).unwrap();
+    assert_ne!(stats(&mut c), before, "a read counts");
+    // Exactly one keymiss: the STAT's.
+    events.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let first: redis::Msg = events.as_pubsub().get_message().unwrap();
+    assert_eq!(first.get_payload::<String>().unwrap(), blob_key(D3));
+    assert!(events.as_pubsub().get_message().is_err(), "no other keymiss");
+
+    // A WRONGTYPE write type-checks keys without touching their LFU counters.
+    run(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", "application/json"]).unwrap();
+    let bad = match scheme() {
+        Scheme::Distribution => format!("repository::team/app::blobs::{D3}"),
+        Scheme::Blob => D3.to_string(),
+    };
+    run(&mut c, &["SET", &bad, "x"]).unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    let freqs = |c: &mut redis::Connection| -> Vec<i64> { keys.iter().map(|k| redis::cmd("OBJECT").arg("FREQ").arg(k).query(c).unwrap()).collect() };
+    let freq_before = freqs(&mut c);
+    let e = error(&mut c, &[b"LAYERCACHE.REPOSETDESCRIPTOR", b"team/app", D3.as_bytes(), D3.as_bytes(), b"1", b"application/json"]);
+    assert!(e.starts_with("WRONGTYPE"), "{e}");
+    assert_eq!(freqs(&mut c), freq_before);
 }

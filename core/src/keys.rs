@@ -73,10 +73,13 @@ pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
     KeyName::of(&[b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
 }
 
-/// `blobs::<digest>::repos`: SET of the repositories holding `digest` (layercache's
-/// reverse index; distribution does not know it).
+/// `layercache::repos::<digest>`: HASH whose fields are the repositories holding
+/// `digest` (values `""`): layercache's reverse index, under a prefix of its own so that
+/// registry users granted `~blobs::*` never see which other repositories hold a blob.
+/// A hash, as it stays listpack-encoded where a small set of names does not (Redis 7.0:
+/// 196 against 333 bytes per digest).
 pub fn digest_repos(digest: Digest) -> KeyName {
-    KeyName::of(&[b"blobs::", digest.as_bytes(), b"::repos"])
+    KeyName::of(&[b"layercache::repos::", digest.as_bytes()])
 }
 
 /// Scheme `blob`: the field of a blob's hash that says `repo` holds the blob; its
@@ -100,7 +103,7 @@ mod tests {
             repository_blob_hash(repo, digest).as_bytes(),
             format!("repository::library/ubuntu::blobs::{d}").as_bytes()
         );
-        assert_eq!(digest_repos(digest).as_bytes(), format!("blobs::{d}::repos").as_bytes());
+        assert_eq!(digest_repos(digest).as_bytes(), format!("layercache::repos::{d}").as_bytes());
         assert_eq!(repo_field(repo).as_bytes(), b"repo:library/ubuntu");
     }
 
