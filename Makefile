@@ -24,7 +24,7 @@ run: release
 	redis-server redis.conf --port $(PORT)
 
 # The integration suites that run in either key scheme (tests/cluster.rs is blob-only).
-SCHEME_SUITES = --test seed --test descriptor --test bad_input --test server --test versions --test contexts
+SCHEME_SUITES = --test seed --test descriptor --test bad_input --test server --test versions --test contexts --test model
 
 # Unit tests of the pure crate, then integration tests against real redis-servers, in
 # the distribution key scheme and again in the blob scheme.
