@@ -421,3 +421,80 @@ fn module_writes_count_keyspace_stats_as_the_plain_commands_do() {
     assert!(e.starts_with("WRONGTYPE"), "{e}");
     assert_eq!(freqs(&mut c), freq_before);
 }
+
+/// Durability: with `appendfsync always`, a server killed with SIGKILL in the middle
+/// of a stream of module writes keeps every write it acknowledged, with its expiry,
+/// whether it restarts with the module or without it.
+#[test]
+fn acknowledged_writes_survive_kill_9_with_and_without_the_module() {
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
+    let mut options = Options { args: aof.clone(), ..Options::default() };
+    options.module_args.extend(["ttl".into(), "3600".into()]);
+    let server = Server::with(options);
+    let url = server.url();
+    // The writer records each write once its reply has arrived, until the server dies.
+    let writer = std::thread::spawn(move || {
+        let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut acked = vec![];
+        for n in 0u64.. {
+            let (repo, d) = (format!("team-{}/app", n % 5), digest(n));
+            let result = match n % 3 {
+                0 => run(&mut c, &["LAYERCACHE.ADD", &repo, &d]),
+                1 => run(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", &repo, &d, &d, &n.to_string(), "application/json"]),
+                _ => run(&mut c, &["LAYERCACHE.SETMETA", &d, "/p", &n.to_string()]),
+            };
+            if result.is_err() {
+                return acked;
+            }
+            acked.push(n);
+        }
+        unreachable!()
+    });
+    let mut c = server.client();
+    wait_until("a stream of writes", || info_counter(&mut c, "add_calls") >= 1_000);
+    let dir = server.kill();
+    let acked = writer.join().unwrap();
+    assert!(acked.len() >= 3_000, "{} writes acknowledged", acked.len());
+
+    for module in [true, false] {
+        let mut options = Options { module, args: aof.clone(), dir: Some(tempfile::tempdir().unwrap()), ..Options::default() };
+        copy_dir(dir.path(), options.dir.as_ref().unwrap().path());
+        options.args.extend(["--appendfsync".into(), "everysec".into()]);
+        let restarted = Server::with(options);
+        let mut c = restarted.client();
+        for &n in &acked {
+            let (repo, d) = (format!("team-{}/app", n % 5), digest(n));
+            match n % 3 {
+                0 => assert!(holds(&mut c, &repo, &d), "ADD {n} lost (module: {module})"),
+                1 => {
+                    assert!(holds(&mut c, &repo, &d), "REPOSETDESCRIPTOR {n} lost (module: {module})");
+                    let size: Option<String> = redis::cmd("HGET").arg(blob_key(&d)).arg("size").query(&mut c).unwrap();
+                    assert_eq!(size, Some(n.to_string()));
+                }
+                _ => {
+                    let length: Option<String> = redis::cmd("HGET").arg(blob_key(&d)).arg("length").query(&mut c).unwrap();
+                    assert_eq!(length, Some(n.to_string()), "SETMETA {n} lost (module: {module})");
+                }
+            }
+        }
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+        for key in &keys {
+            let ttl: i64 = redis::cmd("TTL").arg(key).query(&mut c).unwrap();
+            assert!(ttl > 3000 && ttl <= 3600, "{key}: TTL {ttl} after the restart (module: {module})");
+        }
+        println!("durability (module: {module}): {} acknowledged writes, {} keys, all present with TTL", acked.len(), keys.len());
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "redis.log" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -193,11 +193,20 @@ impl Server {
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
+    /// Kills the server with SIGKILL, as a crash or an OOM killer would, and hands back
+    /// its directory.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     fn shutdown(&mut self) {
         if let Ok(mut c) = redis::Client::open(self.url()).and_then(|c| c.get_connection()) {
             let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        // Long enough for a server under valgrind to write its leak report.
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -210,10 +219,11 @@ impl Server {
 }
 
 impl Drop for Server {
+    /// Shuts the server down cleanly (so that a server under valgrind reports its
+    /// leaks), killing it if it does not stop.
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            self.shutdown();
         }
     }
 }
