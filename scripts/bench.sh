@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks; each writes its section of BENCHMARKS.md (bench/src/main.rs explains the
 # method).
-#   scripts/bench.sh               criterion benchmarks of the pure crate, then throughput
-#                                  and memory against Redis's own commands (make bench)
+#   scripts/bench.sh               criterion benchmarks of the pure crate, then throughput,
+#                                  memory and large multi-key operations against Redis's
+#                                  own commands (make bench)
 #   scripts/bench.sh instructions  instructions per operation under callgrind
 #                                  (make bench-instructions)
 set -euo pipefail
@@ -23,6 +24,7 @@ case "${1:-all}" in
     "${client[@]}" "$lcbench" throughput
     "$lcbench" memory
     "${client[@]}" "$lcbench" schemes
+    "${client[@]}" "$lcbench" large
     ;;
   instructions)
     scripts/deps.sh valgrind:valgrind

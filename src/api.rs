@@ -132,27 +132,28 @@ impl Ctx {
         }
     }
 
-    /// The members of the set or the field names of the hash at `key` (none when the
-    /// key does not exist), read as bookkeeping: no keyspace stats, no LRU touch.
-    pub fn members(&self, key: &RString) -> Vec<Vec<u8>> {
-        extern "C" fn collect(_key: *mut raw::RedisModuleKey, field: *mut RedisModuleString, _value: *mut RedisModuleString, out: *mut c_void) {
-            // SAFETY: `out` is the Vec passed below; `field` lives for this callback.
-            unsafe { (*out.cast::<Vec<Vec<u8>>>()).push(bytes_of(field).to_vec()) };
+    /// Calls `each` with every member of the set, or every field name of the hash, at
+    /// `key` (nothing when the key does not exist), read as bookkeeping: no keyspace
+    /// stats, no LRU touch. The bytes live for the call only.
+    pub fn for_each_member(&self, key: &RString, mut each: impl FnMut(&[u8])) {
+        type Each<'f> = &'f mut dyn FnMut(&[u8]);
+        extern "C" fn visit(_key: *mut raw::RedisModuleKey, field: *mut RedisModuleString, _value: *mut RedisModuleString, each: *mut c_void) {
+            // SAFETY: `each` is the `Each` passed below; `field` lives for this call.
+            unsafe { (*each.cast::<Each>())(bytes_of(field)) };
         }
-        let mut out: Vec<Vec<u8>> = vec![];
+        let mut each: Each = &mut each;
         // SAFETY: valid ctx and key name; the cursor and handle are freed before
-        // returning; `collect` only pushes to `out`, which outlives the scan.
+        // returning; `each` outlives the scan.
         unsafe {
             let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, QUIET_OPEN);
             let t = raw::RedisModule_KeyType.unwrap()(handle) as isize;
             if t == raw::REDISMODULE_KEYTYPE_SET || t == raw::REDISMODULE_KEYTYPE_HASH {
                 let cursor = raw::RedisModule_ScanCursorCreate.unwrap()();
-                while raw::RedisModule_ScanKey.unwrap()(handle, cursor, Some(collect), (&mut out as *mut Vec<Vec<u8>>).cast()) != 0 {}
+                while raw::RedisModule_ScanKey.unwrap()(handle, cursor, Some(visit), (&mut each as *mut Each).cast()) != 0 {}
                 raw::RedisModule_ScanCursorDestroy.unwrap()(cursor);
             }
             raw::RedisModule_CloseKey.unwrap()(handle);
         }
-        out
     }
 
     /// Opens `key` for reading and runs `read` on it if it holds a hash: `Ok(None)` when

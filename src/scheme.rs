@@ -237,7 +237,7 @@ pub fn purge(ctx: &Ctx, digests: &[(Digest, usize)], args: &Args) -> Result<u64,
     }
     // Read everything first: which keys exist, of what type, and what the user may
     // delete. Only then write.
-    let plans = digests.iter().map(|&(digest, arg)| Purge::read(ctx, digest, arg)).collect::<Vec<_>>();
+    let plans = digests.iter().map(|&(digest, arg)| Purge::read(ctx, digest, arg)).collect::<Result<Vec<_>, _>>()?;
     check_acl(ctx, plans.iter().flat_map(Purge::acl))?;
     expect_types(ctx, &plans.iter().flat_map(Purge::types).collect::<Vec<_>>())?;
     let mut purged = 0;
@@ -258,26 +258,30 @@ struct Purge<'c> {
 }
 
 impl<'c> Purge<'c> {
-    fn read(ctx: &'c Ctx, digest: Digest, digest_arg: usize) -> Self {
+    /// Reads the digest's keys; WRONGTYPE when its blob or index is not a hash (the
+    /// repositories' keys are checked with the rest, in `types`).
+    fn read(ctx: &'c Ctx, digest: Digest, digest_arg: usize) -> Result<Self, Error> {
         let blob = blob(ctx, digest);
         let index = ctx.string(keys::digest_repos(digest).as_bytes());
-        let blob_type = ctx.key_type(&blob);
-        let index_type = ctx.key_type(&index);
+        let (blob_type, index_type) = (ctx.key_type(&blob), ctx.key_type(&index));
+        if [blob_type, index_type].iter().any(|t| !matches!(t, KeyType::Empty | KeyType::Hash)) {
+            return Err(Error::WrongType);
+        }
         // Only names we could have written; anything else a plain client put in the
         // index names no key of ours.
-        let names = if index_type == KeyType::Hash { ctx.members(&index) } else { vec![] };
-        let repos = names
-            .iter()
-            .filter_map(|name| Repo::parse(name).ok())
-            .map(|repo| {
-                (
-                    ctx.string(keys::repository_blob_set(repo).as_bytes()),
-                    ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
-                )
-            })
-            .collect();
+        let mut repos = vec![];
+        if index_type == KeyType::Hash {
+            ctx.for_each_member(&index, |name| {
+                if let Ok(repo) = Repo::parse(name) {
+                    repos.push((
+                        ctx.string(keys::repository_blob_set(repo).as_bytes()),
+                        ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()),
+                    ));
+                }
+            });
+        }
         let had_state = blob_type != KeyType::Empty || index_type != KeyType::Empty;
-        Purge { digest_arg, blob, index, repos, had_state }
+        Ok(Purge { digest_arg, blob, index, repos, had_state })
     }
 
     /// PURGE removes other repositories' data, so it is for a user who may delete
@@ -290,9 +294,7 @@ impl<'c> Purge<'c> {
     }
 
     fn types(&self) -> impl Iterator<Item = (&RString<'c>, KeyType)> {
-        [(&self.blob, KeyType::Hash), (&self.index, KeyType::Hash)]
-            .into_iter()
-            .chain(self.repos.iter().flat_map(|(members, scoped)| [(members, KeyType::Set), (scoped, KeyType::Hash)]))
+        self.repos.iter().flat_map(|(members, scoped)| [(members, KeyType::Set), (scoped, KeyType::Hash)])
     }
 
     /// Removes it all; returns whether the digest had any cache state. A removal
@@ -320,13 +322,15 @@ pub fn drop_repo(ctx: &Ctx, repo: Repo, args: &Args) -> Result<i64, Error> {
         _ => return Err(Error::WrongType),
     }
 
-    let listed = ctx.members(&members);
-    let (mut scoped, mut indexes) = (vec![], vec![]);
-    // A member that is not a digest names no key of ours.
-    for digest in listed.iter().filter_map(|member| digest::parse(member).ok()) {
-        scoped.push(ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()));
-        indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
-    }
+    let (mut held, mut scoped, mut indexes) = (0, vec![], vec![]);
+    ctx.for_each_member(&members, |member| {
+        held += 1;
+        // A member that is not a digest names no key of ours.
+        if let Ok(digest) = digest::parse(member) {
+            scoped.push(ctx.string(keys::repository_blob_hash(repo, digest).as_bytes()));
+            indexes.push(ctx.string(keys::digest_repos(digest).as_bytes()));
+        }
+    });
     check_acl(ctx, scoped.iter().map(|k| (k, KEY_DELETE)))?;
     let types: Vec<_> = scoped.iter().chain(&indexes).map(|k| (k, KeyType::Hash)).collect();
     expect_types(ctx, &types)?;
@@ -337,5 +341,5 @@ pub fn drop_repo(ctx: &Ctx, repo: Repo, args: &Args) -> Result<i64, Error> {
     }
     let mut doomed: Vec<_> = std::iter::once(members.as_ptr()).chain(scoped.iter().map(RString::as_ptr)).collect();
     call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
-    Ok(listed.len() as i64)
+    Ok(held)
 }
