@@ -94,6 +94,10 @@ fn through(c: &mut Connection, how: &str, args: &[String]) -> String {
     }
 }
 
+/// The function `through`, which runs its arguments as a command.
+const FUNCTION: &str = "#!lua name=layercache_test\n\
+                        redis.register_function('through', function(keys, args) return redis.pcall(unpack(args)) end)";
+
 fn with_caller() -> Options {
     let mut options = Options::default();
     options.args.extend(["--loadmodule".into(), layercache_caller::PATH.into()]);
@@ -104,9 +108,7 @@ fn with_caller() -> Options {
 fn run_script(how: &str) -> (Vec<String>, Vec<String>) {
     let s = Server::with(with_caller());
     let mut c = s.client();
-    let function = "#!lua name=layercache_test\n\
-                    redis.register_function('through', function(keys, args) return redis.pcall(unpack(args)) end)";
-    run(&mut c, &["FUNCTION", "LOAD", function]).unwrap();
+    run(&mut c, &["FUNCTION", "LOAD", FUNCTION]).unwrap();
     let replies = script().iter().map(|args| through(&mut c, how, args)).collect();
     (replies, contents(&mut c))
 }
@@ -181,11 +183,11 @@ fn aof_loading_runs_module_commands() {
     assert_eq!(contents(&mut c), want_keys);
 }
 
-/// Called by another module as a restricted user (`C` flag): the user's key rules
-/// apply as they do to the user's own calls, the denial is in ACL LOG, and nothing is
-/// written.
+/// A restricted user's key rules apply wherever the user's command runs: called by
+/// another module with the `C` flag, from a script, from a function. Each denial is in
+/// ACL LOG and writes nothing.
 #[test]
-fn a_module_call_as_a_restricted_user_is_denied_and_writes_nothing() {
+fn a_restricted_users_key_rules_hold_in_every_context() {
     let s = Server::with(with_caller());
     let mut admin = s.client();
     let rules: &[&str] = match scheme() {
@@ -196,6 +198,7 @@ fn a_module_call_as_a_restricted_user_is_denied_and_writes_nothing() {
     setuser.extend(rules);
     run(&mut admin, &setuser).unwrap();
     run(&mut admin, &["LAYERCACHE.ADD", "team-b/app", D1]).unwrap();
+    run(&mut admin, &["FUNCTION", "LOAD", FUNCTION]).unwrap();
     run(&mut admin, &["ACL", "LOG", "RESET"]).unwrap();
     let mut c = s.client_as("team-a", "secret");
     let before = snapshot(&mut admin);
@@ -206,16 +209,22 @@ fn a_module_call_as_a_restricted_user_is_denied_and_writes_nothing() {
         &["LAYERCACHE.REPOCLEAR", "team-b/app", D1],
         &["LAYERCACHE.PURGE", D1],
     ];
-    for args in &denied {
-        let e = error(&mut c, &[&[b"CALLER.CALLAS".as_slice()], &args.iter().map(|a| a.as_bytes()).collect::<Vec<_>>()[..]].concat());
-        // distribution: the module's NOPERM; blob: Redis's own check of the key specs.
-        assert!(e.starts_with("NOPERM") || e.contains("acl verification failed"), "{args:?}: {e}");
+    let contexts = ["module-as-user", "eval", "fcall"];
+    for how in contexts {
+        for args in &denied {
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let e = through(&mut c, how, &args);
+            // distribution: the module's NOPERM; blob: Redis's own check of the key
+            // specs, in its words for a module call or a script.
+            let redis_own = e.contains("acl verification failed") || e.contains("can't access at least one of the keys");
+            assert!(e.starts_with("error NOPERM") || redis_own, "{how} {args:?}: {e}");
+        }
     }
     assert!(snapshot(&mut admin) == before, "denied calls wrote nothing");
     // ACL LOG folds repeated entries into one with a count.
     let log: Vec<Vec<(String, Value)>> = redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
     let logged: i64 = log.iter().flatten().filter(|(k, _)| k == "count").map(|(_, v)| redis::from_redis_value_ref::<i64>(v).unwrap()).sum();
-    assert_eq!(logged, denied.len() as i64, "every denial is in ACL LOG: {log:?}");
+    assert_eq!(logged, (denied.len() * contexts.len()) as i64, "every denial is in ACL LOG: {log:?}");
     // Without the flag, the call is the module's own, unrestricted.
     let added: i64 = redis::cmd("CALLER.CALL").arg(&["LAYERCACHE.ADD", "team-b/app", D2]).query(&mut c).unwrap();
     assert_eq!(added, 1);
