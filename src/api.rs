@@ -413,6 +413,25 @@ impl Reply {
         }))
     }
 
+    /// A `SCAN` reply: the next cursor and the keys of this page.
+    pub fn scan_page(&self) -> Result<(Vec<u8>, Vec<Vec<u8>>), Error> {
+        self.check()?;
+        // SAFETY: a live, non-error reply; elements and their bytes are borrowed from
+        // it and copied before it is freed.
+        unsafe {
+            let element = |reply: *mut raw::RedisModuleCallReply, i: usize| raw::RedisModule_CallReplyArrayElement.unwrap()(reply, i);
+            let bytes = |reply: *mut raw::RedisModuleCallReply| -> Vec<u8> {
+                let mut len = 0;
+                let p = if reply.is_null() { ptr::null() } else { raw::RedisModule_CallReplyStringPtr.unwrap()(reply, &mut len) };
+                if p.is_null() { vec![] } else { std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec() }
+            };
+            let cursor = bytes(element(self.0, 0));
+            let keys = element(self.0, 1);
+            let count = if keys.is_null() { 0 } else { raw::RedisModule_CallReplyLength.unwrap()(keys) };
+            Ok((cursor, (0..count).map(|i| bytes(element(keys, i))).collect()))
+        }
+    }
+
     /// `Ok` unless the call failed or replied with an error.
     pub fn check(&self) -> Result<&Self, Error> {
         if self.0.is_null() {

@@ -10,6 +10,7 @@ pub struct Arg {
     pub name: &'static CStr,
     pub kind: ArgKind,
     pub multiple: bool,
+    pub optional: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -19,15 +20,19 @@ pub enum ArgKind {
 }
 
 const fn string(name: &'static CStr) -> Arg {
-    Arg { name, kind: ArgKind::String, multiple: false }
+    Arg { name, kind: ArgKind::String, multiple: false, optional: false }
 }
 
 const fn integer(name: &'static CStr) -> Arg {
-    Arg { name, kind: ArgKind::Integer, multiple: false }
+    Arg { name, kind: ArgKind::Integer, multiple: false, optional: false }
 }
 
 const fn strings(name: &'static CStr) -> Arg {
-    Arg { name, kind: ArgKind::String, multiple: true }
+    Arg { name, kind: ArgKind::String, multiple: true, optional: false }
+}
+
+const fn optional_integer(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::Integer, multiple: false, optional: true }
 }
 
 /// Which arguments are keys in the `blob` scheme (where keys are digests), and how the
@@ -77,7 +82,14 @@ const ACL_WRITE: &CStr = c"write fast";
 /// Removals free memory, so like DEL, HDEL and SREM they run at maxmemory too.
 const DELETE: &CStr = c"write fast";
 
-pub const COUNT: usize = 14;
+pub const COUNT: usize = 15;
+
+impl Command {
+    /// Whether the command writes (its flags start with `write`).
+    pub fn writes(&self) -> bool {
+        self.flags.to_bytes().starts_with(b"write")
+    }
+}
 
 pub static COMMANDS: [Command; COUNT] = [
     Command {
@@ -246,6 +258,18 @@ pub static COMMANDS: [Command; COUNT] = [
         complexity: c"O(N) where N is the number of digests the repository held",
         since: c"0.1.0",
         args: &[string(c"repo")],
+        keys: NO_KEYS,
+    },
+    Command {
+        name: c"layercache.index",
+        handler: commands::index,
+        flags: c"write",
+        acl: c"write",
+        arity: -2,
+        summary: c"Indexes the memberships that plain commands wrote before the module learned them, one SCAN page per call. Returns [next-cursor, newly indexed]; start at 0, stop when the cursor is 0 again.",
+        complexity: c"O(N+M) where N is the count of keys scanned (default 100) and M the members of the repository sets among them",
+        since: c"0.2.0",
+        args: &[integer(c"cursor"), optional_integer(c"count")],
         keys: NO_KEYS,
     },
 ];

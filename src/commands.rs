@@ -17,6 +17,7 @@ use crate::api::{call, Args, Ctx, Field, KeyType, RString, KEY_DELETE, KEY_INSER
 use crate::config::{self, Scheme};
 use crate::error::Error;
 use crate::info;
+use crate::learn;
 use crate::scheme::{self, blob, check_acl, Holding};
 
 /// The hash fields the commands read (distribution's names).
@@ -262,6 +263,34 @@ pub fn droprepo(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     ctx.reply_integer(held);
     Ok(WRITE)
 }
+
+/// `LAYERCACHE.INDEX cursor [count]`: indexes memberships that plain commands wrote
+/// before the module learned them (`distribution` only), one `SCAN` page per call.
+pub fn index(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
+    if config::scheme() == Scheme::Blob {
+        return Err(Error::Redis("ERR INDEX needs scheme distribution".into()));
+    }
+    // SCAN checks the cursor's range; here only its shape.
+    let cursor = args.bytes(1);
+    if cursor.is_empty() || cursor.len() > 20 || !cursor.iter().all(u8::is_ascii_digit) {
+        return Err(Error::Redis("ERR invalid cursor".into()));
+    }
+    let count = match args.len() {
+        2 => 100,
+        3 => value::parse_size(args.bytes(2), "count").ok().filter(|n| (1..=MAX_INDEX_COUNT).contains(n)).ok_or_else(|| {
+            Error::Redis(format!("ERR count must be 1..{MAX_INDEX_COUNT}"))
+        })?,
+        _ => return Err(Error::Redis("ERR syntax error".into())),
+    };
+    let (next, indexed) = learn::index_page(ctx, cursor, count)?;
+    ctx.reply_array(2);
+    ctx.reply_bytes(&next);
+    ctx.reply_integer(indexed);
+    Ok(WRITE)
+}
+
+/// The most keys one INDEX call scans.
+const MAX_INDEX_COUNT: i64 = 10_000;
 
 /// A descriptor read from a blob hash: the stored canonical digest, size and mediatype.
 struct Descriptor<'c> {

@@ -1,7 +1,7 @@
 //! Module configuration (`CONFIG GET/SET layercache.*`, also `loadmodule` arguments).
 
 use std::ffi::{c_char, c_int, c_longlong, c_void};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
 use redis_module::raw;
 
@@ -9,6 +9,14 @@ use crate::api::{RedisModuleCtx, RedisModuleString};
 
 /// `layercache.ttl`: seconds of expiry on every key a write touches; 0 = none.
 static TTL: AtomicI64 = AtomicI64::new(0);
+
+/// `layercache.learn`: whether the index (and `layercache.ttl`) follows plain-command
+/// writes under distribution's key names (`distribution` scheme only).
+static LEARN: AtomicBool = AtomicBool::new(true);
+
+pub fn learn() -> bool {
+    LEARN.load(Ordering::Relaxed)
+}
 
 /// The key scheme (DESIGN.md sections 1 and 5), fixed at load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,17 +47,21 @@ pub fn ttl() -> i64 {
     TTL.load(Ordering::Relaxed)
 }
 
-/// Applies `loadmodule` arguments (`ttl <seconds>`, `scheme distribution|blob`), then
+/// Applies `loadmodule` arguments (`ttl <seconds>`, `scheme distribution|blob`,
+/// `learn yes|no`), then
 /// registers the settings so that `CONFIG GET/SET` and `layercache.*` lines in
 /// redis.conf work.
 pub fn load(ctx: *mut RedisModuleCtx, args: &[&[u8]]) -> Result<(), String> {
-    let (mut ttl, mut scheme) = (0, Scheme::Distribution);
+    let (mut ttl, mut scheme, mut learn) = (0, Scheme::Distribution, true);
     let mut pairs = args.chunks(2);
     for pair in &mut pairs {
         match pair {
             [b"ttl", value] => ttl = parse_ttl(value)?,
             [b"scheme", b"distribution"] => scheme = Scheme::Distribution,
             [b"scheme", b"blob"] => scheme = Scheme::Blob,
+            [b"learn", b"yes"] => learn = true,
+            [b"learn", b"no"] => learn = false,
+            [b"learn", other] => return Err(format!("learn must be yes or no, got '{}'", String::from_utf8_lossy(other))),
             [b"scheme", other] => {
                 return Err(format!("scheme must be distribution or blob, got '{}'", String::from_utf8_lossy(other)))
             }
@@ -60,6 +72,7 @@ pub fn load(ctx: *mut RedisModuleCtx, args: &[&[u8]]) -> Result<(), String> {
     }
     TTL.store(ttl, Ordering::Relaxed);
     SCHEME.store(scheme as i32, Ordering::Relaxed);
+    LEARN.store(learn, Ordering::Relaxed);
     // SAFETY: valid ctx at load time; the callbacks have the C signatures Redis expects.
     let status = unsafe {
         raw::RedisModule_RegisterNumericConfig.unwrap()(
@@ -99,6 +112,22 @@ pub fn load(ctx: *mut RedisModuleCtx, args: &[&[u8]]) -> Result<(), String> {
     if status != raw::REDISMODULE_OK as c_int {
         return Err("cannot register layercache.scheme".into());
     }
+    // SAFETY: valid ctx at load time; the callbacks have the C signatures Redis expects.
+    let status = unsafe {
+        raw::RedisModule_RegisterBoolConfig.unwrap()(
+            ctx,
+            c"learn".as_ptr(),
+            learn as c_int,
+            raw::REDISMODULE_CONFIG_DEFAULT,
+            Some(get_learn),
+            Some(set_learn),
+            None,
+            std::ptr::null_mut(),
+        )
+    };
+    if status != raw::REDISMODULE_OK as c_int {
+        return Err("cannot register layercache.learn".into());
+    }
     // SAFETY: valid ctx at load time.
     if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx) } != raw::REDISMODULE_OK as c_int {
         return Err("cannot load layercache.* settings".into());
@@ -126,6 +155,15 @@ extern "C" fn set_ttl(
 ) -> c_int {
     // Redis has already checked the 0..=MAX_TTL bounds given at registration.
     TTL.store(value, Ordering::Relaxed);
+    raw::REDISMODULE_OK as c_int
+}
+
+extern "C" fn get_learn(_name: *const c_char, _privdata: *mut c_void) -> c_int {
+    learn() as c_int
+}
+
+extern "C" fn set_learn(_name: *const c_char, value: c_int, _privdata: *mut c_void, _err: *mut *mut RedisModuleString) -> c_int {
+    LEARN.store(value != 0, Ordering::Relaxed);
     raw::REDISMODULE_OK as c_int
 }
 

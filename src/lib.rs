@@ -26,6 +26,7 @@ mod commands;
 mod config;
 mod error;
 mod info;
+mod learn;
 mod scheme;
 
 use api::{Args, Ctx, RedisModuleCtx, RedisModuleString};
@@ -51,7 +52,14 @@ extern "C" fn dispatch<const I: usize>(
     let (command, stats) = (&COMMANDS[I], &info::STATS[I]);
     // SAFETY: Redis passes this command's live context and arguments.
     let (ctx, args) = unsafe { (Ctx::new(ctx), Args::new(argv, argc)) };
-    let result = panic::catch_unwind(AssertUnwindSafe(|| (command.handler)(&ctx, &args)))
+    let result = panic::catch_unwind(AssertUnwindSafe(|| {
+        // On servers without post-notification jobs, what the module learned from
+        // plain writes is written before any write of its own, so PURGE sees it.
+        if command.writes() {
+            learn::apply(&ctx);
+        }
+        learn::as_module(|| (command.handler)(&ctx, &args))
+    }))
     .unwrap_or_else(|_| Err(Error::Redis("ERR layercache internal error, see the server log".into())));
     stats.record(&result);
     if let Err(e) = result {
@@ -65,7 +73,7 @@ macro_rules! callbacks {
     ($($i:literal)*) => { [$(dispatch::<$i> as CommandFn),*] };
 }
 type CommandFn = extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
-static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5 6 7 8 9 10 11 12 13);
+static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
 
 /// Called by Redis on `loadmodule` / `MODULE LOAD`.
 ///
@@ -116,6 +124,9 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
     // client-side caching (see `api::Ctx::key_type`).
     raw::RedisModule_SetModuleOptions.unwrap()(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int);
     commands::FIELDS.iter().for_each(|field| field.init());
+    if config::scheme() == Scheme::Distribution {
+        learn::load(ctx)?;
+    }
     for (command, callback) in COMMANDS.iter().zip(CALLBACKS) {
         register(ctx, command, callback)?;
     }
@@ -186,7 +197,8 @@ fn command_info(command: &Command, keys: &[Keys]) -> RawInfo {
                 token: null,
                 summary: null,
                 since: null,
-                flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 },
+                flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 }
+                    | if arg.optional { raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int } else { 0 },
                 deprecated_since: null,
                 subargs: std::ptr::null_mut(),
                 display_text: null,

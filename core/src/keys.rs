@@ -88,6 +88,34 @@ pub fn repo_field(repo: Repo) -> KeyName {
     KeyName::of(&[b"repo:", repo.as_bytes()])
 }
 
+/// A key that plain-command registries write under distribution's names, as the
+/// module recognises it when it learns their writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written<'a> {
+    /// `repository::<repo>::blobs`
+    Members(Repo<'a>),
+    /// `repository::<repo>::blobs::<digest>`
+    Scoped(Repo<'a>, Digest<'a>),
+    /// `blobs::<digest>`
+    Blob(Digest<'a>),
+}
+
+/// Which of distribution's keys `key` is, if it is one with a valid repository and
+/// digest. A repository name never holds `::`, so the first one after the prefix ends it.
+pub fn parse_written(key: &[u8]) -> Option<Written<'_>> {
+    if let Some(rest) = key.strip_prefix(b"repository::") {
+        let end = rest.windows(2).position(|w| w == b"::")?;
+        let (repo, tail) = rest.split_at(end);
+        let repo = Repo::parse(repo).ok()?;
+        return match tail.strip_prefix(b"::blobs")? {
+            b"" => Some(Written::Members(repo)),
+            scoped => Some(Written::Scoped(repo, digest::parse(scoped.strip_prefix(b"::")?).ok()?)),
+        };
+    }
+    let digest = digest::parse(key.strip_prefix(b"blobs::")?).ok()?;
+    Some(Written::Blob(digest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +141,26 @@ mod tests {
         let r = format!("a/{}", "b".repeat(repo::MAX_LEN - 2));
         let (digest, repo) = (digest::parse(d.as_bytes()).unwrap(), Repo::parse(r.as_bytes()).unwrap());
         assert_eq!(repository_blob_hash(repo, digest).as_bytes().len(), 12 + r.len() + 9 + d.len());
+    }
+
+    #[test]
+    fn written_keys() {
+        let d = format!("sha256:{}", "ab".repeat(32));
+        let digest = digest::parse(d.as_bytes()).unwrap();
+        let repo = Repo::parse(b"registry.local:5000/library/ubuntu").unwrap();
+        let cases: [(String, Option<Written>); 9] = [
+            ("repository::registry.local:5000/library/ubuntu::blobs".into(), Some(Written::Members(repo))),
+            (format!("repository::registry.local:5000/library/ubuntu::blobs::{d}"), Some(Written::Scoped(repo, digest))),
+            (format!("blobs::{d}"), Some(Written::Blob(digest))),
+            (format!("layercache::repos::{d}"), None),
+            (format!("blobs::{d}::repos"), None),
+            ("repository::Bad/Name::blobs".into(), None),
+            ("repository::a::blobsx".into(), None),
+            ("repository::a::blobs::sha256:abc".into(), None),
+            ("repository::a".into(), None),
+        ];
+        for (n, (key, want)) in cases.iter().enumerate() {
+            assert_eq!(parse_written(key.as_bytes()), *want, "case {n}: {key}");
+        }
     }
 }
