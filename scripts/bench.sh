@@ -25,6 +25,7 @@ case "${1:-all}" in
     "$lcbench" memory
     "${client[@]}" "$lcbench" schemes
     "${client[@]}" "$lcbench" large
+    "${client[@]}" "$lcbench" learn
     ;;
   instructions)
     scripts/deps.sh valgrind:valgrind

@@ -50,7 +50,8 @@ fn main() {
             .map(|s| write_section(&out, "criterion", &s)),
         Some("instructions") => instructions(opt("--ops", 2000)).map(|s| write_section(&out, "instructions", &s)),
         Some("large") => large(runs).map(|s| write_section(&out, "large", &s)),
-        _ => Err("usage: lcbench throughput|memory|schemes|instructions|large|criterion [--runs N] [--seconds S] [--ops N]".into()),
+        Some("learn") => learn_cost(runs).map(|s| write_section(&out, "learn", &s)),
+        _ => Err("usage: lcbench throughput|memory|schemes|instructions|large|learn|criterion [--runs N] [--seconds S] [--ops N]".into()),
     };
     if let Err(e) = result {
         eprintln!("lcbench: {e}");
@@ -77,10 +78,26 @@ impl Server {
 
     /// `extra`: module arguments (`scheme blob`), then any `--name value` settings.
     fn start_with(cpu: Option<u32>, wrapper: &[&str], extra: &[&str]) -> Result<Server> {
+        Server::spawn(cpu, wrapper, Some(extra))
+    }
+
+    /// redis-server without the module, with `--name value` settings.
+    fn start_plain(cpu: Option<u32>, settings: &[&str]) -> Result<Server> {
+        Server::spawn(cpu, &[], None).and_then(|server| {
+            let mut c = server.connect()?;
+            for pair in settings.chunks(2) {
+                redis::cmd("CONFIG").arg("SET").arg(pair[0].trim_start_matches("--")).arg(pair[1]).query::<()>(&mut c).map_err(|e| e.to_string())?;
+            }
+            Ok(server)
+        })
+    }
+
+    /// `module`: its arguments and settings, or `None` for a server without it.
+    fn spawn(cpu: Option<u32>, wrapper: &[&str], module: Option<&[&str]>) -> Result<Server> {
         let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
         let dir = std::env::temp_dir().join(format!("lcbench-{port}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let module = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblayercache.so");
+        let module_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblayercache.so");
         let mut argv: Vec<String> = vec![];
         if let Some(cpu) = cpu {
             argv.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
@@ -90,8 +107,10 @@ impl Server {
         argv.extend(["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()]);
         argv.extend(["--save".into(), "".into(), "--appendonly".into(), "no".into()]);
         argv.extend(["--dir".into(), dir.to_string_lossy().into_owned()]);
-        argv.extend(["--loadmodule".into(), module.to_string_lossy().into_owned()]);
-        argv.extend(extra.iter().map(|s| s.to_string()));
+        if let Some(extra) = module {
+            argv.extend(["--loadmodule".into(), module_path.to_string_lossy().into_owned()]);
+            argv.extend(extra.iter().map(|s| s.to_string()));
+        }
         let child = Command::new(&argv[0])
             .args(&argv[1..])
             .stdout(Stdio::null())
@@ -770,6 +789,60 @@ fn large(runs: u64) -> Result<String> {
          side is the commands that do the same work, pipelined: read the index (or the repository's set), then \
          remove. Median of {runs} runs, each on a freshly loaded keyspace. Target: module ≤ 1.5× plain.\n\n\
          Command: `make bench` (`lcbench large`).\n\n{table}",
+        machine()
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// What learning plain writes costs
+
+/// Server CPU per repository-scoped SetDescriptor written with plain commands, as
+/// distribution 2.8 writes it (SADD, HMSET, HSETNX, HSET), without the module and with
+/// it learning (or not), alternating, median of `runs`.
+fn learn_cost(runs: u64) -> Result<String> {
+    const WRITES: u64 = 50_000;
+    let variants: [(&str, Option<&[&str]>); 4] = [
+        ("no module", None),
+        ("module, `learn no`", Some(&["learn", "no"])),
+        ("module, `learn yes`, `ttl 0`", Some(&["learn", "yes"])),
+        ("module, `learn yes`, `ttl 3600`", Some(&["learn", "yes", "ttl", "3600"])),
+    ];
+    let mut per: Vec<Vec<f64>> = vec![vec![]; variants.len()];
+    for _ in 0..runs {
+        for (i, (_, module)) in variants.iter().enumerate() {
+            let server = match module {
+                None => Server::start_plain(Some(0), &[])?,
+                Some(args) => Server::start_with(Some(0), &[], args)?,
+            };
+            let mut c = server.connect()?;
+            let writes = (0..WRITES).flat_map(|n| {
+                let (r, d) = (repo(n % 1000), digest(n));
+                [
+                    pack(&["SADD", &format!("repository::{r}::blobs"), &d]),
+                    pack(&["HMSET", &format!("blobs::{d}"), "digest", &d, "size", "2797"]),
+                    pack(&["HSETNX", &format!("blobs::{d}"), "mediatype", MEDIATYPE]),
+                    pack(&["HSET", &format!("repository::{r}::blobs::{d}"), "mediatype", REPO_MEDIATYPE]),
+                ]
+            });
+            let before = server_cpu(&mut c)?;
+            pipeline_all(&mut c, writes)?;
+            per[i].push((server_cpu(&mut c)? - before) * 1e6 / WRITES as f64);
+        }
+    }
+    let base = median(per[0].clone());
+    let mut table = String::from("| server | µs of server CPU per SetDescriptor | over no module |\n|---|---:|---:|\n");
+    for ((label, _), xs) in variants.iter().zip(per) {
+        let m = median(xs);
+        eprintln!("lcbench: learn: {label}: {m:.2} µs");
+        let _ = writeln!(table, "| {label} | {m:.2} | {:+.2} µs ({:.2}×) |", m - base, m / base);
+    }
+    Ok(format!(
+        "## Learning plain writes\n\n{}. {WRITES} repository-scoped SetDescriptors written with plain commands \
+         as distribution 2.8 writes them (`SADD`, `HMSET`, `HSETNX`, `HSET`, pipelined 1,000 at a time), each a new \
+         digest in one of 1,000 repositories. Server CPU (user + system, `INFO cpu`) per SetDescriptor, median of \
+         {runs} alternating runs. With learning, each SetDescriptor also writes the index (`HSETNX \
+         layercache::repos::<digest>`), and with `ttl` an `EXPIRE` per key written.\n\n\
+         Command: `make bench` (`lcbench learn`).\n\n{table}",
         machine()
     ))
 }
