@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test test-matrix test-valgrind bench bench-instructions clean
+.PHONY: all deps build release run test test-matrix test-valgrind test-registry bench bench-instructions clean
 
 all: release
 
@@ -37,6 +37,12 @@ test: build
 # refusal on Redis 6.2), servers from PyPI under build/matrix.
 test-matrix: deps
 	scripts/test-matrix.sh
+
+# A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
+# module's Redis: push, pull, garbage collection and the README's recipes.
+test-registry: release
+	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3
+	scripts/test-registry.py
 
 # The integration commands against redis-server under valgrind memcheck; fails on an
 # invalid access or a definite leak with a frame in the module.

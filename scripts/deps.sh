@@ -19,8 +19,10 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # Debian starts the packaged server; the tests and `make run` start their own.
-  if [[ " ${missing[*]} " == *" redis-server "* ]]; then
-    $sudo service redis-server stop >/dev/null 2>&1 || true
-  fi
+  for service in redis-server docker-registry; do
+    if [[ " ${missing[*]} " == *" $service "* ]]; then
+      $sudo service "$service" stop >/dev/null 2>&1 || true
+    fi
+  done
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
