@@ -116,10 +116,10 @@ impl Ctx {
     /// counts no keyspace hit or miss, sends no `keymiss` and leaves the LRU as it is:
     /// it is bookkeeping, not a read (the module sets
     /// `REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED`, so closing signals nothing).
-    pub fn key_type(&self, key: &RString) -> KeyType {
+    pub fn key_type(&self, key: &dyn AsString) -> KeyType {
         // SAFETY: valid ctx and key name; the handle is closed before returning.
         let t = unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, QUIET_OPEN);
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.as_string(), QUIET_OPEN);
             let t = raw::RedisModule_KeyType.unwrap()(handle);
             raw::RedisModule_CloseKey.unwrap()(handle);
             t
@@ -158,10 +158,10 @@ impl Ctx {
 
     /// Opens `key` for reading and runs `read` on it if it holds a hash: `Ok(None)` when
     /// the key does not exist, WRONGTYPE when it holds something else.
-    fn read_hash<T>(&self, key: &RString, read: impl FnOnce(*mut raw::RedisModuleKey) -> T) -> Result<Option<T>, Error> {
+    fn read_hash<T>(&self, key: &dyn AsString, read: impl FnOnce(*mut raw::RedisModuleKey) -> T) -> Result<Option<T>, Error> {
         // SAFETY: valid ctx and key name; the handle is closed before returning.
         unsafe {
-            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.ptr, raw::REDISMODULE_READ as c_int);
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.ptr, key.as_string(), raw::REDISMODULE_READ as c_int);
             let result = match raw::RedisModule_KeyType.unwrap()(handle) as isize {
                 raw::REDISMODULE_KEYTYPE_EMPTY => Ok(None),
                 raw::REDISMODULE_KEYTYPE_HASH => Ok(Some(read(handle))),
@@ -172,30 +172,39 @@ impl Ctx {
         }
     }
 
-    /// Reads `fields` of the hash at `key`: `Ok(None)` when the key does not exist,
-    /// otherwise one entry per field (`None` where the field is absent).
-    pub fn hash_get<const N: usize>(&self, key: &RString, fields: [&dyn AsField; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
+    /// Reads `fields` of the hash at `key` in one `RedisModule_HashGet`: `Ok(None)` when
+    /// the key does not exist, otherwise one entry per field (`None` where it is absent).
+    pub fn hash_get<const N: usize>(&self, key: &dyn AsString, fields: [&dyn AsString; N]) -> Result<Option<[Option<RString<'_>>; N]>, Error> {
         self.read_hash(key, |handle| {
-            fields.map(|field| {
-                let mut value: *mut RedisModuleString = ptr::null_mut();
-                // SAFETY: an open hash key; one field string, one output slot and the
-                // NULL terminator.
-                unsafe {
-                    raw::RedisModule_HashGet.unwrap()(
-                        handle,
-                        raw::REDISMODULE_HASH_NONE as c_int,
-                        field.field(),
-                        &mut value as *mut *mut RedisModuleString,
-                        ptr::null_mut::<RedisModuleString>(),
-                    )
-                };
-                (!value.is_null()).then(|| RString { ctx: self, ptr: value })
-            })
+            let mut values = [ptr::null_mut::<RedisModuleString>(); N];
+            let f = |i: usize| fields[i].as_string();
+            let null = ptr::null_mut::<RedisModuleString>();
+            // SAFETY: the function table is filled once at load and never changes.
+            let get = unsafe { raw::RedisModule_HashGet.unwrap() };
+            let none = raw::REDISMODULE_HASH_NONE as c_int;
+            let [v0, v1, v2, v3] = match &mut values[..] {
+                [a] => [a as *mut _, null.cast(), null.cast(), null.cast()],
+                [a, b] => [a as *mut _, b as *mut _, null.cast(), null.cast()],
+                [a, b, c] => [a as *mut _, b as *mut _, c as *mut _, null.cast()],
+                [a, b, c, d] => [a as *mut _, b as *mut _, c as *mut _, d as *mut _],
+                _ => unreachable!("hash_get reads 1 to 4 fields"),
+            };
+            // SAFETY: an open hash key; N field strings each with its output slot, then
+            // the NULL terminator (HashGet stops at the first NULL field).
+            unsafe {
+                match N {
+                    1 => get(handle, none, f(0), v0, null),
+                    2 => get(handle, none, f(0), v0, f(1), v1, null),
+                    3 => get(handle, none, f(0), v0, f(1), v1, f(2), v2, null),
+                    _ => get(handle, none, f(0), v0, f(1), v1, f(2), v2, f(3), v3, null),
+                }
+            };
+            values.map(|value| (!value.is_null()).then(|| RString { ctx: self, ptr: value }))
         })
     }
 
     /// Whether the hash at `key` has `field` (false when the key does not exist).
-    pub fn hash_exists(&self, key: &RString, field: &dyn AsField) -> Result<bool, Error> {
+    pub fn hash_exists(&self, key: &dyn AsString, field: &dyn AsString) -> Result<bool, Error> {
         let exists = self.read_hash(key, |handle| {
             let mut exists: c_int = 0;
             // SAFETY: an open hash key; one field string, REDISMODULE_HASH_EXISTS's int
@@ -204,7 +213,7 @@ impl Ctx {
                 raw::RedisModule_HashGet.unwrap()(
                     handle,
                     raw::REDISMODULE_HASH_EXISTS as c_int,
-                    field.field(),
+                    field.as_string(),
                     &mut exists as *mut c_int,
                     ptr::null_mut::<RedisModuleString>(),
                 )
@@ -274,20 +283,32 @@ impl Field {
     }
 }
 
-/// A hash field name: a [`Field`] made at load, or an [`RString`] made per call.
-pub trait AsField {
-    fn field(&self) -> *mut RedisModuleString;
+/// A Redis string to name a key or a field: a [`Field`] made at load, an [`RString`]
+/// made per call, or an [`ArgString`], a command argument used as it is.
+pub trait AsString {
+    fn as_string(&self) -> *mut RedisModuleString;
 }
 
-impl AsField for Field {
-    fn field(&self) -> *mut RedisModuleString {
+impl AsString for Field {
+    fn as_string(&self) -> *mut RedisModuleString {
         self.string.load(Ordering::Relaxed)
     }
 }
 
-impl AsField for RString<'_> {
-    fn field(&self) -> *mut RedisModuleString {
+impl AsString for RString<'_> {
+    fn as_string(&self) -> *mut RedisModuleString {
         self.ptr
+    }
+}
+
+/// A command argument's own Redis string, used as a key or field name without a copy
+/// (in the `blob` scheme a digest argument is its key).
+#[derive(Clone, Copy)]
+pub struct ArgString(pub *mut RedisModuleString);
+
+impl AsString for ArgString {
+    fn as_string(&self) -> *mut RedisModuleString {
+        self.0
     }
 }
 
@@ -325,21 +346,14 @@ impl<'a> Args<'a> {
         }
     }
 
-    /// Argument `i` as the Redis string, to hand to `call!` without a copy.
-    pub fn raw(&self, i: usize) -> *mut RedisModuleString {
-        self.0.get(i).copied().unwrap_or(ptr::null_mut())
-    }
-
-    /// Arguments `i..` as an argv pointer and count, for `call!`'s `v` format.
-    pub fn raw_from(&self, i: usize) -> (*mut *mut RedisModuleString, usize) {
-        match self.0.get(i..) {
-            Some(rest) => (rest.as_ptr().cast_mut(), rest.len()),
-            None => (ptr::null_mut(), 0),
-        }
+    /// Argument `i`'s own Redis string, a key or field name or a `call!` argument
+    /// without a copy (NULL past the end).
+    pub fn arg(&self, i: usize) -> ArgString {
+        ArgString(self.0.get(i).copied().unwrap_or(ptr::null_mut()))
     }
 }
 
-fn bytes_of<'a>(s: *const RedisModuleString) -> &'a [u8] {
+pub fn bytes_of<'a>(s: *const RedisModuleString) -> &'a [u8] {
     let mut len = 0;
     // SAFETY: `s` is a live Redis string; Redis returns its buffer and length, valid
     // for as long as the string lives (the command for arguments, the RString else).

@@ -31,7 +31,7 @@ use redis_module::raw;
 use crate::api::{call, Ctx, KeyType, RedisModuleCtx, RedisModuleString, KEY_INSERT, KEY_READ};
 use crate::config;
 use crate::error::Error;
-use crate::scheme::check_acl;
+use crate::store::check_acl;
 
 /// What the module has learned and not yet written.
 struct Pending {

@@ -9,7 +9,8 @@
 //!   INFO call it directly, in `unsafe` blocks of their own);
 //! - `error`: failures and their replies; `config`: `layercache.*` settings;
 //! - `info`: `INFO layercache` counters;
-//! - `scheme`: where each key scheme stores the cache's facts;
+//! - `store`: where each key scheme stores the cache's facts (one `Store` per scheme);
+//! - `learn`: the reverse index learning plain-command writes;
 //! - this file: loading, registration and the dispatch every command goes through.
 //!
 //! Validation and key naming live in the `layercache-core` crate, without Redis.
@@ -27,7 +28,7 @@ mod config;
 mod error;
 mod info;
 mod learn;
-mod scheme;
+mod store;
 
 use api::{Args, Ctx, RedisModuleCtx, RedisModuleString};
 use command_info::{ArgKind, Command, Keys, COMMANDS, COUNT};
@@ -123,7 +124,8 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
     // opened for writing only to check its type must not invalidate WATCH or
     // client-side caching (see `api::Ctx::key_type`).
     raw::RedisModule_SetModuleOptions.unwrap()(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int);
-    commands::FIELDS.iter().for_each(|field| field.init());
+    store::FIELDS.iter().for_each(|field| field.init());
+    store::init();
     if config::scheme() == Scheme::Distribution {
         learn::load(ctx)?;
     }

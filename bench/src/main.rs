@@ -48,7 +48,7 @@ fn main() {
         Some("schemes") => schemes(runs, seconds).map(|s| write_section(&out, "schemes", &s)),
         Some("criterion") => Ok(criterion_table(std::io::read_to_string(std::io::stdin()).unwrap_or_default()))
             .map(|s| write_section(&out, "criterion", &s)),
-        Some("instructions") => instructions(opt("--ops", 2000)).map(|s| write_section(&out, "instructions", &s)),
+        Some("instructions") => instructions(opt("--ops", 4000)).map(|s| write_section(&out, "instructions", &s)),
         Some("large") => large(runs).map(|s| write_section(&out, "large", &s)),
         Some("learn") => learn_cost(runs).map(|s| write_section(&out, "learn", &s)),
         _ => Err("usage: lcbench throughput|memory|schemes|instructions|large|learn|criterion [--runs N] [--seconds S] [--ops N]".into()),
@@ -947,71 +947,232 @@ fn schemes(runs: u64, seconds: u64) -> Result<String> {
 // ---------------------------------------------------------------------------------
 // Instructions per operation (callgrind)
 
-fn instructions(ops: u64) -> Result<String> {
-    let dir = std::env::temp_dir().join(format!("lcbench-callgrind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let out = format!("--callgrind-out-file={}/cg.%p", dir.display());
-    let server = Server::start(None, &["valgrind", "--tool=callgrind", &out])?;
-    let mut c = server.connect()?;
-    load(&mut c, 20)?;
-    let scripts = Scripts {
-        lookup: redis::cmd("SCRIPT").arg("LOAD").arg(LOOKUP_LUA).query(&mut c).map_err(|e| e.to_string())?,
-        repostat: redis::cmd("SCRIPT").arg("LOAD").arg(REPOSTAT_LUA).query(&mut c).map_err(|e| e.to_string())?,
-        reposetdescriptor: String::new(),
-    };
-    let variants: [(&str, Build, &str); 10] = [
-        ("LAYERCACHE.CONTAINS", contains, ""),
-        ("SISMEMBER", sismember, ""),
-        ("LAYERCACHE.LOOKUP", lookup, "≤ 7,000"),
-        ("SISMEMBER + HMGET, pipelined", lookup_pipelined, ""),
-        ("EVALSHA lookup", lookup_eval, ""),
-        ("LAYERCACHE.REPOSTAT", repostat, "≤ 8,000"),
-        ("SISMEMBER, HMGET, HGET: 3 round trips", repostat_trips, ""),
-        ("EVALSHA repostat", repostat_eval, ""),
-        ("LAYERCACHE.META", |rng, _| {
-            let p = pick(rng);
-            op(vec![vec![pack(&["LAYERCACHE.META", &p.digest])]])
-        }, ""),
-        ("HMGET path length", |rng, _| {
-            let p = pick(rng);
-            op(vec![vec![pack(&["HMGET", &p.blob, "path", "length"])]])
-        }, ""),
+/// One row of the instruction table: the module's command, the C floor's (reads), and
+/// the plain commands it stands for, each as the commands of operation `i`.
+struct CostRow {
+    what: &'static str,
+    module: fn(u64) -> Vec<Vec<u8>>,
+    floor: Option<fn(u64) -> Vec<Vec<u8>>>,
+    plain: fn(u64) -> Vec<Vec<u8>>,
+    plain_text: &'static str,
+    /// (bound, over what): "floor" or "plain".
+    target: Option<(f64, &'static str)>,
+}
+
+/// A digest the dataset holds, and its repository, for operation `i`.
+fn held(i: u64) -> (String, String) {
+    let n = i * 7919 % (INSTRUCTION_REPOS * PER_REPO);
+    (repo(n / PER_REPO), digest(n))
+}
+
+/// A digest nobody wrote yet (writes), for operation `i` of a run.
+fn fresh(i: u64) -> (String, String) {
+    (repo(i % INSTRUCTION_REPOS), digest(FRESH.fetch_add(1, Ordering::Relaxed)))
+}
+
+/// The next fresh digest: above the dataset's, never reused within a run.
+static FRESH: AtomicU64 = AtomicU64::new(10_000_000);
+const INSTRUCTION_REPOS: u64 = 20;
+
+fn cost_rows(blob: bool) -> Vec<CostRow> {
+    let mut rows = vec![
+        CostRow {
+            what: "CONTAINS",
+            module: |i| { let (r, d) = held(i); vec![pack(&["LAYERCACHE.CONTAINS", &r, &d])] },
+            floor: Some(|i| { let (r, d) = held(i); vec![pack(&["FLOOR.CONTAINS", &r, &d])] }),
+            plain: |i| { let (r, d) = held(i); vec![pack(&["SISMEMBER", &format!("repository::{r}::blobs"), &d])] },
+            plain_text: "SISMEMBER",
+            target: Some((1.10, "floor")),
+        },
+        CostRow {
+            what: "LOOKUP",
+            module: |i| { let (r, d) = held(i); vec![pack(&["LAYERCACHE.LOOKUP", &r, &d])] },
+            floor: Some(|i| { let (r, d) = held(i); vec![pack(&["FLOOR.LOOKUP", &r, &d])] }),
+            plain: |i| {
+                let (r, d) = held(i);
+                vec![pack(&["SISMEMBER", &format!("repository::{r}::blobs"), &d]), pack(&["HMGET", &format!("blobs::{d}"), "path", "length"])]
+            },
+            plain_text: "SISMEMBER + HMGET",
+            target: Some((1.10, "floor")),
+        },
+        CostRow {
+            what: "META",
+            module: |i| { let (_, d) = held(i); vec![pack(&["LAYERCACHE.META", &d])] },
+            floor: Some(|i| { let (_, d) = held(i); vec![pack(&["FLOOR.META", &d])] }),
+            plain: |i| { let (_, d) = held(i); vec![pack(&["HMGET", &format!("blobs::{d}"), "path", "length"])] },
+            plain_text: "HMGET",
+            target: Some((1.10, "floor")),
+        },
+        CostRow {
+            what: "STAT",
+            module: |i| { let (_, d) = held(i); vec![pack(&["LAYERCACHE.STAT", &d])] },
+            floor: Some(|i| { let (_, d) = held(i); vec![pack(&["FLOOR.STAT", &d])] }),
+            plain: |i| { let (_, d) = held(i); vec![pack(&["HMGET", &format!("blobs::{d}"), "digest", "size", "mediatype"])] },
+            plain_text: "HMGET",
+            target: Some((1.10, "floor")),
+        },
+        CostRow {
+            what: "REPOSTAT",
+            module: |i| { let (r, d) = held(i); vec![pack(&["LAYERCACHE.REPOSTAT", &r, &d])] },
+            floor: Some(|i| { let (r, d) = held(i); vec![pack(&["FLOOR.REPOSTAT", &r, &d])] }),
+            plain: |i| {
+                let (r, d) = held(i);
+                vec![
+                    pack(&["SISMEMBER", &format!("repository::{r}::blobs"), &d]),
+                    pack(&["HMGET", &format!("blobs::{d}"), "digest", "size", "mediatype"]),
+                    pack(&["HGET", &format!("repository::{r}::blobs::{d}"), "mediatype"]),
+                ]
+            },
+            plain_text: "SISMEMBER + HMGET + HGET",
+            target: Some((1.10, "floor")),
+        },
+        CostRow {
+            what: "SETMETA",
+            module: |i| { let (_, d) = fresh(i); vec![pack(&["LAYERCACHE.SETMETA", &d, "/docker/registry/v2/blobs/data", "2797"])] },
+            floor: None,
+            plain: |i| { let (_, d) = fresh(i); vec![pack(&["HSET", &format!("blobs::{d}"), "path", "/docker/registry/v2/blobs/data", "length", "2797"])] },
+            plain_text: "HSET",
+            target: None,
+        },
+        CostRow {
+            what: "REPOSETDESCRIPTOR",
+            module: |i| { let (r, d) = fresh(i); vec![pack(&["LAYERCACHE.REPOSETDESCRIPTOR", &r, &d, &d, "2797", MEDIATYPE])] },
+            floor: None,
+            plain: |i| {
+                let (r, d) = fresh(i);
+                vec![
+                    pack(&["SADD", &format!("repository::{r}::blobs"), &d]),
+                    pack(&["HSET", &format!("blobs::{d}"), "digest", &d, "size", "2797"]),
+                    pack(&["HSETNX", &format!("blobs::{d}"), "mediatype", MEDIATYPE]),
+                    pack(&["HSET", &format!("repository::{r}::blobs::{d}"), "mediatype", REPO_MEDIATYPE]),
+                ]
+            },
+            plain_text: "SADD + HSET + HSETNX + HSET",
+            target: Some((1.0, "plain")),
+        },
     ];
-    let mut table = String::from("| operation | instructions per op | target | met |\n|---|---:|---|---|\n");
-    for (name, build, target) in variants {
-        let mut rng = Rng(7);
-        // The dataset here is 20 repositories; pick within it.
-        let pool: Vec<Op> = (0..ops).map(|_| build(&mut rng, &scripts)).collect();
-        let mut conn = server.connect()?;
-        let run = |conn: &mut redis::Connection, pool: &[Op]| -> Result<()> {
-            for op in pool {
-                for (bytes, replies) in &op.trips {
-                    conn.send_packed_command(bytes).map_err(|e| e.to_string())?;
-                    for _ in 0..*replies {
-                        conn.recv_response().map_err(|e| e.to_string())?;
-                    }
-                }
+    rows.push(if blob {
+        CostRow {
+            what: "ADD",
+            module: |i| { let (r, d) = fresh(i); vec![pack(&["LAYERCACHE.ADD", &r, &d])] },
+            floor: None,
+            plain: |i| { let (r, d) = fresh(i); vec![pack(&["HSET", &d, &format!("repo:{r}"), ""])] },
+            plain_text: "HSET (one field)",
+            target: Some((1.5, "plain")),
+        }
+    } else {
+        CostRow {
+            what: "ADD",
+            module: |i| { let (r, d) = fresh(i); vec![pack(&["LAYERCACHE.ADD", &r, &d])] },
+            floor: None,
+            plain: |i| { let (r, d) = fresh(i); vec![pack(&["SADD", &format!("repository::{r}::blobs"), &d])] },
+            plain_text: "SADD",
+            target: Some((2.0, "plain")),
+        }
+    });
+    rows
+}
+
+/// Loads the dataset in distribution's layout with plain commands (the blob-scheme
+/// server's plain side reads it).
+fn load_plain(c: &mut redis::Connection, repos: u64) -> Result<()> {
+    let commands = (0..repos).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k))).flat_map(|(r, n)| {
+        let (repo, d) = (repo(r), digest(n));
+        let size = (n * 7919 % 100_000_000).to_string();
+        [
+            pack(&["SADD", &format!("repository::{repo}::blobs"), &d]),
+            pack(&["HSET", &format!("blobs::{d}"), "digest", &d, "size", &size, "mediatype", MEDIATYPE, "path", "/p", "length", &size]),
+            pack(&["HSET", &format!("repository::{repo}::blobs::{d}"), "mediatype", REPO_MEDIATYPE]),
+        ]
+    });
+    pipeline_all(c, commands)
+}
+
+/// Server instructions per operation of `ops` operations sent pipelined, net of the
+/// server's idle instructions over the same time.
+fn measure(server: &Server, dir: &Path, build: fn(u64) -> Vec<Vec<u8>>, ops: u64) -> Result<f64> {
+    let commands: Vec<Vec<u8>> = (0..ops).flat_map(build).collect();
+    let mut c = server.connect()?;
+    let pid = server.pid().to_string();
+    callgrind_control(&["-z", &pid])?;
+    let started = Instant::now();
+    pipeline_all(&mut c, commands.into_iter())?;
+    let elapsed = started.elapsed();
+    let busy = dump_total(dir, server.pid())?;
+    callgrind_control(&["-z", &pid])?;
+    std::thread::sleep(elapsed);
+    let idle = dump_total(dir, server.pid())?;
+    Ok(busy.saturating_sub(idle) as f64 / ops as f64)
+}
+
+fn instructions(ops: u64) -> Result<String> {
+    let mut out = String::new();
+    for scheme in ["distribution", "blob"] {
+        let dir = std::env::temp_dir().join(format!("lcbench-callgrind-{}-{scheme}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let cg_out = format!("--callgrind-out-file={}/cg.%p", dir.display());
+        let floor = env!("FLOOR_MODULE");
+        let server = Server::start_with(None, &["valgrind", "--tool=callgrind", &cg_out], &["scheme", scheme, "--loadmodule", floor, scheme])?;
+        let mut c = server.connect()?;
+        load(&mut c, INSTRUCTION_REPOS)?;
+        if scheme == "blob" {
+            load_plain(&mut c, INSTRUCTION_REPOS)?;
+        }
+        let mut table = String::from(
+            "| operation | layercache | C floor | plain commands | plain | layercache / floor | layercache / plain | target |\n\
+             |---|---:|---:|---|---:|---:|---:|---|\n",
+        );
+        for row in cost_rows(scheme == "blob") {
+            // Warm up each variant once (lazy allocations, first-touch of pages).
+            for build in [Some(row.module), row.floor, Some(row.plain)].into_iter().flatten() {
+                measure(&server, &dir, build, 200)?;
             }
-            Ok(())
-        };
-        run(&mut conn, &pool[..pool.len().min(100)])?; // warm up
-        callgrind_control(&["-z", &server.pid().to_string()])?;
-        run(&mut conn, &pool)?;
-        let total = dump_total(&dir, server.pid())?;
-        let per = total as f64 / ops as f64;
-        let limit: Option<f64> = target.trim_start_matches("≤ ").replace(',', "").parse().ok();
-        let met = limit.map(|l| if per <= l { "met" } else { "**not met**" }).unwrap_or("");
-        let _ = writeln!(table, "| {name} | {per:.0} | {target} | {met} |");
+            let module = measure(&server, &dir, row.module, ops)?;
+            let floor = row.floor.map(|f| measure(&server, &dir, f, ops)).transpose()?;
+            let plain = measure(&server, &dir, row.plain, ops)?;
+            let over_floor = floor.map(|f| module / f);
+            let target = match row.target {
+                Some((bound, "floor")) => over_floor.map(|r| format!("≤ {bound:.2}× floor: {}", if r <= bound { "met" } else { "**not met**" })),
+                Some((bound, _)) => Some(format!("≤ {bound:.2}× plain: {}", if module / plain <= bound { "met" } else { "**not met**" })),
+                None => None,
+            };
+            eprintln!("lcbench: instructions: {scheme} {}: {module:.0} (floor {floor:?}, plain {plain:.0})", row.what);
+            let _ = writeln!(
+                table,
+                "| {} | {module:.0} | {} | {} | {plain:.0} | {} | {:.2} | {} |",
+                row.what,
+                floor.map_or("—".into(), |f| format!("{f:.0}")),
+                row.plain_text,
+                over_floor.map_or("—".into(), |r| format!("{r:.2}")),
+                module / plain,
+                target.unwrap_or_default(),
+            );
+        }
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = write!(out, "### Scheme `{scheme}`\n\n{table}\n");
     }
-    drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    let blob_targets = "In the `blob` scheme LOOKUP and REPOSTAT also aim at ≤ 0.90× distribution's plain \
+                        commands (the `plain` column): less server work than what the scheme replaces.";
     Ok(format!(
-        "## Instructions per operation\n\n`make bench-instructions`: redis-server with the module under \
-         `valgrind --tool=callgrind`, one client, unpipelined (pipelined within an operation where the \
-         variant says so), {ops} operations per variant after a warm-up, counters zeroed before and dumped \
-         after with `callgrind_control`: every instruction the server ran for those operations (event loop, \
-         reading, parsing, the command, the reply), divided by the operations. Noise-free, unlike ops/s.\n\n{table}"
+        "## Instructions per operation\n\n`make bench-instructions`: redis-server {} with layercache and the C floor \
+         (`bench/floor/floor.c`: only the key work of each read through the module API, no validation, ACL or \
+         counters) loaded side by side, under `valgrind --tool=callgrind`; one client pipelining {ops} operations \
+         per variant (after a warm-up), counters zeroed before and dumped after with `callgrind_control`, net of the \
+         server's idle instructions over the same time: every instruction the server ran for the operations \
+         (reading, parsing, the commands, the replies), divided by the operations. Plain commands run over \
+         distribution's layout (written by the module in `distribution`, with plain commands on the `blob` server). \
+         Deterministic, unlike ops/s. {blob_targets}\n\n{out}",
+        redis_version()
     ))
+}
+
+fn redis_version() -> String {
+    let out = Command::new(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())).arg("--version").output();
+    out.ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.split_whitespace().find_map(|w| w.strip_prefix("v=").map(String::from)))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn callgrind_control(args: &[&str]) -> Result<()> {

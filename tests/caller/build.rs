@@ -10,10 +10,11 @@ fn main() {
         .args(["-shared", "-O1", "-Wall", "-Werror", "-o"])
         .arg(&out)
         .arg("caller.c")
+        .arg("-I../../include")
         .status()
         .expect("run the C compiler");
     assert!(status.success(), "caller.c did not compile");
     println!("cargo:rerun-if-changed=caller.c");
-    println!("cargo:rerun-if-changed=redismodule.h");
+    println!("cargo:rerun-if-changed=../../include/redismodule.h");
     println!("cargo:rustc-env=CALLER_MODULE={}", out.display());
 }

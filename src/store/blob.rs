@@ -1,0 +1,121 @@
+//! The `blob` scheme (DESIGN.md section 5): one hash per blob, keyed by the digest
+//! itself, with a field `repo:<repo>` per repository that holds it (its value the
+//! repository's mediatype, `""` for none). Every key is a command argument, declared
+//! through key specs, so Redis checks ACL key rules and routes in a cluster itself, and
+//! a key name is the argument's own string. Each command opens its one key once and
+//! reads all it needs with one `HashGet`.
+
+use layercache_core::keys;
+
+use super::{
+    delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
+    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, LENGTH, MEDIATYPE, PATH, SIZE,
+};
+use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString};
+use crate::error::Error;
+
+pub struct Blob;
+
+/// `repo:<repo>`, the field that says `repo` holds the blob.
+fn field<'c>(ctx: &'c Ctx, repo: RepoArg) -> RString<'c> {
+    ctx.string(keys::repo_field(repo.repo).as_bytes())
+}
+
+impl Store for Blob {
+    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        ctx.hash_exists(&digest.arg, &field(ctx, repo))
+    }
+
+    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
+        let field = field(ctx, repo);
+        digests.iter().map(|d| ctx.hash_exists(&d.arg, &field)).collect()
+    }
+
+    fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let field = field(ctx, repo);
+        let added = call!(ctx, c"HSETNX", c"!ssc", digest.arg.0, field.as_ptr(), c"".as_ptr()).integer()?;
+        expire(ctx, [&digest.arg as &dyn AsString])?;
+        Ok(added == 1)
+    }
+
+    fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+        let Some([path, length]) = ctx.hash_get(&digest.arg, [&PATH, &LENGTH])? else { return Ok(None) };
+        meta_of(&digest.arg, path, length)
+    }
+
+    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+        let field = field(ctx, repo);
+        let Some([Some(_), path, length]) = ctx.hash_get(&digest.arg, [&field, &PATH, &LENGTH])? else { return Ok(None) };
+        meta_of(&digest.arg, path, length)
+    }
+
+    fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error> {
+        write_meta(ctx, &digest.arg, path, length)?;
+        expire(ctx, [&digest.arg as &dyn AsString])
+    }
+
+    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
+        let Some([d, size, mediatype]) = ctx.hash_get(&digest.arg, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
+        descriptor_of(&digest.arg, d, size, mediatype)
+    }
+
+    fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
+        // One key: the first write fails on a wrong type before anything is written.
+        write_descriptor(ctx, &digest.arg, descriptor)?;
+        expire(ctx, [&digest.arg as &dyn AsString])
+    }
+
+    fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
+        delete_descriptor(ctx, &digest.arg)
+    }
+
+    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
+        let field = field(ctx, repo);
+        let Some([Some(held), d, size, mediatype]) = ctx.hash_get(&digest.arg, [&field, &DIGEST, &SIZE, &MEDIATYPE])? else {
+            return Ok(None);
+        };
+        let descriptor = descriptor_of(&digest.arg, d, size, mediatype)?;
+        let mediatype = if held.as_bytes().is_empty() { RepoMediatype::Missing } else { RepoMediatype::Set(held) };
+        Ok(Some(RepoView { descriptor, mediatype }))
+    }
+
+    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
+        let field = field(ctx, repo);
+        expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
+        for d in digests {
+            call!(ctx, c"HSET", c"!sss", d.arg.0, field.as_ptr(), descriptor.mediatype.0).check()?;
+            write_descriptor(ctx, &d.arg, descriptor)?;
+            expire(ctx, [&d.arg as &dyn AsString])?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let field = field(ctx, repo);
+        if !ctx.hash_exists(&digest.arg, &field)? {
+            return Ok(false);
+        }
+        // A removal leaves the key's expiry as it was (DESIGN.md section 4).
+        call!(ctx, c"HDEL", c"!ss", digest.arg.0, field.as_ptr()).check()?;
+        delete_descriptor(ctx, &digest.arg)?;
+        Ok(true)
+    }
+
+    /// The digest's one key is all there is, unlinked (freed in the background, as
+    /// DESIGN.md section 5 says).
+    fn purge(&self, ctx: &Ctx, digests: &[DigestArg]) -> Result<u64, Error> {
+        expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
+        let mut doomed: Vec<_> = digests.iter().map(|d| d.arg.0).collect();
+        Ok(call!(ctx, c"UNLINK", c"!v", doomed.as_mut_ptr(), doomed.len()).integer()? as u64)
+    }
+
+    /// This scheme keeps no per-repository index.
+    fn drop_repo(&self, _: &Ctx, _: RepoArg) -> Result<i64, Error> {
+        Err(Error::Redis("ERR DROPREPO needs scheme distribution".into()))
+    }
+
+    /// Nothing to learn: plain-command registries write distribution's keys.
+    fn index_page(&self, _: &Ctx, _: &[u8], _: i64) -> Result<(Vec<u8>, i64), Error> {
+        Err(Error::Redis("ERR INDEX needs scheme distribution".into()))
+    }
+}

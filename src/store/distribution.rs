@@ -1,0 +1,294 @@
+//! The `distribution` scheme (DESIGN.md section 1): distribution's own keys, shared with
+//! registries that write them with plain commands, plus layercache's reverse index
+//! `layercache::repos::<digest>`. Key names are derived from the arguments, so this
+//! store checks the calling user's key permissions itself, on the real names, before
+//! touching a key; the index is kept on every caller's behalf, unchecked, except by
+//! PURGE, an operator's command.
+
+use std::iter::once;
+
+use layercache_core::digest::{self, Digest};
+use layercache_core::keys::{self, Repo};
+
+use super::{
+    delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
+    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, LENGTH, MEDIATYPE, PATH, SIZE,
+};
+use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
+use crate::error::Error;
+use crate::learn;
+
+pub struct Distribution;
+
+const WRITE: u64 = KEY_INSERT | KEY_UPDATE;
+
+/// `repository::<repo>::blobs`: the digests `repo` holds.
+fn members<'c>(ctx: &'c Ctx, repo: Repo) -> RString<'c> {
+    ctx.string(keys::repository_blob_set(repo).as_bytes())
+}
+
+/// `blobs::<digest>`: meta and descriptor.
+fn blob<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
+    ctx.string(keys::blob_hash(digest).as_bytes())
+}
+
+/// `repository::<repo>::blobs::<digest>`: the repository's mediatype.
+fn scoped<'c>(ctx: &'c Ctx, repo: Repo, digest: Digest) -> RString<'c> {
+    ctx.string(keys::repository_blob_hash(repo, digest).as_bytes())
+}
+
+/// `layercache::repos::<digest>`: the reverse index.
+fn index<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
+    ctx.string(keys::digest_repos(digest).as_bytes())
+}
+
+/// The user's access to `keys`, as each one's flags say (one user lookup per call).
+pub fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RString<'c>, u64)>) -> Result<(), Error> {
+    let Some(user) = ctx.user() else { return Ok(()) };
+    keys.into_iter().try_for_each(|(key, flags)| user.check(ctx, key, flags))
+}
+
+fn sismember(ctx: &Ctx, members: &RString, digest: ArgString) -> Result<bool, Error> {
+    Ok(call!(ctx, c"SISMEMBER", c"ss", members.as_ptr(), digest.0).integer()? == 1)
+}
+
+/// Records `repo` ∋ `digest` and its index entry; true if the membership is new.
+fn add_membership(ctx: &Ctx, members: &RString, index: &RString, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+    let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.0).integer()?;
+    call!(ctx, c"HSET", c"!ssc", index.as_ptr(), repo.arg.0, c"".as_ptr()).check()?;
+    Ok(added == 1)
+}
+
+impl Store for Distribution {
+    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let members = members(ctx, repo.repo);
+        check_acl(ctx, [(&members, KEY_READ)])?;
+        sismember(ctx, &members, digest.arg)
+    }
+
+    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
+        let members = members(ctx, repo.repo);
+        check_acl(ctx, [(&members, KEY_READ)])?;
+        let mut argv: Vec<_> = digests.iter().map(|d| d.arg.0).collect();
+        let reply = call!(ctx, c"SMISMEMBER", c"sv", members.as_ptr(), argv.as_mut_ptr(), argv.len());
+        let held = reply.integers()?.map(|held| held == 1).collect();
+        Ok(held)
+    }
+
+    fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let (members, index) = (members(ctx, repo.repo), index(ctx, digest.digest));
+        check_acl(ctx, [(&members, KEY_INSERT)])?;
+        // The membership set's type is checked by the SADD, the first write.
+        expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash)])?;
+        let added = add_membership(ctx, &members, &index, repo, digest)?;
+        expire(ctx, [&members as &dyn AsString, &index])?;
+        Ok(added)
+    }
+
+    fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+        let blob = blob(ctx, digest.digest);
+        check_acl(ctx, [(&blob, KEY_READ)])?;
+        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else { return Ok(None) };
+        meta_of(&blob, path, length)
+    }
+
+    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+        let (members, blob) = (members(ctx, repo.repo), blob(ctx, digest.digest));
+        check_acl(ctx, [(&members, KEY_READ), (&blob, KEY_READ)])?;
+        if !sismember(ctx, &members, digest.arg)? {
+            return Ok(None);
+        }
+        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else { return Ok(None) };
+        meta_of(&blob, path, length)
+    }
+
+    fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error> {
+        let blob = blob(ctx, digest.digest);
+        check_acl(ctx, [(&blob, WRITE)])?;
+        // One key, one HSET: a wrong type fails it before anything is written.
+        write_meta(ctx, &blob, path, length)?;
+        expire(ctx, [&blob as &dyn AsString])
+    }
+
+    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
+        let blob = blob(ctx, digest.digest);
+        check_acl(ctx, [(&blob, KEY_READ)])?;
+        let Some([d, size, mediatype]) = ctx.hash_get(&blob, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
+        descriptor_of(&blob, d, size, mediatype)
+    }
+
+    fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
+        let blob = blob(ctx, digest.digest);
+        check_acl(ctx, [(&blob, WRITE)])?;
+        // One key: the first write fails on a wrong type before anything is written.
+        write_descriptor(ctx, &blob, descriptor)?;
+        expire(ctx, [&blob as &dyn AsString])
+    }
+
+    fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
+        let blob = blob(ctx, digest.digest);
+        check_acl(ctx, [(&blob, KEY_DELETE)])?;
+        delete_descriptor(ctx, &blob)
+    }
+
+    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
+        let (members, blob, scoped) = (members(ctx, repo.repo), blob(ctx, digest.digest), scoped(ctx, repo.repo, digest.digest));
+        check_acl(ctx, [(&members, KEY_READ), (&scoped, KEY_READ), (&blob, KEY_READ)])?;
+        if !sismember(ctx, &members, digest.arg)? {
+            return Ok(None);
+        }
+        let descriptor = match ctx.hash_get(&blob, [&DIGEST, &SIZE, &MEDIATYPE])? {
+            Some([d, size, mediatype]) => descriptor_of(&blob, d, size, mediatype)?,
+            None => None,
+        };
+        if descriptor.is_none() {
+            return Ok(Some(RepoView { descriptor, mediatype: RepoMediatype::Missing }));
+        }
+        let mediatype = match ctx.hash_get(&scoped, [&MEDIATYPE])? {
+            Some([Some(m)]) if m.as_bytes().is_empty() => RepoMediatype::Empty,
+            Some([Some(m)]) => RepoMediatype::Set(m),
+            _ => RepoMediatype::Missing,
+        };
+        Ok(Some(RepoView { descriptor, mediatype }))
+    }
+
+    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
+        let members = members(ctx, repo.repo);
+        let keys: Vec<_> =
+            digests.iter().map(|d| (index(ctx, d.digest), scoped(ctx, repo.repo, d.digest), blob(ctx, d.digest))).collect();
+        check_acl(ctx, once((&members, WRITE)).chain(keys.iter().flat_map(|(_, scoped, blob)| [(scoped, WRITE), (blob, WRITE)])))?;
+        expect_types(
+            ctx,
+            keys.iter().flat_map(|(index, scoped, blob)| {
+                [(index as &dyn AsString, KeyType::Hash), (scoped, KeyType::Hash), (blob, KeyType::Hash)]
+            }),
+        )?;
+        for (d, (index, scoped, blob)) in digests.iter().zip(&keys) {
+            add_membership(ctx, &members, index, repo, *d)?;
+            call!(ctx, c"HSET", c"!scs", scoped.as_ptr(), c"mediatype".as_ptr(), descriptor.mediatype.0).check()?;
+            write_descriptor(ctx, blob, descriptor)?;
+            expire(ctx, [&members as &dyn AsString, index, scoped, blob])?;
+        }
+        Ok(())
+    }
+
+    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let (members, blob) = (members(ctx, repo.repo), blob(ctx, digest.digest));
+        let (index, scoped) = (index(ctx, digest.digest), scoped(ctx, repo.repo, digest.digest));
+        check_acl(ctx, [(&members, KEY_DELETE), (&scoped, KEY_DELETE), (&blob, KEY_DELETE)])?;
+        if !sismember(ctx, &members, digest.arg)? {
+            return Ok(false);
+        }
+        expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash), (&scoped, KeyType::Hash), (&blob, KeyType::Hash)])?;
+        // A removal leaves the remaining keys' expiry as it was (DESIGN.md section 4).
+        call!(ctx, c"SREM", c"!ss", members.as_ptr(), digest.arg.0).check()?;
+        call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
+        call!(ctx, c"HDEL", c"!ss", index.as_ptr(), repo.arg.0).check()?;
+        delete_descriptor(ctx, &blob)?;
+        Ok(true)
+    }
+
+    /// Finds the repositories through the reverse index. Reads everything first (which
+    /// keys exist, of what type, what the user may delete), then writes.
+    fn purge(&self, ctx: &Ctx, digests: &[DigestArg]) -> Result<u64, Error> {
+        let plans = digests.iter().map(|&d| Purge::read(ctx, d)).collect::<Result<Vec<_>, _>>()?;
+        check_acl(ctx, plans.iter().flat_map(Purge::acl))?;
+        expect_types(ctx, plans.iter().flat_map(Purge::types))?;
+        let mut purged = 0;
+        for plan in &plans {
+            purged += plan.write(ctx)? as u64;
+        }
+        Ok(purged)
+    }
+
+    fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error> {
+        let members = members(ctx, repo.repo);
+        check_acl(ctx, [(&members, KEY_DELETE)])?;
+        match ctx.key_type(&members) {
+            KeyType::Empty => return Ok(0),
+            KeyType::Set => {}
+            _ => return Err(Error::WrongType),
+        }
+        let (mut held, mut scoped_keys, mut indexes) = (0, vec![], vec![]);
+        ctx.for_each_member(&members, |member| {
+            held += 1;
+            // A member that is not a digest names no key of ours.
+            if let Ok(digest) = digest::parse(member) {
+                scoped_keys.push(scoped(ctx, repo.repo, digest));
+                indexes.push(index(ctx, digest));
+            }
+        });
+        check_acl(ctx, scoped_keys.iter().map(|k| (k, KEY_DELETE)))?;
+        expect_types(ctx, scoped_keys.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
+        // The index entries go on the repository's behalf; their keys keep their expiry.
+        for index in &indexes {
+            call!(ctx, c"HDEL", c"!ss", index.as_ptr(), repo.arg.0).check()?;
+        }
+        let mut doomed: Vec<_> = once(members.as_ptr()).chain(scoped_keys.iter().map(RString::as_ptr)).collect();
+        call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
+        Ok(held)
+    }
+
+    fn index_page(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error> {
+        learn::index_page(ctx, cursor, count)
+    }
+}
+
+/// What PURGE removes for one digest.
+struct Purge<'c> {
+    digest: ArgString,
+    blob: RString<'c>,
+    index: RString<'c>,
+    /// Each indexed repository's membership set and repository hash.
+    repos: Vec<(RString<'c>, RString<'c>)>,
+    had_state: bool,
+}
+
+impl<'c> Purge<'c> {
+    /// Reads the digest's keys; WRONGTYPE when its blob or index is not a hash (the
+    /// repositories' keys are checked with the rest, in `types`).
+    fn read(ctx: &'c Ctx, digest: DigestArg) -> Result<Self, Error> {
+        let (blob, index) = (blob(ctx, digest.digest), index(ctx, digest.digest));
+        let (blob_type, index_type) = (ctx.key_type(&blob), ctx.key_type(&index));
+        if [blob_type, index_type].iter().any(|t| !matches!(t, KeyType::Empty | KeyType::Hash)) {
+            return Err(Error::WrongType);
+        }
+        // Only names we could have written; anything else a plain client put in the
+        // index names no key of ours.
+        let mut repos = vec![];
+        if index_type == KeyType::Hash {
+            ctx.for_each_member(&index, |name| {
+                if let Ok(repo) = Repo::parse(name) {
+                    repos.push((members(ctx, repo), scoped(ctx, repo, digest.digest)));
+                }
+            });
+        }
+        let had_state = blob_type != KeyType::Empty || index_type != KeyType::Empty;
+        Ok(Purge { digest: digest.arg, blob, index, repos, had_state })
+    }
+
+    /// PURGE removes other repositories' data, so it is for a user who may delete the
+    /// index too (an operator's, not a tenant's): a tenant learns nothing of which other
+    /// repositories hold the blob, whether they do or not.
+    fn acl(&self) -> impl Iterator<Item = (&RString<'c>, u64)> {
+        [(&self.index, KEY_DELETE), (&self.blob, KEY_DELETE)]
+            .into_iter()
+            .chain(self.repos.iter().flat_map(|(members, scoped)| [(members, KEY_DELETE), (scoped, KEY_DELETE)]))
+    }
+
+    fn types(&self) -> impl Iterator<Item = (&dyn AsString, KeyType)> {
+        self.repos.iter().flat_map(|(members, scoped)| [(members as &dyn AsString, KeyType::Set), (scoped, KeyType::Hash)])
+    }
+
+    /// Removes it all; returns whether the digest had any cache state. A removal leaves
+    /// the other keys' expiry as it was.
+    fn write(&self, ctx: &Ctx) -> Result<bool, Error> {
+        let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
+        for (members, scoped) in &self.repos {
+            call!(ctx, c"SREM", c"!ss", members.as_ptr(), self.digest.0).check()?;
+            doomed.push(scoped.as_ptr());
+        }
+        call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
+        Ok(self.had_state)
+    }
+}

@@ -1,0 +1,207 @@
+//! Where the cache's facts live: one [`Store`] per key scheme (DESIGN.md sections 1 and
+//! 5), chosen once at load, as redis-cell adapts Redis keys to its `Store`. The
+//! handlers in `commands` speak of blobs, memberships and descriptors and keep the
+//! semantics; a store says in which keys and fields those live, checks the user's key
+//! permissions where Redis does not, and holds its scheme's fast paths (the `blob`
+//! scheme reads a command's every field with one open and one `HashGet`).
+//!
+//! | fact | [`Distribution`] | [`Blob`] |
+//! |---|---|---|
+//! | a blob's meta and descriptor | hash `blobs::<digest>` | hash `<digest>` |
+//! | `repo` holds `digest` | set `repository::<repo>::blobs` ∋ digest (+ reverse index) | field `repo:<repo>` of `<digest>` |
+//! | its repository mediatype | hash `repository::<repo>::blobs::<digest>`, field `mediatype` | the value of `repo:<repo>` (`""`: none) |
+
+mod blob;
+mod distribution;
+
+use std::sync::OnceLock;
+
+use layercache_core::digest::{self, Digest};
+use layercache_core::keys::Repo;
+
+use crate::api::{call, ArgString, AsString, Ctx, Field, KeyType, RString};
+use crate::config::{self, Scheme};
+use crate::error::Error;
+
+pub use blob::Blob;
+pub use distribution::{check_acl, Distribution};
+
+/// The hash fields of a blob (distribution's names), made Redis strings at load.
+pub static PATH: Field = Field::new(c"path");
+pub static LENGTH: Field = Field::new(c"length");
+pub static DIGEST: Field = Field::new(c"digest");
+pub static SIZE: Field = Field::new(c"size");
+pub static MEDIATYPE: Field = Field::new(c"mediatype");
+pub static FIELDS: [&Field; 5] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE];
+
+/// A validated repository argument and its Redis string.
+#[derive(Clone, Copy)]
+pub struct RepoArg<'a> {
+    pub repo: Repo<'a>,
+    pub arg: ArgString,
+}
+
+/// A validated digest argument and its Redis string.
+#[derive(Clone, Copy)]
+pub struct DigestArg<'a> {
+    pub digest: Digest<'a>,
+    pub arg: ArgString,
+}
+
+/// The validated descriptor arguments `desc-digest size mediatype`.
+pub struct NewDescriptor {
+    pub digest: ArgString,
+    pub size: ArgString,
+    pub mediatype: ArgString,
+}
+
+/// A blob's layer meta.
+pub struct Meta<'c> {
+    pub path: RString<'c>,
+    pub length: i64,
+}
+
+/// A blob's descriptor: the stored canonical digest, size and mediatype.
+pub struct Descriptor<'c> {
+    pub digest: RString<'c>,
+    pub size: i64,
+    pub mediatype: Option<RString<'c>>,
+}
+
+/// A repository's own mediatype for a blob it holds.
+pub enum RepoMediatype<'c> {
+    /// None recorded (distribution: no field; blob: `""`).
+    Missing,
+    /// Recorded empty (distribution only): the global mediatype shows.
+    Empty,
+    Set(RString<'c>),
+}
+
+/// What REPOSTAT needs of a blob a repository holds.
+pub struct RepoView<'c> {
+    pub descriptor: Option<Descriptor<'c>>,
+    pub mediatype: RepoMediatype<'c>,
+}
+
+/// The storage of one key scheme.
+pub trait Store: Sync {
+    /// Whether `repo` holds `digest`.
+    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
+    /// Whether `repo` holds each of `digests` (arguments `first..`).
+    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error>;
+    /// Records that `repo` holds `digest`; true if it is new.
+    fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
+    fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error>;
+    /// The meta of `digest` when `repo` holds it.
+    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error>;
+    fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error>;
+    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error>;
+    /// distribution's setDescriptor: `digest` and `size` overwritten, `mediatype` only
+    /// if absent (first writer wins).
+    fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error>;
+    /// Removes the descriptor (the meta stays); true if there was one.
+    fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error>;
+    /// The descriptor and the repository's mediatype, or `None` unless `repo` holds it.
+    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error>;
+    /// Records that `repo` holds each of `digests`, with the descriptor and the
+    /// repository mediatype, in one step (every check before the first write).
+    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error>;
+    /// Removes the membership, the repository mediatype and the descriptor, if `repo`
+    /// holds `digest`; true if it did.
+    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
+    /// Removes every key of each digest; returns how many had any cache state.
+    fn purge(&self, ctx: &Ctx, digests: &[DigestArg]) -> Result<u64, Error>;
+    /// Removes a repository's memberships and mediatypes; returns how many digests it held.
+    fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error>;
+    /// One `LAYERCACHE.INDEX` page: the next cursor and how many memberships were new.
+    fn index_page(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error>;
+}
+
+static STORE: OnceLock<&'static dyn Store> = OnceLock::new();
+
+/// Chooses the store of the configured scheme; called once at load.
+pub fn init() {
+    STORE.get_or_init(|| match config::scheme() {
+        Scheme::Distribution => &Distribution,
+        Scheme::Blob => &Blob,
+    });
+}
+
+pub fn store() -> &'static dyn Store {
+    *STORE.get_or_init(|| &Distribution)
+}
+
+// Helpers both stores use.
+
+fn corrupt(key: &dyn AsString) -> Error {
+    let bytes = crate::api::bytes_of(key.as_string());
+    Error::Corrupt(String::from_utf8_lossy(bytes).into_owned())
+}
+
+/// Meta from a blob hash's `path` and `length` (`None` when either is missing).
+fn meta_of<'c>(key: &dyn AsString, path: Option<RString<'c>>, length: Option<RString<'c>>) -> Result<Option<Meta<'c>>, Error> {
+    let (Some(path), Some(length)) = (path, length) else { return Ok(None) };
+    let length = length.to_integer().ok_or_else(|| corrupt(key))?;
+    Ok(Some(Meta { path, length }))
+}
+
+/// A descriptor from a blob hash's `digest`, `size` and `mediatype` (`None` when the
+/// digest or the size is missing: distribution reads that as an unknown blob).
+fn descriptor_of<'c>(
+    key: &dyn AsString,
+    digest: Option<RString<'c>>,
+    size: Option<RString<'c>>,
+    mediatype: Option<RString<'c>>,
+) -> Result<Option<Descriptor<'c>>, Error> {
+    let (Some(digest), Some(size)) = (digest, size) else { return Ok(None) };
+    let size = size.to_integer().filter(|&n| n >= 0).ok_or_else(|| corrupt(key))?;
+    digest::parse(digest.as_bytes()).map_err(|_| corrupt(key))?;
+    Ok(Some(Descriptor { digest, size, mediatype }))
+}
+
+/// distribution's setDescriptor on the blob hash `key`.
+fn write_descriptor(ctx: &Ctx, key: &dyn AsString, d: &NewDescriptor) -> Result<(), Error> {
+    call!(ctx, c"HSET", c"!scscs", key.as_string(), c"digest".as_ptr(), d.digest.0, c"size".as_ptr(), d.size.0).check()?;
+    call!(ctx, c"HSETNX", c"!scs", key.as_string(), c"mediatype".as_ptr(), d.mediatype.0).check()?;
+    Ok(())
+}
+
+/// Removes the descriptor fields of the blob hash `key`, keeping its meta; true if any
+/// was there.
+fn delete_descriptor(ctx: &Ctx, key: &dyn AsString) -> Result<bool, Error> {
+    let removed =
+        call!(ctx, c"HDEL", c"!sccc", key.as_string(), c"digest".as_ptr(), c"size".as_ptr(), c"mediatype".as_ptr()).integer()?;
+    Ok(removed > 0)
+}
+
+/// `HSET key path <path> length <length>`.
+fn write_meta(ctx: &Ctx, key: &dyn AsString, path: ArgString, length: ArgString) -> Result<(), Error> {
+    // The length is canonical, so its argument bytes are what HSET of the number stores.
+    call!(ctx, c"HSET", c"!scscs", key.as_string(), c"path".as_ptr(), path.0, c"length".as_ptr(), length.0).check()?;
+    Ok(())
+}
+
+/// Each key must hold `want` or not exist; checked before any write so that a
+/// WRONGTYPE leaves the keyspace as it was.
+fn expect_types<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k dyn AsString, KeyType)>) -> Result<(), Error> {
+    for (key, want) in keys {
+        match ctx.key_type(key) {
+            KeyType::Empty => {}
+            found if found == want => {}
+            _ => return Err(Error::WrongType),
+        }
+    }
+    Ok(())
+}
+
+/// Gives every key a write touched the configured expiry (`layercache.ttl`); a key the
+/// write removed is simply not there to expire. Removals never call it.
+fn expire<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = &'k dyn AsString>) -> Result<(), Error> {
+    let ttl = config::ttl();
+    if ttl > 0 {
+        for key in keys {
+            call!(ctx, c"EXPIRE", c"!sl", key.as_string(), ttl).check()?;
+        }
+    }
+    Ok(())
+}
