@@ -82,7 +82,8 @@ const ACL_WRITE: &CStr = c"write fast";
 /// Removals free memory, so like DEL, HDEL and SREM they run at maxmemory too.
 const DELETE: &CStr = c"write fast";
 
-pub const COUNT: usize = 15;
+/// How many commands [`COMMANDS`] holds.
+pub const COUNT: usize = COMMANDS.len();
 
 impl Command {
     /// Whether the command writes (its flags start with `write`).
@@ -91,7 +92,8 @@ impl Command {
     }
 }
 
-pub static COMMANDS: [Command; COUNT] = [
+/// Every command, in one place: registration, dispatch, INFO and the docs read this.
+pub const COMMANDS: &[Command] = &[
     Command {
         name: c"layercache.add",
         handler: commands::add,

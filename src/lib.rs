@@ -50,6 +50,7 @@ extern "C" fn dispatch<const I: usize>(
     argv: *mut *mut RedisModuleString,
     argc: c_int,
 ) -> c_int {
+    // I < COUNT: register() hands out only the first COUNT callbacks.
     let (command, stats) = (&COMMANDS[I], &info::STATS[I]);
     // SAFETY: Redis passes this command's live context and arguments.
     let (ctx, args) = unsafe { (Ctx::new(ctx), Args::new(argv, argc)) };
@@ -69,12 +70,14 @@ extern "C" fn dispatch<const I: usize>(
     OK
 }
 
-/// One callback per table entry, as `CreateCommand` takes no user data.
+/// One callback per table entry, as `CreateCommand` takes no user data: `dispatch::<I>`
+/// for the first `COUNT` of these indices.
 macro_rules! callbacks {
     ($($i:literal)*) => { [$(dispatch::<$i> as CommandFn),*] };
 }
 type CommandFn = extern "C" fn(*mut RedisModuleCtx, *mut *mut RedisModuleString, c_int) -> c_int;
-static CALLBACKS: [CommandFn; COUNT] = callbacks!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14);
+static CALLBACKS: [CommandFn; 24] = callbacks!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23);
+const _: () = assert!(COUNT <= CALLBACKS.len(), "add callback indices for the new commands");
 
 /// Called by Redis on `loadmodule` / `MODULE LOAD`.
 ///

@@ -45,7 +45,7 @@ const READS: [&str; 6] = [
     "layercache.stat",
     "layercache.repostat",
 ];
-const WRITES: [&str; 8] = [
+const WRITES: [&str; 9] = [
     "layercache.add",
     "layercache.setmeta",
     "layercache.setdescriptor",
@@ -54,6 +54,7 @@ const WRITES: [&str; 8] = [
     "layercache.repoclear",
     "layercache.purge",
     "layercache.droprepo",
+    "layercache.index",
 ];
 
 /// On Redis 7.2+ (and Valkey) the commands carry ACL categories, so `+@read` means
@@ -64,11 +65,16 @@ fn acl_categories_where_the_server_supports_them() {
     if version.major < 7 {
         return; // the module does not load there: see the test above
     }
+    let mut all: Vec<&str> = READS.iter().chain(&WRITES).copied().collect();
+    all.sort();
+    let mut commands = COMMANDS.to_vec();
+    commands.sort();
+    assert_eq!(all, commands, "every command is a read or a write");
     let s = Server::start();
     let mut c = s.client();
     let expected = |cmd: &str| -> Vec<&str> {
         let kind = if READS.contains(&cmd) { "@read" } else { "@write" };
-        let slow = matches!(cmd, "layercache.mcontains" | "layercache.purge" | "layercache.droprepo");
+        let slow = matches!(cmd, "layercache.mcontains" | "layercache.purge" | "layercache.droprepo" | "layercache.index");
         if slow { vec![kind] } else { vec![kind, "@fast"] }
     };
     for cmd in READS.iter().chain(&WRITES) {

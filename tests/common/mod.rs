@@ -16,6 +16,25 @@ pub const D1: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15
 pub const D2: &str = "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
 pub const D3: &str = "sha256:fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13";
 
+/// Every command the module registers (its tests' one list of them).
+pub const COMMANDS: [&str; 15] = [
+    "layercache.add",
+    "layercache.contains",
+    "layercache.mcontains",
+    "layercache.setmeta",
+    "layercache.meta",
+    "layercache.lookup",
+    "layercache.stat",
+    "layercache.setdescriptor",
+    "layercache.clear",
+    "layercache.repostat",
+    "layercache.reposetdescriptor",
+    "layercache.repoclear",
+    "layercache.purge",
+    "layercache.droprepo",
+    "layercache.index",
+];
+
 /// A valid sha256 digest for any `n`.
 pub fn digest(n: u64) -> String {
     format!("sha256:{:064x}", n)
