@@ -261,6 +261,148 @@ impl Ctx {
     }
 }
 
+/// A key opened for writing through the key API, closed on drop. Each write does what
+/// the plain command would around it: it is replicated as that command (so replicas
+/// and the AOF need no module), sends its keyspace event, signals the key modified
+/// (WATCH, client-side caching) and counts as a change for save points.
+pub struct WriteKey<'c> {
+    ctx: &'c Ctx,
+    name: *mut RedisModuleString,
+    handle: *mut raw::RedisModuleKey,
+}
+
+impl Ctx {
+    pub fn open_write(&self, key: &dyn AsString) -> WriteKey<'_> {
+        let name = key.as_string();
+        // SAFETY: valid ctx and key name; the handle is closed on drop.
+        let handle = unsafe { raw::RedisModule_OpenKey.unwrap()(self.ptr, name, raw::REDISMODULE_WRITE as c_int) };
+        WriteKey { ctx: self, name, handle }
+    }
+}
+
+impl WriteKey<'_> {
+    fn is_hash_or_empty(&self) -> Result<(), Error> {
+        // SAFETY: an open key handle.
+        match unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize {
+            raw::REDISMODULE_KEYTYPE_EMPTY | raw::REDISMODULE_KEYTYPE_HASH => Ok(()),
+            _ => Err(Error::WrongType),
+        }
+    }
+
+    /// After a change: the keyspace event and the modified-key signal of the command.
+    fn changed(&self, kind: c_int, event: &CStr) {
+        // SAFETY: valid ctx, static event name, live key name.
+        unsafe {
+            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, kind, event.as_ptr(), self.name);
+            raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx.ptr, self.name);
+        }
+    }
+
+    /// Replicates `command key args...` (which also counts it as a change).
+    fn replicate(&self, command: &CStr, args: &[*mut RedisModuleString]) {
+        let mut argv: Vec<*mut RedisModuleString> = std::iter::once(self.name).chain(args.iter().copied()).collect();
+        // SAFETY: valid ctx, static command name; "v" takes an array of live strings
+        // and its length.
+        unsafe { raw::RedisModule_Replicate.unwrap()(self.ctx.ptr, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+    }
+
+    /// `HSET key field value [field value]` (one or two pairs).
+    pub fn hset(&self, pairs: &[(&dyn AsString, &dyn AsString)]) -> Result<(), Error> {
+        self.is_hash_or_empty()?;
+        let none = raw::REDISMODULE_HASH_NONE as c_int;
+        let null = ptr::null_mut::<RedisModuleString>();
+        let set = unsafe { raw::RedisModule_HashSet.unwrap() };
+        // SAFETY: a key open for writing holding a hash or nothing; field and value
+        // strings in pairs, then the NULL terminator.
+        unsafe {
+            match pairs {
+                [(f, v)] => set(self.handle, none, f.as_string(), v.as_string(), null),
+                [(f, v), (g, w)] => set(self.handle, none, f.as_string(), v.as_string(), g.as_string(), w.as_string(), null),
+                _ => unreachable!("hset writes one or two fields"),
+            }
+        };
+        let args: Vec<_> = pairs.iter().flat_map(|(f, v)| [f.as_string(), v.as_string()]).collect();
+        self.replicate(c"HSET", &args);
+        self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hset");
+        Ok(())
+    }
+
+    /// `HSETNX key field value`: true if the field was set.
+    pub fn hsetnx(&self, field: &dyn AsString, value: &dyn AsString) -> Result<bool, Error> {
+        self.is_hash_or_empty()?;
+        // SAFETY: as in `hset`; with NX and COUNT_ALL the count is the fields set.
+        let set = unsafe {
+            raw::RedisModule_HashSet.unwrap()(
+                self.handle,
+                (raw::REDISMODULE_HASH_NX | raw::REDISMODULE_HASH_COUNT_ALL) as c_int,
+                field.as_string(),
+                value.as_string(),
+                ptr::null_mut::<RedisModuleString>(),
+            )
+        };
+        if set > 0 {
+            self.replicate(c"HSETNX", &[field.as_string(), value.as_string()]);
+            self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hset");
+        }
+        Ok(set > 0)
+    }
+
+    /// `HDEL key field [field ...]` (up to three): how many were removed. The key goes
+    /// when its last field does.
+    pub fn hdel(&self, fields: &[&dyn AsString]) -> Result<i64, Error> {
+        self.is_hash_or_empty()?;
+        let del = raw::REDISMODULE_HASH_DELETE as *mut RedisModuleString;
+        let null = ptr::null_mut::<RedisModuleString>();
+        let (none, remove) = (raw::REDISMODULE_HASH_NONE as c_int, unsafe { raw::RedisModule_HashSet.unwrap() });
+        let f = |i: usize| fields[i].as_string();
+        // SAFETY: as in `hset`, each field with the DELETE marker as its value.
+        let removed = unsafe {
+            match fields.len() {
+                1 => remove(self.handle, none, f(0), del, null),
+                2 => remove(self.handle, none, f(0), del, f(1), del, null),
+                3 => remove(self.handle, none, f(0), del, f(1), del, f(2), del, null),
+                _ => unreachable!("hdel removes one to three fields"),
+            }
+        };
+        if removed > 0 {
+            let args: Vec<_> = fields.iter().map(|f| f.as_string()).collect();
+            self.replicate(c"HDEL", &args);
+            self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hdel");
+            // SAFETY: an open key handle.
+            if unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize == raw::REDISMODULE_KEYTYPE_EMPTY {
+                // SAFETY: valid ctx, static event name, live key name.
+                unsafe { raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, raw::REDISMODULE_NOTIFY_GENERIC, c"del".as_ptr(), self.name) };
+            }
+        }
+        Ok(removed as i64)
+    }
+
+    /// `EXPIRE key seconds`, replicated as Redis replicates it: `PEXPIREAT` with the
+    /// absolute time, so replicas and the AOF expire the key when the primary does.
+    pub fn expire(&self, seconds: i64) {
+        // SAFETY: an open key handle; a key that does not exist is left alone.
+        unsafe {
+            if raw::RedisModule_KeyType.unwrap()(self.handle) as isize == raw::REDISMODULE_KEYTYPE_EMPTY
+                || raw::RedisModule_SetExpire.unwrap()(self.handle, seconds * 1000) != raw::REDISMODULE_OK as c_int
+            {
+                return;
+            }
+            let at = raw::RedisModule_GetAbsExpire.unwrap()(self.handle);
+            let at = raw::RedisModule_CreateStringFromLongLong.unwrap()(self.ctx.ptr, at);
+            self.replicate(c"PEXPIREAT", &[at]);
+            raw::RedisModule_FreeString.unwrap()(self.ctx.ptr, at);
+        }
+        self.changed(raw::REDISMODULE_NOTIFY_GENERIC, c"expire");
+    }
+}
+
+impl Drop for WriteKey<'_> {
+    fn drop(&mut self) {
+        // SAFETY: we own this handle and close it once.
+        unsafe { raw::RedisModule_CloseKey.unwrap()(self.handle) };
+    }
+}
+
 /// A hash field name, made a Redis string once at load ([`Field::init`]) so that reads
 /// do not build one per call.
 pub struct Field {

@@ -1112,7 +1112,7 @@ fn instructions(ops: u64) -> Result<String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cg_out = format!("--callgrind-out-file={}/cg.%p", dir.display());
         let floor = env!("FLOOR_MODULE");
-        let server = Server::start_with(None, &["valgrind", "--tool=callgrind", &cg_out], &["scheme", scheme, "--loadmodule", floor, scheme])?;
+        let server = Server::start_with(None, &["valgrind", "--tool=callgrind", &cg_out], &["scheme", scheme, "learn", "no", "--loadmodule", floor, scheme])?;
         let mut c = server.connect()?;
         load(&mut c, INSTRUCTION_REPOS)?;
         if scheme == "blob" {

@@ -9,7 +9,7 @@ use layercache_core::keys;
 
 use super::{
     delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
-    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, LENGTH, MEDIATYPE, PATH, SIZE,
+    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString};
 use crate::error::Error;
@@ -33,9 +33,9 @@ impl Store for Blob {
 
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let field = field(ctx, repo);
-        let added = call!(ctx, c"HSETNX", c"!ssc", digest.arg.0, field.as_ptr(), c"".as_ptr()).integer()?;
+        let added = ctx.open_write(&digest.arg).hsetnx(&field, &EMPTY)?;
         expire(ctx, [&digest.arg as &dyn AsString])?;
-        Ok(added == 1)
+        Ok(added)
     }
 
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
@@ -83,7 +83,7 @@ impl Store for Blob {
         let field = field(ctx, repo);
         expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
         for d in digests {
-            call!(ctx, c"HSET", c"!sss", d.arg.0, field.as_ptr(), descriptor.mediatype.0).check()?;
+            ctx.open_write(&d.arg).hset(&[(&field, &descriptor.mediatype)])?;
             write_descriptor(ctx, &d.arg, descriptor)?;
             expire(ctx, [&d.arg as &dyn AsString])?;
         }
@@ -96,7 +96,7 @@ impl Store for Blob {
             return Ok(false);
         }
         // A removal leaves the key's expiry as it was (DESIGN.md section 4).
-        call!(ctx, c"HDEL", c"!ss", digest.arg.0, field.as_ptr()).check()?;
+        ctx.open_write(&digest.arg).hdel(&[&field])?;
         delete_descriptor(ctx, &digest.arg)?;
         Ok(true)
     }

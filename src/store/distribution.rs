@@ -12,7 +12,7 @@ use layercache_core::keys::{self, Repo};
 
 use super::{
     delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
-    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, LENGTH, MEDIATYPE, PATH, SIZE,
+    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
@@ -55,7 +55,7 @@ fn sismember(ctx: &Ctx, members: &RString, digest: ArgString) -> Result<bool, Er
 /// Records `repo` ∋ `digest` and its index entry; true if the membership is new.
 fn add_membership(ctx: &Ctx, members: &RString, index: &RString, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
     let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.0).integer()?;
-    call!(ctx, c"HSET", c"!ssc", index.as_ptr(), repo.arg.0, c"".as_ptr()).check()?;
+    ctx.open_write(index).hset(&[(&repo.arg, &EMPTY)])?;
     Ok(added == 1)
 }
 
@@ -165,7 +165,7 @@ impl Store for Distribution {
         )?;
         for (d, (index, scoped, blob)) in digests.iter().zip(&keys) {
             add_membership(ctx, &members, index, repo, *d)?;
-            call!(ctx, c"HSET", c"!scs", scoped.as_ptr(), c"mediatype".as_ptr(), descriptor.mediatype.0).check()?;
+            ctx.open_write(scoped).hset(&[(&MEDIATYPE, &descriptor.mediatype)])?;
             write_descriptor(ctx, blob, descriptor)?;
             expire(ctx, [&members as &dyn AsString, index, scoped, blob])?;
         }
@@ -183,7 +183,7 @@ impl Store for Distribution {
         // A removal leaves the remaining keys' expiry as it was (DESIGN.md section 4).
         call!(ctx, c"SREM", c"!ss", members.as_ptr(), digest.arg.0).check()?;
         call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
-        call!(ctx, c"HDEL", c"!ss", index.as_ptr(), repo.arg.0).check()?;
+        ctx.open_write(&index).hdel(&[&repo.arg])?;
         delete_descriptor(ctx, &blob)?;
         Ok(true)
     }
@@ -222,7 +222,7 @@ impl Store for Distribution {
         expect_types(ctx, scoped_keys.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
         // The index entries go on the repository's behalf; their keys keep their expiry.
         for index in &indexes {
-            call!(ctx, c"HDEL", c"!ss", index.as_ptr(), repo.arg.0).check()?;
+            ctx.open_write(index).hdel(&[&repo.arg])?;
         }
         let mut doomed: Vec<_> = once(members.as_ptr()).chain(scoped_keys.iter().map(RString::as_ptr)).collect();
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;

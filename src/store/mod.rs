@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use layercache_core::digest::{self, Digest};
 use layercache_core::keys::Repo;
 
-use crate::api::{call, ArgString, AsString, Ctx, Field, KeyType, RString};
+use crate::api::{ArgString, AsString, Ctx, Field, KeyType, RString};
 use crate::config::{self, Scheme};
 use crate::error::Error;
 
@@ -32,7 +32,9 @@ pub static LENGTH: Field = Field::new(c"length");
 pub static DIGEST: Field = Field::new(c"digest");
 pub static SIZE: Field = Field::new(c"size");
 pub static MEDIATYPE: Field = Field::new(c"mediatype");
-pub static FIELDS: [&Field; 5] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE];
+/// The empty value: of an index field, of a blob-scheme membership without a mediatype.
+pub static EMPTY: Field = Field::new(c"");
+pub static FIELDS: [&Field; 6] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE, &EMPTY];
 
 /// A validated repository argument and its Redis string.
 #[derive(Clone, Copy)]
@@ -159,26 +161,25 @@ fn descriptor_of<'c>(
     Ok(Some(Descriptor { digest, size, mediatype }))
 }
 
-/// distribution's setDescriptor on the blob hash `key`.
+/// distribution's setDescriptor on the blob hash `key`: `HSET key digest .. size ..`,
+/// `HSETNX key mediatype ..`.
 fn write_descriptor(ctx: &Ctx, key: &dyn AsString, d: &NewDescriptor) -> Result<(), Error> {
-    call!(ctx, c"HSET", c"!scscs", key.as_string(), c"digest".as_ptr(), d.digest.0, c"size".as_ptr(), d.size.0).check()?;
-    call!(ctx, c"HSETNX", c"!scs", key.as_string(), c"mediatype".as_ptr(), d.mediatype.0).check()?;
+    let blob = ctx.open_write(key);
+    blob.hset(&[(&DIGEST, &d.digest), (&SIZE, &d.size)])?;
+    blob.hsetnx(&MEDIATYPE, &d.mediatype)?;
     Ok(())
 }
 
 /// Removes the descriptor fields of the blob hash `key`, keeping its meta; true if any
 /// was there.
 fn delete_descriptor(ctx: &Ctx, key: &dyn AsString) -> Result<bool, Error> {
-    let removed =
-        call!(ctx, c"HDEL", c"!sccc", key.as_string(), c"digest".as_ptr(), c"size".as_ptr(), c"mediatype".as_ptr()).integer()?;
-    Ok(removed > 0)
+    Ok(ctx.open_write(key).hdel(&[&DIGEST, &SIZE, &MEDIATYPE])? > 0)
 }
 
 /// `HSET key path <path> length <length>`.
 fn write_meta(ctx: &Ctx, key: &dyn AsString, path: ArgString, length: ArgString) -> Result<(), Error> {
     // The length is canonical, so its argument bytes are what HSET of the number stores.
-    call!(ctx, c"HSET", c"!scscs", key.as_string(), c"path".as_ptr(), path.0, c"length".as_ptr(), length.0).check()?;
-    Ok(())
+    ctx.open_write(key).hset(&[(&PATH, &path), (&LENGTH, &length)])
 }
 
 /// Each key must hold `want` or not exist; checked before any write so that a
@@ -200,7 +201,7 @@ fn expire<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = &'k dyn AsString>) -> Re
     let ttl = config::ttl();
     if ttl > 0 {
         for key in keys {
-            call!(ctx, c"EXPIRE", c"!sl", key.as_string(), ttl).check()?;
+            ctx.open_write(key).expire(ttl);
         }
     }
     Ok(())
