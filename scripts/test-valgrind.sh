@@ -26,7 +26,7 @@ cargo build --workspace --tests
 for scheme in distribution blob; do
   echo "test-valgrind: scheme $scheme"
   LAYERCACHE_SCHEME=$scheme LAYERCACHE_MODEL_COMMANDS=5000 REDIS_SERVER="$logs/redis-server" \
-    cargo test -p layercache --test seed --test descriptor --test bad_input --test contexts --test model \
+    cargo test -p layercache --test seed --test descriptor --test bad_input --test contexts --test model --test learn \
     --no-fail-fast -- --test-threads=2
 done
 

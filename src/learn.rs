@@ -12,9 +12,10 @@
 //!
 //! Nothing is written inside a notification callback. On Redis 7.2+ and Valkey a
 //! post-notification job writes right after the command, in the same transaction on
-//! the replication stream; on Redis 7.0 the writes wait for the event loop's
-//! before-sleep hook, and every layercache write command first applies what is
-//! pending, so PURGE never misses a learned membership. The writes are plain `HSETNX`
+//! the replication stream; on Redis 7.0 they wait for a module timer of 0 ms (which
+//! fires once the event loop is done with the commands at hand), and every layercache
+//! write command first applies what is pending, so PURGE never misses a learned
+//! membership. The writes are plain `HSETNX`
 //! and `EXPIRE` through `RedisModule_Call`, replicated like any module write. Replicas
 //! and AOF loading learn nothing: the primary's learned writes reach them.
 
@@ -42,15 +43,15 @@ struct Pending {
     /// The members of recent `SADD`s to membership sets, by key, until their `sadd`
     /// event takes them (a failed or discarded SADD leaves its entry to age out).
     sadds: VecDeque<(Vec<u8>, Vec<Vec<u8>>)>,
-    /// A post-notification job is queued.
-    job_queued: bool,
+    /// A post-notification job (Redis 7.2+, Valkey) or a timer (Redis 7.0) is queued.
+    scheduled: bool,
 }
 
 /// SADD entries kept at most: those of failed commands age out.
 const MAX_SADDS: usize = 1024;
 
 static PENDING: Mutex<Pending> =
-    Mutex::new(Pending { index: BTreeSet::new(), expire: BTreeSet::new(), sadds: VecDeque::new(), job_queued: false });
+    Mutex::new(Pending { index: BTreeSet::new(), expire: BTreeSet::new(), sadds: VecDeque::new(), scheduled: false });
 
 /// Set while the module itself writes (its commands, and the learned writes): those
 /// writes keep the index themselves and are not learned again.
@@ -89,15 +90,9 @@ pub unsafe fn load(ctx: *mut RedisModuleCtx) -> Result<(), String> {
         return Err("cannot subscribe to keyspace events".into());
     }
     // Our own RedisModule_Call commands are never a registry's SADD.
-    let nosef = raw::REDISMODULE_CMDFILTER_NOSELF as c_int;
-    if raw::RedisModule_RegisterCommandFilter.unwrap()(ctx, Some(note_sadd), nosef).is_null() {
+    let noself = raw::REDISMODULE_CMDFILTER_NOSELF as c_int;
+    if raw::RedisModule_RegisterCommandFilter.unwrap()(ctx, Some(note_sadd), noself).is_null() {
         return Err("cannot register the SADD command filter".into());
-    }
-    if (*&raw const raw::RedisModule_AddPostNotificationJob).is_none() {
-        let event_loop = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_EVENTLOOP, dataver: 1 };
-        if raw::RedisModule_SubscribeToServerEvent.unwrap()(ctx, event_loop, Some(before_sleep)) == raw::REDISMODULE_ERR as c_int {
-            return Err("cannot subscribe to the event loop".into());
-        }
     }
     Ok(())
 }
@@ -168,28 +163,39 @@ extern "C" fn on_write(ctx: *mut RedisModuleCtx, _type: c_int, event: *const std
         pending.expire.insert(key.to_vec());
     }
     let grew = (pending.index.len(), pending.expire.len()) != before;
-    if grew && !pending.job_queued {
-        if let Some(add_job) = unsafe { raw::RedisModule_AddPostNotificationJob } {
-            // SAFETY: called from a keyspace-event callback with its ctx; no private data.
-            if unsafe { add_job(ctx, Some(post_job), ptr::null_mut(), None) } == raw::REDISMODULE_OK as c_int {
-                pending.job_queued = true;
-            }
-        }
+    if grew && !pending.scheduled {
+        pending.scheduled = schedule(ctx);
     }
     raw::REDISMODULE_OK as c_int
 }
 
+/// Arranges for `apply` to run: a post-notification job where the server has them,
+/// else (Redis 7.0) a module timer of 0 ms, which fires once the event loop is done
+/// with the commands at hand (a before-sleep hook would cost every iteration a module
+/// context, and cannot unsubscribe itself safely).
+fn schedule(ctx: *mut RedisModuleCtx) -> bool {
+    // SAFETY: called from a keyspace-event callback with its ctx; no private data.
+    unsafe {
+        match raw::RedisModule_AddPostNotificationJob {
+            Some(add_job) => add_job(ctx, Some(post_job), ptr::null_mut(), None) == raw::REDISMODULE_OK as c_int,
+            None => {
+                raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(timer), ptr::null_mut());
+                true
+            }
+        }
+    }
+}
+
 extern "C" fn post_job(ctx: *mut RedisModuleCtx, _pd: *mut c_void) {
-    pending().job_queued = false;
+    pending().scheduled = false;
     // SAFETY: the job's context, live for this call.
     apply(&unsafe { Ctx::new(ctx) });
 }
 
-extern "C" fn before_sleep(ctx: *mut RedisModuleCtx, _event: raw::RedisModuleEvent, subevent: u64, _data: *mut c_void) {
-    if subevent == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
-        // SAFETY: the event's context, live for this call.
-        apply(&unsafe { Ctx::new(ctx) });
-    }
+extern "C" fn timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
+    pending().scheduled = false;
+    // SAFETY: the timer's context, live for this call.
+    apply(&unsafe { Ctx::new(ctx) });
 }
 
 /// Writes what is pending: the learned index entries and the expiry of learned keys.

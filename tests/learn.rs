@@ -113,7 +113,7 @@ fn learning_switched_off_leaves_plain_writes_alone() {
     assert_eq!(ttl, -1);
     // PURGE then finds no repository: the registry's membership stays.
     query(&mut c, &["LAYERCACHE.PURGE", D1]);
-    assert!(holds(&mut c, "team/a", D1));
+    assert_eq!(query(&mut c, &["SISMEMBER", "repository::team/a::blobs", D1]), Value::Int(1));
     // Switched on at run time, it learns again.
     query(&mut c, &["CONFIG", "SET", "layercache.learn", "yes"]);
     registry_set_descriptor(&mut c, "team/b", D1, 1);
