@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test test-matrix test-valgrind test-registry bench bench-instructions clean
+.PHONY: all deps build release run test test-matrix test-valgrind test-registry test-go bench bench-instructions bench-go clean
 
 all: release
 
@@ -41,8 +41,20 @@ test-matrix: deps
 # A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
 # module's Redis: push, pull, garbage collection and the README's recipes.
 test-registry: release
-	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3
-	scripts/test-registry.py
+	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS)
+	scripts/test-registry.py --with-provider
+
+# The Go cache provider for distribution (clients/go), built in GOPATH mode against
+# Debian's distribution 2.8.2 and redigo: distribution's cachecheck suite, interop with
+# distribution's own redis provider, in both key schemes.
+GOCODE = /usr/share/gocode/src/github.com
+GO_DEPS = go:golang-go $(GOCODE)/docker/distribution:golang-github-docker-distribution-dev \
+	$(GOCODE)/gomodule/redigo:golang-github-gomodule-redigo-dev
+GO_ENV = GO111MODULE=off GOPATH=$(CURDIR)/clients/go:/usr/share/gocode LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so
+test-go: release
+	@scripts/deps.sh $(GO_DEPS)
+	$(GO_ENV) go vet github.com/layercache/go-layercache
+	$(GO_ENV) go test -v -count=1 github.com/layercache/go-layercache
 
 # The integration commands against redis-server under valgrind memcheck; fails on an
 # invalid access or a definite leak with a frame in the module.
@@ -58,6 +70,12 @@ bench: deps
 # Instructions per operation under callgrind; writes its section of BENCHMARKS.md.
 bench-instructions: deps
 	scripts/bench.sh instructions
+
+# Latency of the Go provider against distribution's redis provider through a delay
+# proxy (0.5 ms and 2 ms round trips); writes its section of BENCHMARKS.md.
+bench-go: release
+	@scripts/deps.sh $(GO_DEPS)
+	scripts/bench-go.sh
 
 clean:
 	$(CARGO) clean

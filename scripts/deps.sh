@@ -9,8 +9,14 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v cc >/dev/null || missing+=(build-essential)
 ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+# Extra needs as `command:package`, or `/path:package` for a package that installs a path.
 for extra in "$@"; do
-  command -v "${extra%%:*}" >/dev/null || missing+=("${extra#*:}")
+  want=${extra%%:*}
+  if [[ $want == /* ]]; then
+    [ -e "$want" ] || missing+=("${extra#*:}")
+  else
+    command -v "$want" >/dev/null || missing+=("${extra#*:}")
+  fi
 done
 
 if ((${#missing[@]})); then

@@ -13,6 +13,10 @@ ports. Two runs:
    leaving no key of them, 404 on them, and the shared layer served.
 2. The module loaded after the registry filled the cache: the README's INDEX loop, then
    the same garbage collection and recipe, with the same result.
+3. A registry that speaks LAYERCACHE.*: distribution's cmd/registry built from Debian's
+   source (golang-github-docker-distribution-dev) with clients/go/registry/app.go.patch,
+   `blobdescriptor: layercache`; push and pull, its cache traffic in INFO layercache, and
+   HEADs served from the cache.
 
 Standard library only; exits non-zero on the first failed check.
 """
@@ -95,7 +99,7 @@ class Redis:
 class Registry:
     """docker-registry serve, with the Redis blob-descriptor cache and deletes."""
 
-    def __init__(self, work, redis_port):
+    def __init__(self, work, redis_port, binary="docker-registry", cache="redis"):
         self.port = free_port()
         self.config = os.path.join(work, "registry.yml")
         with open(self.config, "w") as f:
@@ -115,7 +119,7 @@ http:
   addr: 127.0.0.1:{self.port}
 """)
         self.log = open(os.path.join(work, "registry.log"), "w")
-        self.proc = subprocess.Popen(["docker-registry", "serve", self.config], stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen([binary, "serve", self.config], stdout=self.log, stderr=self.log)
         wait_for("docker-registry", lambda: self.status("GET", "/v2/") == 200)
 
     def request(self, method, path):
@@ -321,8 +325,60 @@ def second_run(work):
         redis.stop()
 
 
+def build_patched_registry(work):
+    """distribution's cmd/registry from Debian's source tree, with the provider patch."""
+    tree = os.path.join(work, "gopath", "src", "github.com", "docker", "distribution")
+    shutil.copytree("/usr/share/gocode/src/github.com/docker/distribution", tree, symlinks=True)
+    patch = os.path.join(ROOT, "clients", "go", "registry", "app.go.patch")
+    out = subprocess.run(["patch", "-p1", "-i", patch], cwd=tree, capture_output=True, text=True)
+    check(out.returncode == 0, f"the provider patch applies to Debian's distribution {out.stderr.strip()}")
+    binary = os.path.join(work, "registry")
+    gopath = os.pathsep.join([os.path.join(work, "gopath"), os.path.join(ROOT, "clients", "go"), "/usr/share/gocode"])
+    env = dict(os.environ, GO111MODULE="off", GOPATH=gopath)
+    out = subprocess.run(["go", "build", "-o", binary, "github.com/docker/distribution/cmd/registry"],
+                         env=env, capture_output=True, text=True)
+    check(out.returncode == 0, f"cmd/registry built with the patch {out.stderr.strip()[-2000:]}")
+    return binary
+
+
+def info_counters(redis):
+    return {k: int(v) for k, v in (l.split(":", 1) for l in redis.cli("INFO", "layercache")
+                                   if l.startswith("layercache_") and ":" in l)}
+
+
+def third_run(work):
+    print("test-registry: run 3: a registry built with the layercache provider")
+    binary = build_patched_registry(work)
+    redis = Redis(work, [])
+    registry = Registry(work, redis.port, binary=binary, cache="layercache")
+    try:
+        check("using layercache blob descriptor cache" in open(os.path.join(work, "registry.log")).read(),
+              "the registry says it uses the layercache provider")
+        images = push_and_pull(work, registry)
+        counters = info_counters(redis)
+        print("test-registry: INFO layercache after push and pull: " +
+              ", ".join(f"{k[11:]}={v}" for k, v in sorted(counters.items()) if v))
+        check(counters["layercache_reposetdescriptor_calls"] > 0 and counters["layercache_repostat_calls"] > 0,
+              "the registry's cache traffic went through LAYERCACHE.REPOSETDESCRIPTOR and REPOSTAT")
+        plain = [k for k in redis.cli("INFO", "commandstats") if k.startswith(("cmdstat_sismember", "cmdstat_hmget", "cmdstat_sadd"))]
+        check(plain == [], f"and through no plain cache command: {plain}")
+        module_reads_the_registry(redis, images)
+        for repo, (blobs, _) in images.items():
+            for digest, (size, _) in blobs.items():
+                before = info_counters(redis)["layercache_repostat_hits"]
+                check(registry.head_blob(repo, digest) == (200, size), f"{repo}: HEAD {digest[:19]}… = {size}")
+                after = info_counters(redis)["layercache_repostat_hits"]
+                check(after == before + 1, f"{repo}: that HEAD was a cache hit (REPOSTAT hits {before} → {after})")
+    finally:
+        registry.stop()
+        redis.stop()
+
+
 def main():
-    for run in (first_run, second_run):
+    runs = [first_run, second_run]
+    if "--with-provider" in sys.argv:
+        runs.append(third_run)
+    for run in runs:
         work = tempfile.mkdtemp(prefix="layercache-registry-")
         try:
             run(work)

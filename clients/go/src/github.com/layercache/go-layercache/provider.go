@@ -1,0 +1,174 @@
+// Package layercache is a blob-descriptor cache provider for CNCF distribution (the
+// cache.BlobDescriptorCacheProvider of distribution 2.8, which Harbor's fork also
+// has) that speaks only the layercache Redis module's LAYERCACHE.* commands: each
+// operation is one round trip and one atomic step, where distribution's own redis
+// provider sends two to four commands (Stat 3, SetDescriptor 4, Clear 2).
+//
+// It reads and writes distribution's own keys (the module's `distribution` scheme), so
+// registries using this provider and registries using distribution's redis provider
+// share one cache; with the module's `blob` scheme it runs on Redis Cluster too.
+package layercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/docker/distribution"
+	"github.com/docker/distribution/reference"
+	"github.com/docker/distribution/registry/storage/cache"
+	"github.com/gomodule/redigo/redis"
+	"github.com/opencontainers/go-digest"
+)
+
+// NewBlobDescriptorCacheProvider returns a cache provider that keeps blob descriptors
+// through the LAYERCACHE.* commands of the Redis that pool connects to, which must
+// have the layercache module loaded.
+func NewBlobDescriptorCacheProvider(pool *redis.Pool) cache.BlobDescriptorCacheProvider {
+	return &provider{pool: pool}
+}
+
+type provider struct {
+	pool *redis.Pool
+}
+
+var _ distribution.BlobDescriptorService = &repository{}
+
+// Stat returns the global descriptor of dgst (LAYERCACHE.STAT).
+func (p *provider) Stat(ctx context.Context, dgst digest.Digest) (distribution.Descriptor, error) {
+	if err := dgst.Validate(); err != nil {
+		return distribution.Descriptor{}, err
+	}
+	return p.descriptor(dgst, "LAYERCACHE.STAT", dgst)
+}
+
+// SetDescriptor stores the global descriptor of dgst (LAYERCACHE.SETDESCRIPTOR): digest
+// and size overwritten, mediatype only if absent.
+func (p *provider) SetDescriptor(ctx context.Context, dgst digest.Digest, desc distribution.Descriptor) error {
+	if err := dgst.Validate(); err != nil {
+		return err
+	}
+	if err := cache.ValidateDescriptor(desc); err != nil {
+		return err
+	}
+	return p.do(dgst, "", "LAYERCACHE.SETDESCRIPTOR", dgst, desc.Digest, desc.Size, desc.MediaType)
+}
+
+// Clear removes the global descriptor of dgst (LAYERCACHE.CLEAR); ErrBlobUnknown when
+// there was none.
+func (p *provider) Clear(ctx context.Context, dgst digest.Digest) error {
+	if err := dgst.Validate(); err != nil {
+		return err
+	}
+	return p.removed(dgst, "", "LAYERCACHE.CLEAR", dgst)
+}
+
+// RepositoryScoped returns the descriptor service of one repository, whose descriptors
+// carry the repository's own mediatype and which sees only the blobs it holds.
+func (p *provider) RepositoryScoped(repo string) (distribution.BlobDescriptorService, error) {
+	if _, err := reference.ParseNormalizedNamed(repo); err != nil {
+		return nil, err
+	}
+	return &repository{provider: p, repo: repo}, nil
+}
+
+type repository struct {
+	*provider
+	repo string
+}
+
+// Stat returns the descriptor as the repository sees it (LAYERCACHE.REPOSTAT):
+// ErrBlobUnknown unless the repository holds the blob.
+func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (distribution.Descriptor, error) {
+	if err := dgst.Validate(); err != nil {
+		return distribution.Descriptor{}, err
+	}
+	return r.descriptor(dgst, "LAYERCACHE.REPOSTAT", r.repo, dgst)
+}
+
+// SetDescriptor records that the repository holds the blob, its descriptor and the
+// repository's mediatype, under both digests when they differ by algorithm, in one
+// step (LAYERCACHE.REPOSETDESCRIPTOR).
+func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc distribution.Descriptor) error {
+	if err := dgst.Validate(); err != nil {
+		return err
+	}
+	if err := cache.ValidateDescriptor(desc); err != nil {
+		return err
+	}
+	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
+		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
+	}
+	return r.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
+}
+
+// Clear removes the repository's membership, its mediatype and the global descriptor
+// in one step (LAYERCACHE.REPOCLEAR), so another repository caching the blob again
+// cannot make it visible here (CVE-2026-35172); ErrBlobUnknown unless the repository
+// held it.
+func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
+	if err := dgst.Validate(); err != nil {
+		return err
+	}
+	return r.removed(dgst, r.repo, "LAYERCACHE.REPOCLEAR", r.repo, dgst)
+}
+
+// descriptor runs a command that replies [digest, size, mediatype] or nil.
+func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (distribution.Descriptor, error) {
+	conn := p.pool.Get()
+	defer conn.Close()
+	reply, err := redis.Values(conn.Do(command, args...))
+	if err == redis.ErrNil {
+		return distribution.Descriptor{}, distribution.ErrBlobUnknown
+	}
+	if err != nil {
+		return distribution.Descriptor{}, mapError(err, dgst, "")
+	}
+	var desc distribution.Descriptor
+	if _, err := redis.Scan(reply, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
+		return distribution.Descriptor{}, err
+	}
+	return desc, nil
+}
+
+// do runs a write that replies OK.
+func (p *provider) do(dgst digest.Digest, repo string, command string, args ...interface{}) error {
+	conn := p.pool.Get()
+	defer conn.Close()
+	_, err := conn.Do(command, args...)
+	return mapError(err, dgst, repo)
+}
+
+// removed runs a removal that replies 1 or 0; 0 is ErrBlobUnknown.
+func (p *provider) removed(dgst digest.Digest, repo string, command string, args ...interface{}) error {
+	conn := p.pool.Get()
+	defer conn.Close()
+	n, err := redis.Int(conn.Do(command, args...))
+	if err != nil {
+		return mapError(err, dgst, repo)
+	}
+	if n == 0 {
+		return distribution.ErrBlobUnknown
+	}
+	return nil
+}
+
+// mapError turns the module's error codes into distribution's errors where it has an
+// equivalent; any other error passes through unchanged.
+func mapError(err error, dgst digest.Digest, repo string) error {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return err
+	}
+	code, message, _ := strings.Cut(string(reply), " ")
+	switch code {
+	case "DIGEST_INVALID":
+		return distribution.ErrBlobInvalidDigest{Digest: dgst, Reason: errors.New(message)}
+	case "NAME_INVALID":
+		return distribution.ErrRepositoryNameInvalid{Name: repo, Reason: errors.New(message)}
+	case "SIZE_INVALID":
+		return distribution.ErrBlobInvalidLength
+	}
+	return err
+}
