@@ -41,7 +41,7 @@ test-matrix: deps
 # A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
 # module's Redis: push, pull, garbage collection and the README's recipes.
 test-registry: release
-	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS)
+	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS) $(REGISTRY_BUILD_DEPS)
 	scripts/test-registry.py --with-provider
 
 # The Go cache provider for distribution (clients/go), built in GOPATH mode against
@@ -50,6 +50,17 @@ test-registry: release
 GOCODE = /usr/share/gocode/src/github.com
 GO_DEPS = go:golang-go $(GOCODE)/docker/distribution:golang-github-docker-distribution-dev \
 	$(GOCODE)/gomodule/redigo:golang-github-gomodule-redigo-dev
+# What building distribution's cmd/registry needs beyond the library (docker-registry's
+# Build-Depends in Debian).
+REGISTRY_BUILD_DEPS = $(GOCODE)/aws/aws-sdk-go:golang-github-aws-aws-sdk-go-dev \
+	$(GOCODE)/bshuster-repo/logrus-logstash-hook:golang-github-bshuster-repo-logrus-logstash-hook-dev \
+	$(GOCODE)/bugsnag/bugsnag-go:golang-github-bugsnag-bugsnag-go-dev \
+	$(GOCODE)/docker/go-metrics:golang-github-docker-go-metrics-dev \
+	$(GOCODE)/docker/libtrust:golang-github-docker-libtrust-dev \
+	$(GOCODE)/gorilla/handlers:golang-github-gorilla-handlers-dev \
+	$(GOCODE)/ncw/swift:golang-github-ncw-swift-dev \
+	$(GOCODE)/Shopify/logrus-bugsnag:golang-github-shopify-logrus-bugsnag-dev \
+	$(GOCODE)/spf13/cobra:golang-github-spf13-cobra-dev
 GO_ENV = GO111MODULE=off GOPATH=$(CURDIR)/clients/go:/usr/share/gocode LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so
 test-go: release
 	@scripts/deps.sh $(GO_DEPS)

@@ -14,10 +14,11 @@ import (
 // a cache miss.
 const IdleCheck = time.Minute
 
-// Pool is a redigo pool for a registry's `redis` configuration section (address,
+// Pool is a redigo pool for the registry configuration's `redis` section (address,
 // password, database, timeouts, pool sizes), for NewBlobDescriptorCacheProvider. Its
 // TestOnBorrow checks only connections idle for longer than IdleCheck.
-func Pool(cfg configuration.Redis) *redis.Pool {
+func Pool(config *configuration.Configuration) *redis.Pool {
+	cfg := config.Redis
 	return &redis.Pool{
 		Dial: func() (redis.Conn, error) {
 			return redis.Dial("tcp", cfg.Addr,
