@@ -133,12 +133,7 @@ fn every_context_gives_a_clients_replies_and_keyspace() {
 fn a_replica_with_the_module_holds_and_serves_the_primary_data() {
     let primary = Server::with(with_caller());
     let mut p = primary.client();
-    let replica = Server::with(Options {
-        args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
-        ..Options::default()
-    });
-    let mut r = replica.client();
-    wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+    let (_replica, mut r) = Server::replica_of(&primary, true);
 
     for args in script() {
         // Half through another module, half from a client: both replicate.

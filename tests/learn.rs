@@ -126,13 +126,7 @@ fn learning_switched_off_leaves_plain_writes_alone() {
 fn learned_writes_reach_a_replica_without_the_module() {
     let primary = distribution(&["ttl", "500"]);
     let mut p = primary.client();
-    let replica = Server::with(Options {
-        module: false,
-        args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
-        ..Options::default()
-    });
-    let mut r = replica.client();
-    wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+    let (_replica, mut r) = Server::replica_of(&primary, false);
     for n in 0..50 {
         registry_set_descriptor(&mut p, &format!("team-{}/app", n % 4), &digest(n), n);
     }

@@ -87,12 +87,7 @@ fn query(c: &mut Connection, args: &[&str]) -> Value {
 #[test]
 fn a_promoted_replica_with_the_module_keeps_serving() {
     let primary = Server::start();
-    let replica = Server::with(Options {
-        args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
-        ..Options::default()
-    });
-    let mut r = replica.client();
-    wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+    let (replica, _) = Server::replica_of(&primary, true);
     let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(primary.port)).collect();
     wait_until("the sentinels to find the replica and each other", || {
         sentinels.iter().all(|s| s.count("replicas") == 1 && s.count("sentinels") == 2)

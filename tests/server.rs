@@ -39,13 +39,7 @@ fn write_burst(c: &mut redis::Connection) {
 fn a_replica_without_the_module_holds_the_primary_data() {
     let primary = Server::start();
     let mut p = primary.client();
-    let replica = Server::with(Options {
-        module: false,
-        args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
-        ..Options::default()
-    });
-    let mut r = replica.client();
-    wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+    let (_replica, mut r) = Server::replica_of(&primary, false);
 
     write_burst(&mut p);
     let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut p).unwrap();

@@ -567,7 +567,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 fn throughput(runs: u64, seconds: u64) -> Result<String> {
-    let server = Server::start(Some(0), &[])?;
+    // Plain commands stay plain: the module does not learn them here (`lcbench learn`
+    // measures what learning costs).
+    let server = Server::start_with(Some(0), &[], &["learn", "no"])?;
     let mut c = server.connect()?;
     eprintln!("lcbench: loading {REPOS} repositories × {PER_REPO} digests through the module");
     let t = Instant::now();
@@ -868,7 +870,8 @@ fn memory() -> Result<String> {
     ];
     let mut table = String::from("| what | bytes per item |\n|---|---:|\n");
     for (label, commands) in variants {
-        let server = Server::start(None, &[])?;
+        // The plain variants on a server without the module (which would index them).
+        let server = if label.contains("plain") { Server::start_plain(None, &[])? } else { Server::start(None, &[])? };
         let mut c = server.connect()?;
         let before = used_memory(&mut c)?;
         let all = (0..REPOS).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k)));

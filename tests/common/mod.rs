@@ -131,6 +131,19 @@ pub fn repo_mediatype(c: &mut Connection, repo: &str, digest: &str) -> Option<St
 }
 
 impl Server {
+    /// A replica of `primary`, with or without the module, once its link is up; with a
+    /// connection to it.
+    pub fn replica_of(primary: &Server, module: bool) -> (Server, Connection) {
+        let replica = Server::with(Options {
+            module,
+            args: vec!["--replicaof".into(), "127.0.0.1".into(), primary.port.to_string()],
+            ..Options::default()
+        });
+        let mut r = replica.client();
+        wait_until("the replica link", || info_field(&mut r, "replication", "master_link_status") == "up");
+        (replica, r)
+    }
+
     /// A server with the module loaded.
     pub fn start() -> Server {
         Server::with(Options::default())

@@ -15,6 +15,7 @@ import (
 	"log"
 	"net"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -63,7 +64,7 @@ func pipe(from, to net.Conn, delay time.Duration) {
 	go func() {
 		defer to.Close()
 		for c := range queue {
-			time.Sleep(time.Until(c.at))
+			waitUntil(c.at)
 			if _, err := to.Write(c.data); err != nil {
 				return
 			}
@@ -82,6 +83,18 @@ func pipe(from, to net.Conn, delay time.Duration) {
 			close(queue)
 			return
 		}
+	}
+}
+
+// waitUntil returns at t. time.Sleep alone overshoots by up to a millisecond on some
+// machines (timer slack), which would hide the 0.5 ms case: sleep most of the way, then
+// spin.
+func waitUntil(t time.Time) {
+	if d := time.Until(t) - 1500*time.Microsecond; d > 0 {
+		time.Sleep(d)
+	}
+	for time.Now().Before(t) {
+		runtime.Gosched()
 	}
 }
 
