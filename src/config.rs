@@ -48,9 +48,8 @@ pub fn ttl() -> i64 {
 }
 
 /// Applies `loadmodule` arguments (`ttl <seconds>`, `scheme distribution|blob`,
-/// `learn yes|no`), then
-/// registers the settings so that `CONFIG GET/SET` and `layercache.*` lines in
-/// redis.conf work.
+/// `learn yes|no`), then registers the settings so that `CONFIG GET/SET` and
+/// `layercache.*` lines in redis.conf work.
 pub fn load(ctx: *mut RedisModuleCtx, args: &[&[u8]]) -> Result<(), String> {
     let (mut ttl, mut scheme, mut learn) = (0, Scheme::Distribution, true);
     let mut pairs = args.chunks(2);

@@ -123,9 +123,9 @@ unsafe fn load(ctx: *mut RedisModuleCtx, args: &Args) -> Result<(), String> {
                     load the module with `scheme blob` (loadmodule liblayercache.so scheme blob) to run in a cluster"
             .into());
     }
-    // Writes go through RedisModule_Call, which signals the keys it modifies; a key
-    // opened for writing only to check its type must not invalidate WATCH or
-    // client-side caching (see `api::Ctx::key_type`).
+    // Every write signals the keys it modifies itself (RedisModule_Call's commands do,
+    // and `api::WriteKey` does as HSET would); a key opened for writing only to check
+    // its type must not invalidate WATCH or client-side caching (`api::Ctx::key_type`).
     raw::RedisModule_SetModuleOptions.unwrap()(ctx, raw::REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED as c_int);
     store::FIELDS.iter().for_each(|field| field.init());
     store::init();
