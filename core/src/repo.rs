@@ -31,36 +31,43 @@ pub fn parse(bytes: &[u8]) -> Result<&[u8], InputError> {
 }
 
 fn is_name(s: &[u8]) -> bool {
-    if s.split(|&b| b == b'/').all(is_path_component) {
+    if is_path(s) {
         return true;
     }
     // The first component may instead be a domain, if a path follows it.
     match s.iter().position(|&b| b == b'/') {
-        Some(i) => is_domain_and_port(&s[..i]) && s[i + 1..].split(|&b| b == b'/').all(is_path_component),
+        Some(i) => is_domain_and_port(&s[..i]) && is_path(&s[i + 1..]),
         None => false,
     }
 }
 
-/// `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*`
-fn is_path_component(s: &[u8]) -> bool {
-    let alnum = |b: &u8| matches!(b, b'a'..=b'z' | b'0'..=b'9');
-    let mut i = 0;
-    loop {
-        let run = s[i..].iter().take_while(|b| alnum(b)).count();
-        if run == 0 {
-            return false;
-        }
-        i += run;
-        let sep = match s[i..] {
-            [] => return true,
-            [b'.', ..] => 1,
-            [b'_', b'_', ..] => 2,
-            [b'_', ..] => 1,
-            [b'-', ..] => s[i..].iter().take_while(|&&b| b == b'-').count(),
+/// Path components `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`, in one pass: the
+/// state is what the last byte allows next.
+fn is_path(s: &[u8]) -> bool {
+    #[derive(Clone, Copy, PartialEq)]
+    enum After {
+        /// The start or a `/`: an alphanumeric must come.
+        Slash,
+        Alnum,
+        /// `.`, `__`: an alphanumeric must come.
+        Separator,
+        /// One `_`: an alphanumeric or a second `_`.
+        Underscore,
+        /// `-`: an alphanumeric or more `-`.
+        Dash,
+    }
+    let mut state = After::Slash;
+    for &b in s {
+        state = match (state, b) {
+            (_, b'a'..=b'z' | b'0'..=b'9') => After::Alnum,
+            (After::Alnum, b'.') | (After::Underscore, b'_') => After::Separator,
+            (After::Alnum, b'_') => After::Underscore,
+            (After::Alnum | After::Dash, b'-') => After::Dash,
+            (After::Alnum, b'/') => After::Slash,
             _ => return false,
         };
-        i += sep;
     }
+    state == After::Alnum
 }
 
 /// `(domainName | \[[a-fA-F0-9:]+\]) (:[0-9]+)?`
