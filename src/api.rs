@@ -299,11 +299,19 @@ impl WriteKey<'_> {
     }
 
     /// Replicates `command key args...` (which also counts it as a change).
+    /// Replicates `command key args...` (up to four arguments; built on the stack, as
+    /// this runs on every write).
     fn replicate(&self, command: &CStr, args: &[*mut RedisModuleString]) {
-        let mut argv: Vec<*mut RedisModuleString> = std::iter::once(self.name).chain(args.iter().copied()).collect();
+        let mut argv = [ptr::null_mut::<RedisModuleString>(); 5];
+        argv[0] = self.name;
+        let mut len = 1;
+        for (slot, &arg) in argv[1..].iter_mut().zip(args) {
+            *slot = arg;
+            len += 1;
+        }
         // SAFETY: valid ctx, static command name; "v" takes an array of live strings
         // and its length.
-        unsafe { raw::RedisModule_Replicate.unwrap()(self.ctx.ptr, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), argv.len()) };
+        unsafe { raw::RedisModule_Replicate.unwrap()(self.ctx.ptr, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), len) };
     }
 
     /// `HSET key field value [field value]` (one or two pairs).
@@ -321,8 +329,11 @@ impl WriteKey<'_> {
                 _ => unreachable!("hset writes one or two fields"),
             }
         };
-        let args: Vec<_> = pairs.iter().flat_map(|(f, v)| [f.as_string(), v.as_string()]).collect();
-        self.replicate(c"HSET", &args);
+        let mut args = [ptr::null_mut::<RedisModuleString>(); 4];
+        for (slot, s) in args.iter_mut().zip(pairs.iter().flat_map(|(f, v)| [f.as_string(), v.as_string()])) {
+            *slot = s;
+        }
+        self.replicate(c"HSET", &args[..pairs.len() * 2]);
         self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hset");
         Ok(())
     }
@@ -365,8 +376,11 @@ impl WriteKey<'_> {
             }
         };
         if removed > 0 {
-            let args: Vec<_> = fields.iter().map(|f| f.as_string()).collect();
-            self.replicate(c"HDEL", &args);
+            let mut args = [ptr::null_mut::<RedisModuleString>(); 3];
+            for (slot, f) in args.iter_mut().zip(fields) {
+                *slot = f.as_string();
+            }
+            self.replicate(c"HDEL", &args[..fields.len()]);
             self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hdel");
             // SAFETY: an open key handle.
             if unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize == raw::REDISMODULE_KEYTYPE_EMPTY {

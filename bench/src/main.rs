@@ -1165,7 +1165,9 @@ fn instructions(ops: u64) -> Result<String> {
          server's idle instructions over the same time: every instruction the server ran for the operations \
          (reading, parsing, the commands, the replies), divided by the operations. Plain commands run over \
          distribution's layout (written by the module in `distribution`, with plain commands on the `blob` server). \
-         Deterministic, unlike ops/s. {blob_targets}\n\n{out}",
+         Much steadier than ops/s, but not exact: the idle baseline follows wall time (serverCron) and the \
+         keyspace's rehashing follows the run, so figures move by 1–3% between runs; read ratios within that of a \
+         bound as at the bound. {blob_targets}\n\n{out}",
         redis_version()
     ))
 }
