@@ -265,22 +265,22 @@ impl Ctx {
 /// the plain command would around it: it is replicated as that command (so replicas
 /// and the AOF need no module), sends its keyspace event, signals the key modified
 /// (WATCH, client-side caching) and counts as a change for save points.
-pub struct WriteKey<'c> {
+/// It borrows the key's name, which the write replicates and signals.
+pub struct WriteKey<'c, 'k> {
     ctx: &'c Ctx,
-    name: *mut RedisModuleString,
+    name: &'k dyn AsString,
     handle: *mut raw::RedisModuleKey,
 }
 
 impl Ctx {
-    pub fn open_write(&self, key: &dyn AsString) -> WriteKey<'_> {
-        let name = key.as_string();
+    pub fn open_write<'k>(&self, key: &'k dyn AsString) -> WriteKey<'_, 'k> {
         // SAFETY: valid ctx and key name; the handle is closed on drop.
-        let handle = unsafe { raw::RedisModule_OpenKey.unwrap()(self.ptr, name, raw::REDISMODULE_WRITE as c_int) };
-        WriteKey { ctx: self, name, handle }
+        let handle = unsafe { raw::RedisModule_OpenKey.unwrap()(self.ptr, key.as_string(), raw::REDISMODULE_WRITE as c_int) };
+        WriteKey { ctx: self, name: key, handle }
     }
 }
 
-impl WriteKey<'_> {
+impl WriteKey<'_, '_> {
     fn is_hash_or_empty(&self) -> Result<(), Error> {
         // SAFETY: an open key handle.
         match unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize {
@@ -293,8 +293,8 @@ impl WriteKey<'_> {
     fn changed(&self, kind: c_int, event: &CStr) {
         // SAFETY: valid ctx, static event name, live key name.
         unsafe {
-            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, kind, event.as_ptr(), self.name);
-            raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx.ptr, self.name);
+            raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, kind, event.as_ptr(), self.name.as_string());
+            raw::RedisModule_SignalModifiedKey.unwrap()(self.ctx.ptr, self.name.as_string());
         }
     }
 
@@ -303,7 +303,7 @@ impl WriteKey<'_> {
     /// this runs on every write).
     fn replicate(&self, command: &CStr, args: &[*mut RedisModuleString]) {
         let mut argv = [ptr::null_mut::<RedisModuleString>(); 5];
-        argv[0] = self.name;
+        argv[0] = self.name.as_string();
         let mut len = 1;
         for (slot, &arg) in argv[1..].iter_mut().zip(args) {
             *slot = arg;
@@ -385,7 +385,7 @@ impl WriteKey<'_> {
             // SAFETY: an open key handle.
             if unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize == raw::REDISMODULE_KEYTYPE_EMPTY {
                 // SAFETY: valid ctx, static event name, live key name.
-                unsafe { raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, raw::REDISMODULE_NOTIFY_GENERIC, c"del".as_ptr(), self.name) };
+                unsafe { raw::RedisModule_NotifyKeyspaceEvent.unwrap()(self.ctx.ptr, raw::REDISMODULE_NOTIFY_GENERIC, c"del".as_ptr(), self.name.as_string()) };
             }
         }
         Ok(removed as i64)
@@ -410,7 +410,7 @@ impl WriteKey<'_> {
     }
 }
 
-impl Drop for WriteKey<'_> {
+impl Drop for WriteKey<'_, '_> {
     fn drop(&mut self) {
         // SAFETY: we own this handle and close it once.
         unsafe { raw::RedisModule_CloseKey.unwrap()(self.handle) };

@@ -15,8 +15,8 @@
 //! the replication stream; on Redis 7.0 they wait for a module timer of 0 ms (which
 //! fires once the event loop is done with the commands at hand), and every layercache
 //! write command first applies what is pending, so PURGE never misses a learned
-//! membership. The writes are plain `HSETNX`
-//! and `EXPIRE` through `RedisModule_Call`, replicated like any module write. Replicas
+//! membership. The writes go through the key API as the module's own do, replicated
+//! as plain `HSETNX` and `PEXPIREAT`. Replicas
 //! and AOF loading learn nothing: the primary's learned writes reach them.
 
 use std::collections::{BTreeSet, VecDeque};
@@ -32,7 +32,7 @@ use redis_module::raw;
 use crate::api::{call, Ctx, KeyType, RedisModuleCtx, RedisModuleString, KEY_INSERT, KEY_READ};
 use crate::config;
 use crate::error::Error;
-use crate::store::check_acl;
+use crate::store::{check_acl, EMPTY};
 
 /// What the module has learned and not yet written.
 struct Pending {
@@ -208,8 +208,7 @@ pub fn apply(ctx: &Ctx) {
         (std::mem::take(&mut pending.index), std::mem::take(&mut pending.expire))
     };
     // The setting or the role may have changed since the events.
-    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx.as_ptr()) };
-    if !config::learn() || flags & raw::REDISMODULE_CTX_FLAGS_SLAVE as c_int != 0 {
+    if !learning(ctx.as_ptr()) {
         return;
     }
     let ttl = config::ttl();
@@ -221,28 +220,23 @@ pub fn apply(ctx: &Ctx) {
         if ttl > 0 {
             for key in &expire {
                 let key = ctx.string(key);
-                if ctx.key_type(&key) != KeyType::Empty {
-                    let _ = call!(ctx, c"EXPIRE", c"!sl", key.as_ptr(), ttl).check();
-                }
+                ctx.open_write(&key).expire(ttl);
             }
         }
     });
 }
 
 /// Indexes one membership (a no-op when it is indexed already, or when the index key
-/// holds another type); true if it was new.
+/// holds another type); true if it was new. Written as the module's own writes are
+/// (`api::WriteKey`), so replicated as `HSETNX` and `PEXPIREAT`.
 pub fn record(ctx: &Ctx, repo: Repo, digest: digest::Digest, ttl: i64) -> bool {
-    let index = ctx.string(keys::digest_repos(digest).as_bytes());
-    if !matches!(ctx.key_type(&index), KeyType::Empty | KeyType::Hash) {
-        return false;
-    }
-    let added = call!(ctx, c"HSETNX", c"!sbc", index.as_ptr(), repo.as_bytes().as_ptr(), repo.as_bytes().len(), c"".as_ptr())
-        .integer()
-        .unwrap_or(0);
+    let name = ctx.string(keys::digest_repos(digest).as_bytes());
+    let index = ctx.open_write(&name);
+    let Ok(added) = index.hsetnx(&ctx.string(repo.as_bytes()), &EMPTY) else { return false };
     if ttl > 0 {
-        let _ = call!(ctx, c"EXPIRE", c"!sl", index.as_ptr(), ttl).check();
+        index.expire(ttl);
     }
-    added == 1
+    added
 }
 
 /// For `LAYERCACHE.INDEX`: one `SCAN` page of distribution's repository keys from
