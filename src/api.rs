@@ -76,22 +76,25 @@ impl Ctx {
     fn find_user(&self) -> Option<User> {
         // SAFETY: valid ctx; every name string is freed before returning.
         unsafe {
-            let flags = raw::RedisModule_GetContextFlags.unwrap()(self.ptr);
-            if flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0 {
-                return None; // Redis obeys these unchecked, as it does plain commands.
-            }
             // RedisModule_GetCurrentUserName dereferences the client's user, which is
             // NULL for a module's temporary client: ask by client ID first, which
-            // answers for every connected client and says ENOTSUP for "no user".
+            // answers for every connected client and says ENOTSUP for "no user" (the
+            // primary's link on a replica: Redis obeys it unchecked, as it does plain
+            // commands).
             let id = raw::RedisModule_GetClientId.unwrap()(self.ptr);
             let mut name = raw::RedisModule_GetClientUserNameById.unwrap()(self.ptr, id);
             if name.is_null() {
-                match std::io::Error::last_os_error().raw_os_error() {
-                    Some(libc::ENOENT) if self.client_has_user() => {
-                        name = raw::RedisModule_GetCurrentUserName.unwrap()(self.ptr);
-                    }
-                    _ => return None,
+                if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT) {
+                    return None;
                 }
+                // A client Redis does not list: AOF loading's runs unchecked too.
+                let flags = raw::RedisModule_GetContextFlags.unwrap()(self.ptr);
+                if flags & (raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+                    || !self.client_has_user()
+                {
+                    return None;
+                }
+                name = raw::RedisModule_GetCurrentUserName.unwrap()(self.ptr);
             }
             let user = raw::RedisModule_GetModuleUserFromUserName.unwrap()(name);
             raw::RedisModule_FreeString.unwrap()(self.ptr, name);
@@ -281,7 +284,8 @@ impl Ctx {
 }
 
 impl WriteKey<'_, '_> {
-    fn is_hash_or_empty(&self) -> Result<(), Error> {
+    /// WRONGTYPE unless the key holds a hash or nothing: what each write checks first.
+    fn expect_hash(&self) -> Result<(), Error> {
         // SAFETY: an open key handle.
         match unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize {
             raw::REDISMODULE_KEYTYPE_EMPTY | raw::REDISMODULE_KEYTYPE_HASH => Ok(()),
@@ -298,11 +302,10 @@ impl WriteKey<'_, '_> {
         }
     }
 
-    /// Replicates `command key args...` (which also counts it as a change).
-    /// Replicates `command key args...` (up to four arguments; built on the stack, as
-    /// this runs on every write).
+    /// Replicates `command key args...` (up to eight arguments; built on the stack, as
+    /// this runs on every write). Replicating also counts it as a change.
     fn replicate(&self, command: &CStr, args: &[*mut RedisModuleString]) {
-        let mut argv = [ptr::null_mut::<RedisModuleString>(); 5];
+        let mut argv = [ptr::null_mut::<RedisModuleString>(); 9];
         argv[0] = self.name.as_string();
         let mut len = 1;
         for (slot, &arg) in argv[1..].iter_mut().zip(args) {
@@ -314,33 +317,68 @@ impl WriteKey<'_, '_> {
         unsafe { raw::RedisModule_Replicate.unwrap()(self.ctx.ptr, command.as_ptr(), c"v".as_ptr(), argv.as_mut_ptr(), len) };
     }
 
-    /// `HSET key field value [field value]` (one or two pairs).
+    /// `HSET key field value [field value ...]` (one to four pairs), in one
+    /// `RedisModule_HashSet` and replicated as one `HSET`.
     pub fn hset(&self, pairs: &[(&dyn AsString, &dyn AsString)]) -> Result<(), Error> {
-        self.is_hash_or_empty()?;
+        self.expect_hash()?;
+        let mut args = [ptr::null_mut::<RedisModuleString>(); 8];
+        for (slot, s) in args.iter_mut().zip(pairs.iter().flat_map(|(f, v)| [f.as_string(), v.as_string()])) {
+            *slot = s;
+        }
+        let [a, b, c, d, e, f, g, h] = args;
         let none = raw::REDISMODULE_HASH_NONE as c_int;
         let null = ptr::null_mut::<RedisModuleString>();
+        // SAFETY: the function table is filled once at load and never changes.
         let set = unsafe { raw::RedisModule_HashSet.unwrap() };
         // SAFETY: a key open for writing holding a hash or nothing; field and value
         // strings in pairs, then the NULL terminator.
         unsafe {
-            match pairs {
-                [(f, v)] => set(self.handle, none, f.as_string(), v.as_string(), null),
-                [(f, v), (g, w)] => set(self.handle, none, f.as_string(), v.as_string(), g.as_string(), w.as_string(), null),
-                _ => unreachable!("hset writes one or two fields"),
+            match pairs.len() {
+                1 => set(self.handle, none, a, b, null),
+                2 => set(self.handle, none, a, b, c, d, null),
+                3 => set(self.handle, none, a, b, c, d, e, f, null),
+                4 => set(self.handle, none, a, b, c, d, e, f, g, h, null),
+                _ => unreachable!("hset writes one to four fields"),
             }
         };
-        let mut args = [ptr::null_mut::<RedisModuleString>(); 4];
-        for (slot, s) in args.iter_mut().zip(pairs.iter().flat_map(|(f, v)| [f.as_string(), v.as_string()])) {
-            *slot = s;
-        }
         self.replicate(c"HSET", &args[..pairs.len() * 2]);
         self.changed(raw::REDISMODULE_NOTIFY_HASH, c"hset");
         Ok(())
     }
 
+    /// `HSET key pairs...` and `HSETNX key field value` in one write: `field` joins the
+    /// `HSET` when the hash lacks it, so the replicas get one `HSET` that leaves them
+    /// with the same fields in the same order (one to three pairs).
+    pub fn hset_with_nx(&self, pairs: &[(&dyn AsString, &dyn AsString)], nx: (&dyn AsString, &dyn AsString)) -> Result<(), Error> {
+        self.expect_hash()?;
+        let mut all: [(&dyn AsString, &dyn AsString); 4] = [nx; 4];
+        all[..pairs.len()].copy_from_slice(pairs);
+        let len = if self.has_field(nx.0) { pairs.len() } else { pairs.len() + 1 };
+        self.hset(&all[..len])
+    }
+
+    /// Whether the hash open here has `field` (false when the key does not exist).
+    fn has_field(&self, field: &dyn AsString) -> bool {
+        let mut exists: c_int = 0;
+        // SAFETY: an open key handle holding a hash or nothing (HashGet fails on an
+        // empty key and leaves `exists` 0); one field, its output slot, then NULL.
+        unsafe {
+            if raw::RedisModule_KeyType.unwrap()(self.handle) as isize == raw::REDISMODULE_KEYTYPE_HASH {
+                raw::RedisModule_HashGet.unwrap()(
+                    self.handle,
+                    raw::REDISMODULE_HASH_EXISTS as c_int,
+                    field.as_string(),
+                    &mut exists as *mut c_int,
+                    ptr::null_mut::<RedisModuleString>(),
+                );
+            }
+        }
+        exists != 0
+    }
+
     /// `HSETNX key field value`: true if the field was set.
     pub fn hsetnx(&self, field: &dyn AsString, value: &dyn AsString) -> Result<bool, Error> {
-        self.is_hash_or_empty()?;
+        self.expect_hash()?;
         // SAFETY: as in `hset`; with NX and COUNT_ALL the count is the fields set.
         let set = unsafe {
             raw::RedisModule_HashSet.unwrap()(
@@ -361,7 +399,7 @@ impl WriteKey<'_, '_> {
     /// `HDEL key field [field ...]` (up to three): how many were removed. The key goes
     /// when its last field does.
     pub fn hdel(&self, fields: &[&dyn AsString]) -> Result<i64, Error> {
-        self.is_hash_or_empty()?;
+        self.expect_hash()?;
         let del = raw::REDISMODULE_HASH_DELETE as *mut RedisModuleString;
         let null = ptr::null_mut::<RedisModuleString>();
         let (none, remove) = (raw::REDISMODULE_HASH_NONE as c_int, unsafe { raw::RedisModule_HashSet.unwrap() });
@@ -563,6 +601,14 @@ impl Reply {
 
     /// The integer reply, or the error Redis returned.
     pub fn integer(&self) -> Result<i64, Error> {
+        if !self.0.is_null() {
+            // SAFETY: a live reply; anything but an integer reads as LLONG_MIN, so the
+            // common case needs no type check.
+            let n = unsafe { raw::RedisModule_CallReplyInteger.unwrap()(self.0) };
+            if n != i64::MIN {
+                return Ok(n);
+            }
+        }
         self.check()?;
         // SAFETY: a live, non-error reply.
         Ok(unsafe { raw::RedisModule_CallReplyInteger.unwrap()(self.0) })

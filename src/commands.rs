@@ -137,13 +137,13 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (canonical, descriptor) = descriptor_args(args, 3)?;
     // A blob is written under every algorithm it is known by: a sha384 key for a
     // sha256 blob writes both. Two values of one algorithm cannot name one blob.
-    let mut digests = vec![digest];
-    match canonical {
-        d if d.digest == digest.digest => {}
+    let both = [digest, canonical];
+    let digests = match canonical {
+        d if d.digest == digest.digest => &both[..1],
         d if d.digest.algorithm() == digest.digest.algorithm() => return Err(InputError::DigestMismatch.into()),
-        d => digests.push(d),
-    }
-    store().record(ctx, repo, &digests, &descriptor)?;
+        _ => &both[..],
+    };
+    store().record(ctx, repo, digests, &descriptor)?;
     ctx.reply_ok();
     Ok(WRITE)
 }

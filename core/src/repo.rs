@@ -41,34 +41,50 @@ fn is_name(s: &[u8]) -> bool {
     }
 }
 
-/// Path components `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`, in one pass: the
-/// state is what the last byte allows next.
+/// Path components `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*` joined by `/`, in one pass of
+/// a table-driven automaton: the state is what the last byte allows next, and a byte
+/// costs one table load (this runs on every command that names a repository).
 fn is_path(s: &[u8]) -> bool {
-    #[derive(Clone, Copy, PartialEq)]
-    enum After {
-        /// The start or a `/`: an alphanumeric must come.
-        Slash,
-        Alnum,
-        /// `.`, `__`: an alphanumeric must come.
-        Separator,
-        /// One `_`: an alphanumeric or a second `_`.
-        Underscore,
-        /// `-`: an alphanumeric or more `-`.
-        Dash,
-    }
-    let mut state = After::Slash;
-    for &b in s {
-        state = match (state, b) {
-            (_, b'a'..=b'z' | b'0'..=b'9') => After::Alnum,
-            (After::Alnum, b'.') | (After::Underscore, b'_') => After::Separator,
-            (After::Alnum, b'_') => After::Underscore,
-            (After::Alnum | After::Dash, b'-') => After::Dash,
-            (After::Alnum, b'/') => After::Slash,
-            _ => return false,
-        };
-    }
-    state == After::Alnum
+    let state = s.iter().fold(SLASH, |state, &b| PATH[((state & 7) as usize) << 8 | b as usize]);
+    state == ALNUM
 }
+
+// The automaton's states. DEAD absorbs: no early exit, so the loop stays branch-free.
+/// The start or a `/`: an alphanumeric must come.
+const SLASH: u8 = 0;
+const ALNUM: u8 = 1;
+/// `.`, `__`: an alphanumeric must come.
+const SEPARATOR: u8 = 2;
+/// One `_`: an alphanumeric or a second `_`.
+const UNDERSCORE: u8 = 3;
+/// `-`: an alphanumeric or more `-`.
+const DASH: u8 = 4;
+const DEAD: u8 = 5;
+
+/// `PATH[state << 8 | byte]`: the next state. Eight rows of 256, so that a state
+/// masked to three bits indexes in bounds without a check.
+static PATH: [u8; 8 << 8] = {
+    let mut table = [DEAD; 8 << 8];
+    let mut state = 0;
+    while state < 8 {
+        let mut b = 0;
+        while b < 256 {
+            let byte = b as u8;
+            table[state << 8 | b] = match (state as u8, byte) {
+                (DEAD, _) => DEAD,
+                (_, b'a'..=b'z' | b'0'..=b'9') if state as u8 <= DASH => ALNUM,
+                (ALNUM, b'.') | (UNDERSCORE, b'_') => SEPARATOR,
+                (ALNUM, b'_') => UNDERSCORE,
+                (ALNUM | DASH, b'-') => DASH,
+                (ALNUM, b'/') => SLASH,
+                _ => DEAD,
+            };
+            b += 1;
+        }
+        state += 1;
+    }
+    table
+};
 
 /// `(domainName | \[[a-fA-F0-9:]+\]) (:[0-9]+)?`
 fn is_domain_and_port(s: &[u8]) -> bool {

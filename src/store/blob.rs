@@ -8,7 +8,7 @@
 use layercache_core::keys;
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
+    delete_descriptor, descriptor_of, expect_types, expire_open, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
     NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString};
@@ -33,8 +33,9 @@ impl Store for Blob {
 
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let field = field(ctx, repo);
-        let added = ctx.open_write(&digest.arg).hsetnx(&field, &EMPTY)?;
-        expire(ctx, [&digest.arg as &dyn AsString])?;
+        let blob = ctx.open_write(&digest.arg);
+        let added = blob.hsetnx(&field, &EMPTY)?;
+        expire_open(&blob);
         Ok(added)
     }
 
@@ -50,8 +51,10 @@ impl Store for Blob {
     }
 
     fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error> {
-        write_meta(ctx, &digest.arg, path, length)?;
-        expire(ctx, [&digest.arg as &dyn AsString])
+        let blob = ctx.open_write(&digest.arg);
+        write_meta(&blob, path, length)?;
+        expire_open(&blob);
+        Ok(())
     }
 
     fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
@@ -60,9 +63,11 @@ impl Store for Blob {
     }
 
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
-        // One key: the first write fails on a wrong type before anything is written.
-        write_descriptor(ctx, &digest.arg, descriptor)?;
-        expire(ctx, [&digest.arg as &dyn AsString])
+        // One key, one write: a wrong type fails it before anything is written.
+        let blob = ctx.open_write(&digest.arg);
+        write_descriptor(&blob, None, descriptor)?;
+        expire_open(&blob);
+        Ok(())
     }
 
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
@@ -83,9 +88,9 @@ impl Store for Blob {
         let field = field(ctx, repo);
         expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
         for d in digests {
-            ctx.open_write(&d.arg).hset(&[(&field, &descriptor.mediatype)])?;
-            write_descriptor(ctx, &d.arg, descriptor)?;
-            expire(ctx, [&d.arg as &dyn AsString])?;
+            let blob = ctx.open_write(&d.arg);
+            write_descriptor(&blob, Some((&field, &descriptor.mediatype)), descriptor)?;
+            expire_open(&blob);
         }
         Ok(())
     }

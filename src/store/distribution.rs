@@ -11,10 +11,10 @@ use layercache_core::digest::{self, Digest};
 use layercache_core::keys::{self, Repo};
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
+    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
     NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
-use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
+use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, WriteKey, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
 use crate::learn;
 
@@ -52,10 +52,11 @@ fn sismember(ctx: &Ctx, members: &RString, digest: ArgString) -> Result<bool, Er
     Ok(call!(ctx, c"SISMEMBER", c"ss", members.as_ptr(), digest.0).integer()? == 1)
 }
 
-/// Records `repo` ∋ `digest` and its index entry; true if the membership is new.
-fn add_membership(ctx: &Ctx, members: &RString, index: &RString, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+/// Records `repo` ∋ `digest` and its entry in the open `index` (whose type the caller
+/// checked); true if the membership is new.
+fn add_membership(ctx: &Ctx, members: &RString, index: &WriteKey, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
     let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.0).integer()?;
-    ctx.open_write(index).hset(&[(&repo.arg, &EMPTY)])?;
+    index.hset(&[(&repo.arg, &EMPTY)])?;
     Ok(added == 1)
 }
 
@@ -78,10 +79,12 @@ impl Store for Distribution {
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let (members, index) = (members(ctx, repo.repo), index(ctx, digest.digest));
         check_acl(ctx, [(&members, KEY_INSERT)])?;
-        // The membership set's type is checked by the SADD, the first write.
+        // The SADD checks the set's type before it writes.
         expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash)])?;
+        let index = ctx.open_write(&index);
         let added = add_membership(ctx, &members, &index, repo, digest)?;
-        expire(ctx, [&members as &dyn AsString, &index])?;
+        expire(ctx, [&members as &dyn AsString])?;
+        expire_open(&index);
         Ok(added)
     }
 
@@ -106,8 +109,10 @@ impl Store for Distribution {
         let blob = blob(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
         // One key, one HSET: a wrong type fails it before anything is written.
-        write_meta(ctx, &blob, path, length)?;
-        expire(ctx, [&blob as &dyn AsString])
+        let blob = ctx.open_write(&blob);
+        write_meta(&blob, path, length)?;
+        expire_open(&blob);
+        Ok(())
     }
 
     fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
@@ -120,9 +125,11 @@ impl Store for Distribution {
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
         let blob = blob(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
-        // One key: the first write fails on a wrong type before anything is written.
-        write_descriptor(ctx, &blob, descriptor)?;
-        expire(ctx, [&blob as &dyn AsString])
+        // One key, one write: a wrong type fails it before anything is written.
+        let blob = ctx.open_write(&blob);
+        write_descriptor(&blob, None, descriptor)?;
+        expire_open(&blob);
+        Ok(())
     }
 
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
@@ -157,6 +164,7 @@ impl Store for Distribution {
         let keys: Vec<_> =
             digests.iter().map(|d| (index(ctx, d.digest), scoped(ctx, repo.repo, d.digest), blob(ctx, d.digest))).collect();
         check_acl(ctx, once((&members, WRITE)).chain(keys.iter().flat_map(|(_, scoped, blob)| [(scoped, WRITE), (blob, WRITE)])))?;
+        // The SADD checks the set's type before it writes.
         expect_types(
             ctx,
             keys.iter().flat_map(|(index, scoped, blob)| {
@@ -164,10 +172,13 @@ impl Store for Distribution {
             }),
         )?;
         for (d, (index, scoped, blob)) in digests.iter().zip(&keys) {
+            let written = [ctx.open_write(index), ctx.open_write(scoped), ctx.open_write(blob)];
+            let [index, scoped, blob] = &written;
             add_membership(ctx, &members, index, repo, *d)?;
-            ctx.open_write(scoped).hset(&[(&MEDIATYPE, &descriptor.mediatype)])?;
-            write_descriptor(ctx, blob, descriptor)?;
-            expire(ctx, [&members as &dyn AsString, index, scoped, blob])?;
+            scoped.hset(&[(&MEDIATYPE, &descriptor.mediatype)])?;
+            write_descriptor(blob, None, descriptor)?;
+            expire(ctx, [&members as &dyn AsString])?;
+            written.iter().for_each(expire_open);
         }
         Ok(())
     }

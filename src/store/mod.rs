@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use layercache_core::digest::{self, Digest};
 use layercache_core::keys::Repo;
 
-use crate::api::{ArgString, AsString, Ctx, Field, KeyType, RString};
+use crate::api::{ArgString, AsString, Ctx, Field, KeyType, RString, WriteKey};
 use crate::config::{self, Scheme};
 use crate::error::Error;
 
@@ -161,13 +161,16 @@ fn descriptor_of<'c>(
     Ok(Some(Descriptor { digest, size, mediatype }))
 }
 
-/// distribution's setDescriptor on the blob hash `key`: `HSET key digest .. size ..`,
-/// `HSETNX key mediatype ..`.
-fn write_descriptor(ctx: &Ctx, key: &dyn AsString, d: &NewDescriptor) -> Result<(), Error> {
-    let blob = ctx.open_write(key);
-    blob.hset(&[(&DIGEST, &d.digest), (&SIZE, &d.size)])?;
-    blob.hsetnx(&MEDIATYPE, &d.mediatype)?;
-    Ok(())
+/// distribution's setDescriptor on the open blob hash `blob`, after `first` (a
+/// membership field in the `blob` scheme): `HSET digest .. size ..`, `HSETNX mediatype
+/// ..`, as one replicated `HSET`.
+fn write_descriptor(blob: &WriteKey, first: Option<(&dyn AsString, &dyn AsString)>, d: &NewDescriptor) -> Result<(), Error> {
+    let nx = (&MEDIATYPE as &dyn AsString, &d.mediatype as &dyn AsString);
+    let descriptor: [(&dyn AsString, &dyn AsString); 2] = [(&DIGEST, &d.digest), (&SIZE, &d.size)];
+    match first {
+        None => blob.hset_with_nx(&descriptor, nx),
+        Some(first) => blob.hset_with_nx(&[first, descriptor[0], descriptor[1]], nx),
+    }
 }
 
 /// Removes the descriptor fields of the blob hash `key`, keeping its meta; true if any
@@ -176,10 +179,10 @@ fn delete_descriptor(ctx: &Ctx, key: &dyn AsString) -> Result<bool, Error> {
     Ok(ctx.open_write(key).hdel(&[&DIGEST, &SIZE, &MEDIATYPE])? > 0)
 }
 
-/// `HSET key path <path> length <length>`.
-fn write_meta(ctx: &Ctx, key: &dyn AsString, path: ArgString, length: ArgString) -> Result<(), Error> {
+/// `HSET <blob> path <path> length <length>`.
+fn write_meta(blob: &WriteKey, path: ArgString, length: ArgString) -> Result<(), Error> {
     // The length is canonical, so its argument bytes are what HSET of the number stores.
-    ctx.open_write(key).hset(&[(&PATH, &path), (&LENGTH, &length)])
+    blob.hset(&[(&PATH, &path), (&LENGTH, &length)])
 }
 
 /// Each key must hold `want` or not exist; checked before any write so that a
@@ -198,11 +201,18 @@ fn expect_types<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k dyn AsString,
 /// Gives every key a write touched the configured expiry (`layercache.ttl`); a key the
 /// write removed is simply not there to expire. Removals never call it.
 fn expire<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = &'k dyn AsString>) -> Result<(), Error> {
-    let ttl = config::ttl();
-    if ttl > 0 {
+    if config::ttl() > 0 {
         for key in keys {
-            ctx.open_write(key).expire(ttl);
+            expire_open(&ctx.open_write(key));
         }
     }
     Ok(())
+}
+
+/// [`expire`] of a key the write has open.
+fn expire_open(key: &WriteKey) {
+    let ttl = config::ttl();
+    if ttl > 0 {
+        key.expire(ttl);
+    }
 }
