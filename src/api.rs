@@ -285,7 +285,7 @@ impl Ctx {
 
 impl WriteKey<'_, '_> {
     /// WRONGTYPE unless the key holds a hash or nothing: what each write checks first.
-    fn expect_hash(&self) -> Result<(), Error> {
+    pub fn expect_hash(&self) -> Result<(), Error> {
         // SAFETY: an open key handle.
         match unsafe { raw::RedisModule_KeyType.unwrap()(self.handle) } as isize {
             raw::REDISMODULE_KEYTYPE_EMPTY | raw::REDISMODULE_KEYTYPE_HASH => Ok(()),

@@ -6,6 +6,8 @@
 //! values whose lengths are bounded, so a name always fits in [`MAX_KEY`] bytes and the
 //! hot path allocates nothing.
 
+use arrayvec::ArrayVec;
+
 use crate::digest::{self, Digest};
 use crate::repo;
 use crate::InputError;
@@ -27,27 +29,22 @@ impl<'a> Repo<'a> {
 /// The longest key name: `repository::<repo>::blobs::<digest>`.
 pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".len() + digest::MAX_PARSED_LEN;
 
-/// A key name held on the stack.
-pub struct KeyName {
-    buf: [u8; MAX_KEY],
-    len: usize,
-}
+/// A key name held on the stack (not zeroed first: it runs on every command).
+pub struct KeyName(ArrayVec<u8, MAX_KEY>);
 
 impl KeyName {
+    #[inline]
     fn of(parts: &[&[u8]]) -> Self {
-        let mut key = KeyName { buf: [0; MAX_KEY], len: 0 };
+        let mut key = ArrayVec::new();
         for part in parts {
-            // Validated inputs always fit; `get_mut` keeps this panic-free regardless.
-            if let Some(dst) = key.buf.get_mut(key.len..key.len + part.len()) {
-                dst.copy_from_slice(part);
-                key.len += part.len();
-            }
+            // Validated inputs always fit; a part that would not is left out, never a panic.
+            let _ = key.try_extend_from_slice(part);
         }
-        key
+        KeyName(key)
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.0
     }
 }
 

@@ -56,7 +56,7 @@ fn sismember(ctx: &Ctx, members: &RString, digest: ArgString) -> Result<bool, Er
 /// checked); true if the membership is new.
 fn add_membership(ctx: &Ctx, members: &RString, index: &WriteKey, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
     let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.0).integer()?;
-    index.hset(&[(&repo.arg, &EMPTY)])?;
+    index.hsetnx(&repo.arg, &EMPTY)?;
     Ok(added == 1)
 }
 
@@ -79,9 +79,9 @@ impl Store for Distribution {
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let (members, index) = (members(ctx, repo.repo), index(ctx, digest.digest));
         check_acl(ctx, [(&members, KEY_INSERT)])?;
-        // The SADD checks the set's type before it writes.
-        expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash)])?;
+        // The index's type is checked before the SADD, the set's by the SADD.
         let index = ctx.open_write(&index);
+        index.expect_hash()?;
         let added = add_membership(ctx, &members, &index, repo, digest)?;
         expire(ctx, [&members as &dyn AsString])?;
         expire_open(&index);
