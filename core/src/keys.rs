@@ -33,8 +33,9 @@ pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".le
 pub struct KeyName(ArrayVec<u8, MAX_KEY>);
 
 impl KeyName {
-    #[inline]
-    fn of(parts: &[&[u8]]) -> Self {
+    /// Inlined with its parts an array, so the constant parts are copied in place.
+    #[inline(always)]
+    fn of<const N: usize>(parts: [&[u8]; N]) -> Self {
         let mut key = ArrayVec::new();
         for part in parts {
             // Validated inputs always fit; a part that would not is left out, never a panic.
@@ -56,18 +57,18 @@ impl std::fmt::Debug for KeyName {
 
 /// `repository::<repo>::blobs`: SET of the digests `repo` holds (membership).
 pub fn repository_blob_set(repo: Repo) -> KeyName {
-    KeyName::of(&[b"repository::", repo.as_bytes(), b"::blobs"])
+    KeyName::of([b"repository::", repo.as_bytes(), b"::blobs"])
 }
 
 /// `blobs::<digest>`: HASH of the blob's meta (`path`, `length`) and descriptor
 /// (`digest`, `size`, `mediatype`).
 pub fn blob_hash(digest: Digest) -> KeyName {
-    KeyName::of(&[b"blobs::", digest.as_bytes()])
+    KeyName::of([b"blobs::", digest.as_bytes()])
 }
 
 /// `repository::<repo>::blobs::<digest>`: HASH with the repository's `mediatype`.
 pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
-    KeyName::of(&[b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
+    KeyName::of([b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
 }
 
 /// `layercache::repos::<digest>`: HASH whose fields are the repositories holding
@@ -76,13 +77,13 @@ pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
 /// A hash, as it stays listpack-encoded where a small set of names does not (Redis 7.0:
 /// 196 against 333 bytes per digest).
 pub fn digest_repos(digest: Digest) -> KeyName {
-    KeyName::of(&[b"layercache::repos::", digest.as_bytes()])
+    KeyName::of([b"layercache::repos::", digest.as_bytes()])
 }
 
 /// Scheme `blob`: the field of a blob's hash that says `repo` holds the blob; its
 /// value is the repository's mediatype (`""` for none).
 pub fn repo_field(repo: Repo) -> KeyName {
-    KeyName::of(&[b"repo:", repo.as_bytes()])
+    KeyName::of([b"repo:", repo.as_bytes()])
 }
 
 /// A key that plain-command registries write under distribution's names, as the
