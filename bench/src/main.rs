@@ -1093,7 +1093,9 @@ fn load_plain(c: &mut redis::Connection, repos: u64) -> Result<()> {
 
 /// Server instructions per operation of `ops` operations sent pipelined, net of the
 /// server's idle instructions over the same time.
-fn measure(server: &Server, dir: &Path, build: fn(u64) -> Vec<Vec<u8>>, ops: u64) -> Result<f64> {
+/// Instructions per operation of `build`'s commands, net of idle, and the dump of the
+/// busy run (for [`profile`]).
+fn measure(server: &Server, dir: &Path, build: fn(u64) -> Vec<Vec<u8>>, ops: u64) -> Result<(f64, PathBuf)> {
     let commands: Vec<Vec<u8>> = (0..ops).flat_map(build).collect();
     let mut c = server.connect()?;
     let pid = server.pid().to_string();
@@ -1101,11 +1103,42 @@ fn measure(server: &Server, dir: &Path, build: fn(u64) -> Vec<Vec<u8>>, ops: u64
     let started = Instant::now();
     pipeline_all(&mut c, commands.into_iter())?;
     let elapsed = started.elapsed();
-    let busy = dump_total(dir, server.pid())?;
+    let (busy, dump) = dump_total(dir, server.pid())?;
     callgrind_control(&["-z", &pid])?;
     std::thread::sleep(elapsed);
-    let idle = dump_total(dir, server.pid())?;
-    Ok(busy.saturating_sub(idle) as f64 / ops as f64)
+    let (idle, _) = dump_total(dir, server.pid())?;
+    Ok((busy.saturating_sub(idle) as f64 / ops as f64, dump))
+}
+
+/// Where a module command's instructions go: the module API calls (and the module's own
+/// functions) that bound the cost, inclusive, per operation.
+const COST_CENTRES: [(&str, &[&str]); 9] = [
+    ("whole command", &["RedisModuleCommandDispatcher"]),
+    ("`RedisModule_Call`", &["RM_Call", "RM_FreeCallReply"]),
+    ("`RedisModule_Replicate`", &["RM_Replicate"]),
+    ("ACL user lookup", &["layercache::api::Ctx::find_user", "RM_FreeModuleUser"]),
+    ("ACL key check", &["RM_ACLCheckKeyPermissions"]),
+    ("open / close keys", &["RM_OpenKey", "RM_CloseKey"]),
+    ("`HashGet` / `HashSet`", &["RM_HashGet", "RM_HashSet"]),
+    ("Redis strings made / freed", &["RM_CreateString", "RM_FreeString"]),
+    ("digest and name checks", &["layercache_core::digest::parse", "layercache_core::repo::parse"]),
+];
+
+/// The inclusive cost per operation of each of [`COST_CENTRES`] in a callgrind dump.
+fn profile(dump: &Path, ops: u64) -> Result<Vec<f64>> {
+    let out = Command::new("callgrind_annotate").args(["--inclusive=yes", "--threshold=100"]).arg(dump).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Lines `1,234 (5.6%)  file:function [object]`: the function itself (inlined
+    // fragments carry no object). A Rust function appears once per source file it
+    // inlines; its own line is the one with an object.
+    let inclusive = |name: &str| -> u64 {
+        text.lines()
+            .filter(|l| l.ends_with(']') && l.contains(&format!(":{name} [")))
+            .filter_map(|l| l.split_whitespace().next()?.replace(',', "").parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    Ok(COST_CENTRES.iter().map(|(_, names)| names.iter().map(|n| inclusive(n)).sum::<u64>() as f64 / ops as f64).collect())
 }
 
 fn instructions(ops: u64) -> Result<String> {
@@ -1125,14 +1158,26 @@ fn instructions(ops: u64) -> Result<String> {
             "| operation | layercache | C floor | plain commands | plain | layercache / floor | layercache / plain | target |\n\
              |---|---:|---:|---|---:|---:|---:|---|\n",
         );
+        let mut breakdown = format!(
+            "| operation | {} |\n|---|{}\n",
+            COST_CENTRES.iter().map(|(what, _)| *what).collect::<Vec<_>>().join(" | "),
+            "---:|".repeat(COST_CENTRES.len())
+        );
         for row in cost_rows(scheme == "blob") {
             // Warm up each variant once (lazy allocations, first-touch of pages).
             for build in [Some(row.module), row.floor, Some(row.plain)].into_iter().flatten() {
                 measure(&server, &dir, build, 200)?;
             }
-            let module = measure(&server, &dir, row.module, ops)?;
-            let floor = row.floor.map(|f| measure(&server, &dir, f, ops)).transpose()?;
-            let plain = measure(&server, &dir, row.plain, ops)?;
+            let (module, dump) = measure(&server, &dir, row.module, ops)?;
+            let costs = profile(&dump, ops)?;
+            let _ = writeln!(
+                breakdown,
+                "| {} | {} |",
+                row.what,
+                costs.iter().map(|c| if *c > 0.5 { format!("{c:.0}") } else { "—".into() }).collect::<Vec<_>>().join(" | ")
+            );
+            let floor = row.floor.map(|f| measure(&server, &dir, f, ops).map(|m| m.0)).transpose()?;
+            let plain = measure(&server, &dir, row.plain, ops)?.0;
             let over_floor = floor.map(|f| module / f);
             let target = match row.target {
                 Some((bound, "floor")) => over_floor.map(|r| format!("≤ {bound:.2}× floor: {}", if r <= bound { "met" } else { "**not met**" })),
@@ -1153,7 +1198,12 @@ fn instructions(ops: u64) -> Result<String> {
         }
         drop(server);
         let _ = std::fs::remove_dir_all(&dir);
-        let _ = write!(out, "### Scheme `{scheme}`\n\n{table}\n");
+        let _ = write!(
+            out,
+            "### Scheme `{scheme}`\n\n{table}\nWhere the module's instructions go (inclusive, so a call made inside another counts in both; per operation, from the \
+             same callgrind dump as the `layercache` column, which also counts reading the request and writing the \
+             reply outside the command):\n\n{breakdown}\n"
+        );
     }
     let blob_targets = "In the `blob` scheme LOOKUP and REPOSTAT also aim at ≤ 0.90× distribution's plain \
                         commands (the `plain` column): less server work than what the scheme replaces.";
@@ -1185,8 +1235,9 @@ fn callgrind_control(args: &[&str]) -> Result<()> {
     status.success().then_some(()).ok_or_else(|| format!("callgrind_control {args:?} failed"))
 }
 
-/// Dumps the counters since the last zeroing and returns their total instructions.
-fn dump_total(dir: &Path, pid: u32) -> Result<u64> {
+/// Dumps the counters since the last zeroing and returns their total instructions and
+/// the dump.
+fn dump_total(dir: &Path, pid: u32) -> Result<(u64, PathBuf)> {
     let before: Vec<PathBuf> = std::fs::read_dir(dir).map_err(|e| e.to_string())?.flatten().map(|e| e.path()).collect();
     callgrind_control(&["-d", &pid.to_string()])?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1197,7 +1248,7 @@ fn dump_total(dir: &Path, pid: u32) -> Result<u64> {
             let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
             let total = text.lines().find_map(|l| l.strip_prefix("totals:").or_else(|| l.strip_prefix("summary:")));
             if let Some(n) = total.and_then(|t| t.split_whitespace().next()).and_then(|n| n.parse().ok()) {
-                return Ok(n);
+                return Ok((n, path));
             }
         }
         std::thread::sleep(Duration::from_millis(100));

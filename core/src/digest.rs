@@ -41,6 +41,7 @@ fn hex_len(algorithm: &[u8]) -> Option<usize> {
 }
 
 /// Validates `bytes` as a digest of a supported algorithm.
+#[inline(never)] // kept out of line, so profiles can name it
 pub fn parse(bytes: &[u8]) -> Result<Digest<'_>, InputError> {
     // The common case first: a sha256 digest, well formed.
     if let Some(encoded) = bytes.strip_prefix(b"sha256:") {
