@@ -360,8 +360,8 @@ impl WriteKey<'_, '_> {
     /// Whether the hash open here has `field` (false when the key does not exist).
     fn has_field(&self, field: &dyn AsString) -> bool {
         let mut exists: c_int = 0;
-        // SAFETY: an open key handle holding a hash or nothing (HashGet fails on an
-        // empty key and leaves `exists` 0); one field, its output slot, then NULL.
+        // SAFETY: an open key handle, read only if it holds a hash; one field, its
+        // output slot, then NULL.
         unsafe {
             if raw::RedisModule_KeyType.unwrap()(self.handle) as isize == raw::REDISMODULE_KEYTYPE_HASH {
                 raw::RedisModule_HashGet.unwrap()(

@@ -33,7 +33,7 @@ pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".le
 pub struct KeyName(ArrayVec<u8, MAX_KEY>);
 
 impl KeyName {
-    /// Inlined with its parts an array, so the constant parts are copied in place.
+    /// Inlined into each name's builder, whose parts are an array of known length.
     #[inline(always)]
     fn of<const N: usize>(parts: [&[u8]; N]) -> Self {
         let mut key = ArrayVec::new();
