@@ -1092,9 +1092,8 @@ fn load_plain(c: &mut redis::Connection, repos: u64) -> Result<()> {
 }
 
 /// Server instructions per operation of `ops` operations sent pipelined, net of the
-/// server's idle instructions over the same time.
-/// Instructions per operation of `build`'s commands, net of idle, and the dump of the
-/// busy run (for [`profile`]).
+/// server's idle instructions over the same time, and the dump of the busy run (for
+/// [`profile`]).
 fn measure(server: &Server, dir: &Path, build: fn(u64) -> Vec<Vec<u8>>, ops: u64) -> Result<(f64, PathBuf)> {
     let commands: Vec<Vec<u8>> = (0..ops).flat_map(build).collect();
     let mut c = server.connect()?;
