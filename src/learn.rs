@@ -53,6 +53,9 @@ const MAX_SADDS: usize = 1024;
 static PENDING: Mutex<Pending> =
     Mutex::new(Pending { index: BTreeSet::new(), expire: BTreeSet::new(), sadds: VecDeque::new(), scheduled: false });
 
+/// Set by [`load`]: this server learns (the `distribution` scheme).
+static LOADED: AtomicBool = AtomicBool::new(false);
+
 /// Set while the module itself writes (its commands, and the learned writes): those
 /// writes keep the index themselves and are not learned again.
 static IN_MODULE: AtomicBool = AtomicBool::new(false);
@@ -85,6 +88,7 @@ fn learning(ctx: *mut RedisModuleCtx) -> bool {
 /// # Safety
 /// `ctx` is the load context.
 pub unsafe fn load(ctx: *mut RedisModuleCtx) -> Result<(), String> {
+    LOADED.store(true, Ordering::Relaxed);
     let types = raw::REDISMODULE_NOTIFY_HASH | raw::REDISMODULE_NOTIFY_SET;
     if raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(ctx, types, Some(on_write)) == raw::REDISMODULE_ERR as c_int {
         return Err("cannot subscribe to keyspace events".into());
@@ -200,6 +204,9 @@ extern "C" fn timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
 
 /// Writes what is pending: the learned index entries and the expiry of learned keys.
 pub fn apply(ctx: &Ctx) {
+    if !LOADED.load(Ordering::Relaxed) {
+        return; // the `blob` scheme learns nothing: no lock to take
+    }
     let (index, expire) = {
         let mut pending = pending();
         if pending.index.is_empty() && pending.expire.is_empty() {

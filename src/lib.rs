@@ -56,9 +56,8 @@ extern "C" fn dispatch<const I: usize>(
     let (ctx, args) = unsafe { (Ctx::new(ctx), Args::new(argv, argc)) };
     let result = panic::catch_unwind(AssertUnwindSafe(|| {
         // On servers without post-notification jobs, what the module learned from
-        // plain writes is written before any write of its own, so PURGE sees it (only
-        // the `distribution` scheme learns).
-        if command.writes() && config::scheme() == Scheme::Distribution {
+        // plain writes is written before any write of its own, so PURGE sees it.
+        if command.writes() {
             learn::apply(&ctx);
         }
         learn::as_module(|| (command.handler)(&ctx, &args))
