@@ -350,7 +350,7 @@ impl WriteKey<'_, '_> {
     /// `HSET` when the hash lacks it, so the replicas get one `HSET` that leaves them
     /// with the same fields in the same order (one to three pairs).
     pub fn hset_with_nx(&self, pairs: &[(&dyn AsString, &dyn AsString)], nx: (&dyn AsString, &dyn AsString)) -> Result<(), Error> {
-        self.expect_hash()?;
+        // `hset` checks the type; `has_field` reads only a hash.
         let mut all: [(&dyn AsString, &dyn AsString); 4] = [nx; 4];
         all[..pairs.len()].copy_from_slice(pairs);
         let len = if self.has_field(nx.0) { pairs.len() } else { pairs.len() + 1 };

@@ -8,7 +8,7 @@
 use layercache_core::keys;
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire_open, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
+    delete_descriptor, descriptor_of, expect_types, meta_of, write_descriptor, write_meta, write_one, Descriptor, DigestArg, Meta,
     NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString};
@@ -33,10 +33,7 @@ impl Store for Blob {
 
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let field = field(ctx, repo);
-        let blob = ctx.open_write(&digest.arg);
-        let added = blob.hsetnx(&field, &EMPTY)?;
-        expire_open(&blob);
-        Ok(added)
+        write_one(ctx, &digest.arg, |blob| blob.hsetnx(&field, &EMPTY))
     }
 
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
@@ -51,10 +48,7 @@ impl Store for Blob {
     }
 
     fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error> {
-        let blob = ctx.open_write(&digest.arg);
-        write_meta(&blob, path, length)?;
-        expire_open(&blob);
-        Ok(())
+        write_one(ctx, &digest.arg, |blob| write_meta(blob, path, length))
     }
 
     fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
@@ -64,10 +58,7 @@ impl Store for Blob {
 
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
         // One key, one write: a wrong type fails it before anything is written.
-        let blob = ctx.open_write(&digest.arg);
-        write_descriptor(&blob, None, descriptor)?;
-        expire_open(&blob);
-        Ok(())
+        write_one(ctx, &digest.arg, |blob| write_descriptor(blob, None, descriptor))
     }
 
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
@@ -88,9 +79,7 @@ impl Store for Blob {
         let field = field(ctx, repo);
         expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
         for d in digests {
-            let blob = ctx.open_write(&d.arg);
-            write_descriptor(&blob, Some((&field, &descriptor.mediatype)), descriptor)?;
-            expire_open(&blob);
+            write_one(ctx, &d.arg, |blob| write_descriptor(blob, Some((&field, &descriptor.mediatype)), descriptor))?;
         }
         Ok(())
     }

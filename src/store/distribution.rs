@@ -11,8 +11,9 @@ use layercache_core::digest::{self, Digest};
 use layercache_core::keys::{self, Repo};
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, Descriptor, DigestArg, Meta,
-    NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
+    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one,
+    Descriptor, DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH,
+    SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, WriteKey, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
@@ -109,10 +110,7 @@ impl Store for Distribution {
         let blob = blob(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
         // One key, one HSET: a wrong type fails it before anything is written.
-        let blob = ctx.open_write(&blob);
-        write_meta(&blob, path, length)?;
-        expire_open(&blob);
-        Ok(())
+        write_one(ctx, &blob, |blob| write_meta(blob, path, length))
     }
 
     fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
@@ -126,10 +124,7 @@ impl Store for Distribution {
         let blob = blob(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
         // One key, one write: a wrong type fails it before anything is written.
-        let blob = ctx.open_write(&blob);
-        write_descriptor(&blob, None, descriptor)?;
-        expire_open(&blob);
-        Ok(())
+        write_one(ctx, &blob, |blob| write_descriptor(blob, None, descriptor))
     }
 
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {

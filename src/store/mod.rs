@@ -209,6 +209,15 @@ fn expire<'k>(ctx: &Ctx, keys: impl IntoIterator<Item = &'k dyn AsString>) -> Re
     Ok(())
 }
 
+/// A write to one key: opened once, written (each write checks the type first), then
+/// given the configured expiry through the same handle.
+fn write_one<T>(ctx: &Ctx, key: &dyn AsString, write: impl FnOnce(&WriteKey) -> Result<T, Error>) -> Result<T, Error> {
+    let key = ctx.open_write(key);
+    let written = write(&key)?;
+    expire_open(&key);
+    Ok(written)
+}
+
 /// [`expire`] of a key the write has open.
 fn expire_open(key: &WriteKey) {
     let ttl = config::ttl();
