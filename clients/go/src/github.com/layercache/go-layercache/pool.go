@@ -1,39 +1,31 @@
 package layercache
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
 	"time"
 
+	"github.com/FZambia/sentinel"
 	"github.com/docker/distribution/configuration"
 	"github.com/gomodule/redigo/redis"
 )
 
-// IdleCheck is how long a pooled connection may sit idle before Pool's TestOnBorrow
-// pings it. distribution's own pool pings on every borrow, which doubles the round
-// trips of every cache operation; a connection used within the last IdleCheck is
-// handed out as it is, and a dead one fails its command, which the registry treats as
-// a cache miss.
-const IdleCheck = time.Minute
-
 // Pool is a redigo pool for the registry configuration's `redis` section (address,
 // password, database, timeouts, pool sizes), for NewBlobDescriptorCacheProvider. Its
-// TestOnBorrow checks only connections idle for longer than IdleCheck.
+// connections are checked only when idle for longer than IdleCheck. For Sentinel, TLS
+// and ACL users, use New with FromConfiguration.
 func Pool(config *configuration.Configuration) *redis.Pool {
-	cfg := config.Redis
-	return &redis.Pool{
-		Dial: func() (redis.Conn, error) {
-			return redis.Dial("tcp", cfg.Addr,
-				redis.DialConnectTimeout(cfg.DialTimeout),
-				redis.DialReadTimeout(cfg.ReadTimeout),
-				redis.DialWriteTimeout(cfg.WriteTimeout),
-				redis.DialPassword(cfg.Password),
-				redis.DialDatabase(cfg.DB))
-		},
-		MaxIdle:      cfg.Pool.MaxIdle,
-		MaxActive:    cfg.Pool.MaxActive,
-		IdleTimeout:  cfg.Pool.IdleTimeout,
-		TestOnBorrow: PingIdle,
-		Wait:         false, // no free connection: proceed without the cache, as distribution does
-	}
+	r := config.Redis
+	pool, _ := newPool(Options{ // nothing that can fail: no TLS files to read
+		Addrs: []string{r.Addr}, Password: r.Password, DB: r.DB,
+		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
+		MaxIdle: r.Pool.MaxIdle, MaxActive: r.Pool.MaxActive, IdleTimeout: r.Pool.IdleTimeout,
+	}.withDefaults())
+	return pool
 }
 
 // PingIdle is a TestOnBorrow that pings only connections idle for longer than IdleCheck.
@@ -43,4 +35,164 @@ func PingIdle(c redis.Conn, lastUsed time.Time) error {
 	}
 	_, err := c.Do("PING")
 	return err
+}
+
+// newPool returns the pool of connections to the server o names, or to the master its
+// sentinels name. Calls never wait for a connection (Wait is false): past MaxActive a
+// call fails at once, and the registry serves it from storage.
+func newPool(o Options) (*redis.Pool, error) {
+	if len(o.Addrs) == 0 {
+		return nil, errors.New("layercache: no Redis address")
+	}
+	server := []redis.DialOption{
+		redis.DialConnectTimeout(o.DialTimeout),
+		redis.DialReadTimeout(o.ReadTimeout),
+		redis.DialWriteTimeout(o.WriteTimeout),
+		redis.DialUsername(o.Username),
+		redis.DialPassword(o.Password),
+		redis.DialDatabase(o.DB),
+	}
+	sentinels := []redis.DialOption{
+		redis.DialConnectTimeout(o.DialTimeout),
+		redis.DialReadTimeout(o.ReadTimeout),
+		redis.DialWriteTimeout(o.WriteTimeout),
+		redis.DialUsername(o.SentinelUsername),
+		redis.DialPassword(o.SentinelPassword),
+	}
+	if o.TLS || o.SentinelTLS {
+		config, err := o.tlsConfig()
+		if err != nil {
+			return nil, err
+		}
+		tlsOptions := []redis.DialOption{redis.DialUseTLS(true), redis.DialTLSConfig(config), redis.DialTLSHandshakeTimeout(o.DialTimeout)}
+		if o.TLS {
+			server = append(server, tlsOptions...)
+		}
+		if o.SentinelTLS {
+			sentinels = append(sentinels, tlsOptions...)
+		}
+	}
+	pool := &redis.Pool{
+		MaxIdle:     o.MaxIdle,
+		MaxActive:   o.MaxActive,
+		IdleTimeout: o.IdleTimeout,
+		Wait:        false,
+	}
+	if o.MasterName == "" {
+		addr := o.Addrs[0]
+		pool.Dial = func() (redis.Conn, error) { return dial(addr, server) }
+		pool.TestOnBorrow = idleCheck(o.IdleCheck, func(c redis.Conn) error {
+			_, err := c.Do("PING")
+			return err
+		})
+		return pool, nil
+	}
+	s := &sentinel.Sentinel{
+		Addrs:      o.Addrs,
+		MasterName: o.MasterName,
+		Dial:       func(addr string) (redis.Conn, error) { return redis.Dial("tcp", addr, sentinels...) },
+	}
+	// A new connection goes to the master the sentinels name, and is checked to be the
+	// master (just after a failover a sentinel may still name the old one).
+	pool.Dial = func() (redis.Conn, error) {
+		addr, err := s.MasterAddr()
+		if err != nil {
+			return nil, err
+		}
+		c, err := dial(addr, server)
+		if err != nil {
+			return nil, err
+		}
+		if err := isMaster(c); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("layercache: %s, named master of %s by Sentinel: %w", addr, o.MasterName, err)
+		}
+		return c, nil
+	}
+	pool.TestOnBorrow = idleCheck(o.IdleCheck, isMaster)
+	return pool, nil
+}
+
+// idleCheck is a TestOnBorrow that runs check only on connections idle for longer than
+// idle.
+func idleCheck(idle time.Duration, check func(redis.Conn) error) func(redis.Conn, time.Time) error {
+	return func(c redis.Conn, lastUsed time.Time) error {
+		if time.Since(lastUsed) < idle {
+			return nil
+		}
+		return check(c)
+	}
+}
+
+func isMaster(c redis.Conn) error {
+	if !sentinel.TestRole(c, "master") {
+		return errors.New("not a master (ROLE)")
+	}
+	return nil
+}
+
+func (o Options) tlsConfig() (*tls.Config, error) {
+	config := &tls.Config{ServerName: o.TLSServerName, MinVersion: tls.VersionTLS12}
+	if o.TLSCAFile != "" {
+		pem, err := os.ReadFile(o.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("layercache: TLS CA file: %w", err)
+		}
+		config.RootCAs = x509.NewCertPool()
+		if !config.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("layercache: TLS CA file %s holds no PEM certificate", o.TLSCAFile)
+		}
+	}
+	if o.TLSCertFile != "" || o.TLSKeyFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCertFile, o.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("layercache: TLS client certificate: %w", err)
+		}
+		config.Certificates = []tls.Certificate{cert}
+	}
+	return config, nil
+}
+
+// dial connects to one server; the connection it returns reports itself broken (Err)
+// once the server answers that it cannot serve, so the pool drops it.
+func dial(addr string, options []redis.DialOption) (redis.Conn, error) {
+	c, err := redis.Dial("tcp", addr, options...)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{Conn: c}, nil
+}
+
+// conn is a server connection that turns a reply of `READONLY` (a master demoted to
+// replica), `LOADING` or `MASTERDOWN` into a broken connection: redigo's pool closes a
+// connection whose Err is set instead of keeping it, and the next dial asks Sentinel
+// for the master again.
+type conn struct {
+	redis.Conn
+	unavailable error
+}
+
+func (c *conn) Do(command string, args ...interface{}) (interface{}, error) {
+	reply, err := c.Conn.Do(command, args...)
+	if unavailableReply(err) {
+		c.unavailable = err
+	}
+	return reply, err
+}
+
+func (c *conn) Err() error {
+	if c.unavailable != nil {
+		return c.unavailable
+	}
+	return c.Conn.Err()
+}
+
+// unavailableReply reports an error reply of a server that cannot serve the cache now.
+func unavailableReply(err error) bool {
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return false
+	}
+	code, _, _ := strings.Cut(string(reply), " ")
+	return code == "READONLY" || code == "LOADING" || code == "MASTERDOWN"
 }

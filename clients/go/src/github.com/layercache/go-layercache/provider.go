@@ -24,13 +24,14 @@ import (
 
 // NewBlobDescriptorCacheProvider returns a cache provider that keeps blob descriptors
 // through the LAYERCACHE.* commands of the Redis that pool connects to, which must
-// have the layercache module loaded.
+// have the layercache module loaded. Calls fail open as with New's default Options.
 func NewBlobDescriptorCacheProvider(pool *redis.Pool) cache.BlobDescriptorCacheProvider {
-	return &provider{pool: pool}
+	return &provider{pool: pool, breaker: newBreaker(Options{}.withDefaults())}
 }
 
 type provider struct {
-	pool *redis.Pool
+	pool    *redis.Pool
+	breaker *breaker
 }
 
 var _ distribution.BlobDescriptorService = &repository{}
@@ -70,11 +71,11 @@ func (p *provider) RepositoryScoped(repo string) (distribution.BlobDescriptorSer
 	if _, err := reference.ParseNormalizedNamed(repo); err != nil {
 		return nil, err
 	}
-	return &repository{provider: p, repo: repo}, nil
+	return &repository{p: p, repo: repo}, nil
 }
 
 type repository struct {
-	*provider
+	p    *provider
 	repo string
 }
 
@@ -84,7 +85,7 @@ func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (distribution
 	if err := dgst.Validate(); err != nil {
 		return distribution.Descriptor{}, err
 	}
-	return r.descriptor(dgst, "LAYERCACHE.REPOSTAT", r.repo, dgst)
+	return r.p.descriptor(dgst, "LAYERCACHE.REPOSTAT", r.repo, dgst)
 }
 
 // SetDescriptor records that the repository holds the blob, its descriptor and the
@@ -100,7 +101,7 @@ func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc
 	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
 		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
 	}
-	return r.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
+	return r.p.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
 }
 
 // Clear removes the repository's membership, its mediatype and the global descriptor
@@ -111,40 +112,62 @@ func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
 	if err := dgst.Validate(); err != nil {
 		return err
 	}
-	return r.removed(dgst, r.repo, "LAYERCACHE.REPOCLEAR", r.repo, dgst)
+	return r.p.removed(dgst, r.repo, "LAYERCACHE.REPOCLEAR", r.repo, dgst)
 }
 
-// descriptor runs a command that replies [digest, size, mediatype] or nil.
-func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (distribution.Descriptor, error) {
+// ErrUnavailable is what Clear returns while Redis is skipped (the breaker is open): a
+// delete must not succeed while the cache may still hold the descriptor.
+var ErrUnavailable = errors.New("layercache: Redis unavailable, cache skipped")
+
+// call runs one command on a pooled connection, through the breaker; skipped reports a
+// call the breaker did not let through.
+func (p *provider) call(command string, args ...interface{}) (reply interface{}, skipped bool, err error) {
+	if !p.breaker.allow() {
+		return nil, true, nil
+	}
 	conn := p.pool.Get()
-	defer conn.Close()
-	reply, err := redis.Values(conn.Do(command, args...))
-	if err == redis.ErrNil {
+	reply, err = conn.Do(command, args...)
+	// A broken connection (dial failure, network error, a server that cannot serve) is
+	// Redis failing; a full pool is the registry's own load, and an error reply is about
+	// this call.
+	failed := (conn.Err() != nil || unavailableReply(err)) && !errors.Is(err, redis.ErrPoolExhausted)
+	conn.Close()
+	p.breaker.done(failed, err)
+	return reply, false, err
+}
+
+// descriptor runs a command that replies [digest, size, mediatype] or nil; a skipped
+// call is a miss.
+func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (distribution.Descriptor, error) {
+	reply, skipped, err := p.call(command, args...)
+	if skipped || err == nil && reply == nil {
 		return distribution.Descriptor{}, distribution.ErrBlobUnknown
 	}
+	values, err := redis.Values(reply, err)
 	if err != nil {
 		return distribution.Descriptor{}, mapError(err, dgst, "")
 	}
 	var desc distribution.Descriptor
-	if _, err := redis.Scan(reply, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
+	if _, err := redis.Scan(values, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
 		return distribution.Descriptor{}, err
 	}
 	return desc, nil
 }
 
-// do runs a write that replies OK.
+// do runs a write that replies OK; a skipped write is as if the cache had evicted it.
 func (p *provider) do(dgst digest.Digest, repo string, command string, args ...interface{}) error {
-	conn := p.pool.Get()
-	defer conn.Close()
-	_, err := conn.Do(command, args...)
+	_, _, err := p.call(command, args...)
 	return mapError(err, dgst, repo)
 }
 
-// removed runs a removal that replies 1 or 0; 0 is ErrBlobUnknown.
+// removed runs a removal that replies 1 or 0; 0 is ErrBlobUnknown, a skipped removal
+// ErrUnavailable.
 func (p *provider) removed(dgst digest.Digest, repo string, command string, args ...interface{}) error {
-	conn := p.pool.Get()
-	defer conn.Close()
-	n, err := redis.Int(conn.Do(command, args...))
+	reply, skipped, err := p.call(command, args...)
+	if skipped {
+		return ErrUnavailable
+	}
+	n, err := redis.Int(reply, err)
 	if err != nil {
 		return mapError(err, dgst, repo)
 	}

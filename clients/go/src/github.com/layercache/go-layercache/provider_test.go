@@ -22,44 +22,74 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// server is a redis-server with the layercache module on a free loopback port
-// ($REDIS_SERVER, $LAYERCACHE_MODULE), stopped at the end of the test.
+// server is a redis-server with the layercache module in scheme on a free loopback
+// port, stopped at the end of the test.
 func server(t *testing.T, scheme string) string {
+	return startRedis(t, "scheme", scheme).addr
+}
+
+// redisServer is a redis-server (or sentinel) the test started.
+type redisServer struct {
+	cmd  *exec.Cmd
+	addr string
+	port int
+	dir  string
+}
+
+// startRedis starts $REDIS_SERVER on a free loopback port with the layercache module
+// ($LAYERCACHE_MODULE) and moduleArgs, then args (more server options), and waits until
+// its log says it is ready; it is killed at the end of the test.
+func startRedis(t *testing.T, moduleArgs ...string) *redisServer {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	binary := os.Getenv("REDIS_SERVER")
-	if binary == "" {
-		binary = "redis-server"
-	}
 	module := os.Getenv("LAYERCACHE_MODULE")
 	if module == "" {
 		t.Fatal("LAYERCACHE_MODULE must name liblayercache.so (make test-go sets it)")
 	}
+	return startProcess(t, freePort(t), "Ready to accept connections", append([]string{"--loadmodule", module}, moduleArgs...))
+}
+
+// startProcess runs the server binary with --port port and argv, until ready appears in
+// its log; argv may start with a configuration file (a sentinel's).
+func startProcess(t *testing.T, port int, ready string, argv []string) *redisServer {
+	t.Helper()
+	binary := os.Getenv("REDIS_SERVER")
+	if binary == "" {
+		binary = "redis-server"
+	}
 	dir := t.TempDir()
-	cmd := exec.Command(binary, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
-		"--logfile", filepath.Join(dir, "redis.log"), "--loadmodule", module, "scheme", scheme)
+	log := filepath.Join(dir, "redis.log")
+	argv = append(argv, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, "--logfile", log)
+	cmd := exec.Command(binary, argv...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	s := &redisServer{cmd: cmd, addr: fmt.Sprintf("127.0.0.1:%d", port), port: port, dir: dir}
+	t.Cleanup(s.kill)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := redis.Dial("tcp", addr); err == nil {
-			_, err = c.Do("PING")
-			c.Close()
-			if err == nil {
-				return addr
-			}
+		if text, _ := os.ReadFile(log); strings.Contains(string(text), ready) {
+			return s
 		}
 	}
-	log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-	t.Fatalf("redis-server did not start:\n%s", log)
-	return ""
+	text, _ := os.ReadFile(log)
+	t.Fatalf("%s %v did not start:\n%s", binary, argv, text)
+	return nil
+}
+
+// kill ends the server the test started (SIGKILL, by its pid), at once.
+func (s *redisServer) kill() {
+	if s.cmd.ProcessState == nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 func pool(addr string) *redis.Pool {

@@ -1,0 +1,214 @@
+package layercache
+
+import (
+	"fmt"
+	"log"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/distribution/configuration"
+	"github.com/docker/distribution/registry/storage/cache"
+)
+
+// Options says how the provider reaches Redis: one node or Sentinel, with or without
+// TLS and an ACL user. A zero field takes the default its comment gives; Addrs is the
+// only one required.
+type Options struct {
+	// Addrs is the server's host:port; with MasterName set, the sentinels' addresses.
+	Addrs []string
+	// MasterName is the master set the sentinels watch (Harbor's `sentinelMasterSet`).
+	// Empty: Addrs[0] is the server itself.
+	MasterName string
+
+	// Username and Password authenticate to the server (`AUTH [user] pass`); DB is the
+	// database to SELECT.
+	Username, Password string
+	DB                 int
+	// SentinelUsername and SentinelPassword authenticate to the sentinels, for sentinels
+	// with `requirepass` or ACL users of their own.
+	SentinelUsername, SentinelPassword string
+
+	// TLS to the server, and SentinelTLS to the sentinels, with the settings below.
+	TLS, SentinelTLS bool
+	// TLSCAFile is a PEM bundle of the CAs to verify servers with (empty: the system's).
+	TLSCAFile string
+	// TLSCertFile and TLSKeyFile are the client certificate and key, for servers with
+	// `tls-auth-clients yes`.
+	TLSCertFile, TLSKeyFile string
+	// TLSServerName is the name to verify server certificates against (empty: the host
+	// of the address dialed, as Sentinel reports it).
+	TLSServerName string
+
+	// Timeouts of connecting, and of each read and write (default 1 s each): a cache
+	// must not hold a registry request for longer.
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+	// Pool sizes, as redigo's Pool: idle connections kept (default 4), connections open
+	// at most (0: no limit; past it a call is a miss, it does not wait), and how long an
+	// idle connection is kept (0: for ever).
+	MaxIdle, MaxActive int
+	IdleTimeout        time.Duration
+	// IdleCheck: a connection idle for longer is checked before use (PING, or ROLE
+	// through Sentinel) (default IdleCheck).
+	IdleCheck time.Duration
+
+	// FailAfter consecutive connection failures open the breaker (default 3): calls
+	// skip Redis for BackoffMin (default 500 ms), then one call probes; each failed probe
+	// doubles the window, up to BackoffMax (default 8 s).
+	FailAfter              int
+	BackoffMin, BackoffMax time.Duration
+	// Logf reports the breaker's state changes, once each (default log.Printf).
+	Logf func(format string, args ...interface{})
+}
+
+// IdleCheck is the default Options.IdleCheck. distribution's pool pings on every borrow
+// and Harbor's asks ROLE on every borrow, which doubles the round trips of every cache
+// operation; a connection used within the last IdleCheck is handed out as it is, and a
+// dead one fails its command, which the registry treats as a cache miss.
+const IdleCheck = time.Minute
+
+// withDefaults returns o with every zero field that has a default set to it.
+func (o Options) withDefaults() Options {
+	setDuration := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setDuration(&o.DialTimeout, time.Second)
+	setDuration(&o.ReadTimeout, time.Second)
+	setDuration(&o.WriteTimeout, time.Second)
+	setDuration(&o.IdleCheck, IdleCheck)
+	setDuration(&o.BackoffMin, 500*time.Millisecond)
+	setDuration(&o.BackoffMax, 8*time.Second)
+	if o.MaxIdle == 0 {
+		o.MaxIdle = 4
+	}
+	if o.FailAfter == 0 {
+		o.FailAfter = 3
+	}
+	if o.Logf == nil {
+		o.Logf = log.Printf
+	}
+	return o
+}
+
+// New returns the cache provider for the Redis that o describes, which must have the
+// layercache module loaded. It dials nothing: an unreachable Redis is reported by the
+// first calls (and the breaker's log), and the registry serves from storage meanwhile.
+func New(o Options) (cache.BlobDescriptorCacheProvider, error) {
+	o = o.withDefaults()
+	pool, err := newPool(o)
+	if err != nil {
+		return nil, err
+	}
+	return &provider{pool: pool, breaker: newBreaker(o)}, nil
+}
+
+// FromConfiguration reads Options from a registry configuration: distribution 2.8's
+// `redis` section (addr, password, db, timeouts, pool), and the keys it lacks from
+// `storage.cache`, named as in Harbor's fork where it has them:
+//
+//	redis:
+//	  addr: sentinel-1:26379,sentinel-2:26379,sentinel-3:26379
+//	  password: secret
+//	storage:
+//	  cache:
+//	    blobdescriptor: layercache
+//	    sentinelMasterSet: mymaster   # Harbor's; the addresses are then sentinels
+//	    username: registry            # Harbor's; the ACL user
+//	    enabletls: true               # Harbor's; TLS to the server (and sentinels)
+//	    tlscafile: /etc/registry/redis-ca.pem
+//	    tlscertfile: /etc/registry/redis-client.pem
+//	    tlskeyfile: /etc/registry/redis-client.key
+//	    tlsservername: redis.internal
+//	    sentineltls: true             # default: enabletls
+//	    sentinelusername: ...
+//	    sentinelpassword: ...
+//
+// Keys are matched without regard to case; an unknown key or a value of the wrong type
+// is an error, so a misspelt setting does not pass unnoticed.
+func FromConfiguration(config *configuration.Configuration) (Options, error) {
+	r := config.Redis
+	o := Options{
+		Addrs:        splitAddrs(r.Addr),
+		Password:     r.Password,
+		DB:           r.DB,
+		DialTimeout:  r.DialTimeout,
+		ReadTimeout:  r.ReadTimeout,
+		WriteTimeout: r.WriteTimeout,
+		MaxIdle:      r.Pool.MaxIdle,
+		MaxActive:    r.Pool.MaxActive,
+		IdleTimeout:  r.Pool.IdleTimeout,
+	}
+	sentinelTLS := ""
+	strs := map[string]*string{
+		"sentinelmasterset": &o.MasterName,
+		"username":          &o.Username,
+		"sentinelusername":  &o.SentinelUsername,
+		"sentinelpassword":  &o.SentinelPassword,
+		"tlscafile":         &o.TLSCAFile,
+		"tlscertfile":       &o.TLSCertFile,
+		"tlskeyfile":        &o.TLSKeyFile,
+		"tlsservername":     &o.TLSServerName,
+	}
+	for key, value := range config.Storage["cache"] {
+		name := strings.ToLower(key)
+		switch {
+		case name == "blobdescriptor" || name == "layerinfo":
+		case name == "enabletls":
+			b, err := parseBool(key, value)
+			if err != nil {
+				return Options{}, err
+			}
+			o.TLS = b
+		case name == "sentineltls":
+			sentinelTLS = fmt.Sprint(value)
+			b, err := parseBool(key, value)
+			if err != nil {
+				return Options{}, err
+			}
+			o.SentinelTLS = b
+		case strs[name] != nil:
+			s, ok := value.(string)
+			if !ok {
+				return Options{}, fmt.Errorf("layercache: storage.cache.%s must be a string, not %v", key, value)
+			}
+			*strs[name] = s
+		default:
+			return Options{}, fmt.Errorf("layercache: unknown setting storage.cache.%s", key)
+		}
+	}
+	if sentinelTLS == "" {
+		o.SentinelTLS = o.TLS
+	}
+	if len(o.Addrs) == 0 {
+		return Options{}, fmt.Errorf("layercache: redis.addr is required")
+	}
+	if o.MasterName == "" && len(o.Addrs) > 1 {
+		return Options{}, fmt.Errorf("layercache: redis.addr lists %d addresses: set storage.cache.sentinelMasterSet to use them as sentinels", len(o.Addrs))
+	}
+	return o, nil
+}
+
+func splitAddrs(s string) []string {
+	var addrs []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+// parseBool takes YAML's booleans and their string forms ("true", "false").
+func parseBool(key string, value interface{}) (bool, error) {
+	switch v := value.(type) {
+	case bool:
+		return v, nil
+	case string:
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b, nil
+		}
+	}
+	return false, fmt.Errorf("layercache: storage.cache.%s must be true or false, not %v", key, value)
+}
