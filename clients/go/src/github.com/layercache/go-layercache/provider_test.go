@@ -15,8 +15,8 @@ import (
 
 	"github.com/docker/distribution"
 	"github.com/docker/distribution/registry/storage/cache"
-	dredis "github.com/docker/distribution/registry/storage/cache/redis"
 	"github.com/docker/distribution/registry/storage/cache/cachecheck"
+	dredis "github.com/docker/distribution/registry/storage/cache/redis"
 	garyburd "github.com/garyburd/redigo/redis"
 	"github.com/gomodule/redigo/redis"
 	"github.com/opencontainers/go-digest"
