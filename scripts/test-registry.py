@@ -21,181 +21,18 @@ ports. Two runs:
 Standard library only; exits non-zero on the first failed check.
 """
 
-import gzip
-import hashlib
-import io
-import json
 import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import tarfile
 import tempfile
-import time
-import urllib.error
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODULE = os.path.join(ROOT, "target", "release", "liblayercache.so")
-REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+from registrykit import (MODULE, OCI_CONFIG, ROOT, Redis, Registry, build_patched_registry, check,
+                         push_and_pull, say)
+
 TTL = 3600
-
-
-def check(cond, what):
-    if not cond:
-        sys.exit(f"test-registry: FAILED: {what}")
-    print(f"test-registry: ok: {what}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(what, ready, seconds=60):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        if ready():
-            return
-        time.sleep(0.1)
-    sys.exit(f"test-registry: FAILED: timed out waiting for {what}")
-
-
-class Redis:
-    """redis-server on a free port, driven through redis-cli."""
-
-    def __init__(self, work, module_args):
-        self.port = free_port()
-        self.dir = os.path.join(work, "redis")
-        os.makedirs(self.dir)
-        argv = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--dir", self.dir, "--logfile", "redis.log", "--enable-module-command", "yes"]
-        if module_args is not None:
-            argv += ["--loadmodule", MODULE] + module_args
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for("redis-server", lambda: self.cli("PING", check_ok=False) == ["PONG"])
-
-    def cli(self, *args, check_ok=True):
-        out = subprocess.run(["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True)
-        if check_ok and (out.returncode != 0 or out.stdout.startswith("ERR") or "(error)" in out.stdout):
-            sys.exit(f"test-registry: FAILED: redis-cli {' '.join(args)}: {out.stdout}{out.stderr}")
-        return out.stdout.splitlines()
-
-    def keys(self):
-        return sorted(self.cli("--scan"))
-
-    def stop(self):
-        self.cli("SHUTDOWN", "NOSAVE", check_ok=False)
-        self.proc.wait(timeout=30)
-
-
-class Registry:
-    """docker-registry serve, with the Redis blob-descriptor cache and deletes."""
-
-    def __init__(self, work, redis_port, binary="docker-registry", cache="redis"):
-        self.port = free_port()
-        self.config = os.path.join(work, "registry.yml")
-        with open(self.config, "w") as f:
-            f.write(f"""version: 0.1
-log:
-  level: info
-storage:
-  filesystem:
-    rootdirectory: {work}/storage
-  cache:
-    blobdescriptor: {cache}
-  delete:
-    enabled: true
-redis:
-  addr: 127.0.0.1:{redis_port}
-http:
-  addr: 127.0.0.1:{self.port}
-""")
-        self.log = open(os.path.join(work, "registry.log"), "w")
-        self.proc = subprocess.Popen([binary, "serve", self.config], stdout=self.log, stderr=self.log)
-        wait_for("docker-registry", lambda: self.status("GET", "/v2/") == 200)
-
-    def request(self, method, path):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     headers={"Accept": OCI_MANIFEST})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, r.headers
-        except urllib.error.HTTPError as e:
-            return e.code, e.headers
-        except OSError:
-            return None, None
-
-    def status(self, method, path):
-        return self.request(method, path)[0]
-
-    def head_blob(self, repo, digest):
-        status, headers = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
-        return status, int(headers["Content-Length"]) if status == 200 else None
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
-        self.log.close()
-
-
-def blob(layout, data):
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    with open(os.path.join(layout, "blobs", "sha256", digest[7:]), "wb") as f:
-        f.write(data)
-    return digest, len(data)
-
-
-def layer_tar(name, rng):
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w") as tar:
-        content = rng.randbytes(20000 + rng.randrange(20000))
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime = len(content), 0
-        tar.addfile(info, io.BytesIO(content))
-    return raw.getvalue()
-
-
-def oci_layout(path, layers, rng):
-    """An OCI image layout with one image of `layers` (uncompressed tars) tagged v1;
-    returns {digest: (size, mediatype)} of its blobs and the manifest digest."""
-    os.makedirs(os.path.join(path, "blobs", "sha256"))
-    with open(os.path.join(path, "oci-layout"), "w") as f:
-        json.dump({"imageLayoutVersion": "1.0.0"}, f)
-    blobs, descs, diff_ids = {}, [], []
-    for tar in layers:
-        gz = gzip.compress(tar, mtime=0)
-        digest, size = blob(path, gz)
-        blobs[digest] = (size, OCI_LAYER)
-        descs.append({"mediaType": OCI_LAYER, "digest": digest, "size": size})
-        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
-    config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2026-11-29T00:00:00Z",
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-                         "config": {"Labels": {"nonce": str(rng.random())}}}).encode()
-    config_digest, config_size = blob(path, config)
-    blobs[config_digest] = (config_size, OCI_CONFIG)
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                           "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config_size},
-                           "layers": descs}).encode()
-    manifest_digest, manifest_size = blob(path, manifest)
-    with open(os.path.join(path, "index.json"), "w") as f:
-        json.dump({"schemaVersion": 2, "manifests": [{
-            "mediaType": OCI_MANIFEST, "digest": manifest_digest, "size": manifest_size,
-            "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}, f)
-    return blobs, manifest_digest
-
-
-def skopeo(*args):
-    out = subprocess.run(["skopeo", "--insecure-policy", *args], capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"test-registry: FAILED: skopeo {' '.join(args)}: {out.stderr}")
 
 
 def readme_block(marker):
@@ -223,24 +60,6 @@ def run_readme(marker, redis, work, replace=()):
     if out.returncode != 0:
         sys.exit(f"test-registry: FAILED: README recipe:{marker}: {out.stdout}{out.stderr}")
     return out.stdout
-
-
-def push_and_pull(work, registry):
-    """Two images sharing a layer, pushed to two repositories and pulled back."""
-    rng = random.Random(os.urandom(8))
-    shared = layer_tar("shared", rng)
-    images = {}
-    for repo in ["team-a/app", "team-b/app"]:
-        layout = os.path.join(work, "layouts", repo.replace("/", "-"))
-        blobs, manifest = oci_layout(layout, [shared, layer_tar(repo.replace("/", "-"), rng)], rng)
-        skopeo("copy", f"oci:{layout}:v1", f"docker://127.0.0.1:{registry.port}/{repo}:v1", "--dest-tls-verify=false")
-        pulled = os.path.join(work, "pulled", repo.replace("/", "-"))
-        os.makedirs(os.path.dirname(pulled), exist_ok=True)
-        skopeo("copy", f"docker://127.0.0.1:{registry.port}/{repo}:v1", f"oci:{pulled}:v1", "--src-tls-verify=false")
-        got = json.load(open(os.path.join(pulled, "index.json")))["manifests"][0]["digest"]
-        check(got == manifest, f"{repo}: pulled back the pushed manifest {manifest[:19]}…")
-        images[repo] = (blobs, manifest)
-    return images
 
 
 def garbage_collect(work, redis, registry, images):
@@ -292,11 +111,11 @@ def registry_reads_the_module(redis, registry, images):
 
 
 def first_run(work):
-    print("test-registry: run 1: the module loaded from the start, ttl", TTL)
+    say(f"run 1: the module loaded from the start, ttl {TTL}")
     redis = Redis(work, ["ttl", str(TTL)])
-    registry = Registry(work, redis.port)
+    registry = Registry(work, {"addr": f"127.0.0.1:{redis.port}"})
     try:
-        images = push_and_pull(work, registry)
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
         module_reads_the_registry(redis, images)
         registry_reads_the_module(redis, registry, images)
         keys = redis.keys()
@@ -309,11 +128,11 @@ def first_run(work):
 
 
 def second_run(work):
-    print("test-registry: run 2: the module loaded after the registry filled the cache")
+    say("run 2: the module loaded after the registry filled the cache")
     redis = Redis(work, None)
-    registry = Registry(work, redis.port)
+    registry = Registry(work, {"addr": f"127.0.0.1:{redis.port}"})
     try:
-        images = push_and_pull(work, registry)
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
         redis.cli("MODULE", "LOAD", MODULE)
         run_readme("index", redis, work)
         module_reads_the_registry(redis, images)
@@ -325,38 +144,17 @@ def second_run(work):
         redis.stop()
 
 
-def build_patched_registry(work):
-    """distribution's cmd/registry from Debian's source tree, with the provider patch."""
-    tree = os.path.join(work, "gopath", "src", "github.com", "docker", "distribution")
-    shutil.copytree("/usr/share/gocode/src/github.com/docker/distribution", tree, symlinks=True)
-    patch = os.path.join(ROOT, "clients", "go", "registry", "app.go.patch")
-    out = subprocess.run(["patch", "-p1", "-i", patch], cwd=tree, capture_output=True, text=True)
-    check(out.returncode == 0, f"the provider patch applies to Debian's distribution {out.stderr.strip()}")
-    binary = os.path.join(work, "registry")
-    gopath = os.pathsep.join([os.path.join(work, "gopath"), os.path.join(ROOT, "clients", "go"), "/usr/share/gocode"])
-    env = dict(os.environ, GO111MODULE="off", GOPATH=gopath)
-    out = subprocess.run(["go", "build", "-o", binary, "github.com/docker/distribution/cmd/registry"],
-                         env=env, capture_output=True, text=True)
-    check(out.returncode == 0, f"cmd/registry built with the patch {out.stderr.strip()[-2000:]}")
-    return binary
-
-
-def info_counters(redis):
-    return {k: int(v) for k, v in (l.split(":", 1) for l in redis.cli("INFO", "layercache")
-                                   if l.startswith("layercache_") and ":" in l)}
-
-
 def third_run(work):
-    print("test-registry: run 3: a registry built with the layercache provider")
+    say("run 3: a registry built with the layercache provider")
     binary = build_patched_registry(work)
     redis = Redis(work, [])
-    registry = Registry(work, redis.port, binary=binary, cache="layercache")
+    registry = Registry(work, {"addr": f"127.0.0.1:{redis.port}"}, binary=binary, cache="layercache")
     try:
-        check("using layercache blob descriptor cache" in open(os.path.join(work, "registry.log")).read(),
+        check("using layercache blob descriptor cache" in registry.logged(),
               "the registry says it uses the layercache provider")
-        images = push_and_pull(work, registry)
-        counters = info_counters(redis)
-        print("test-registry: INFO layercache after push and pull: " +
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
+        counters = redis.counters()
+        say("INFO layercache after push and pull: " +
               ", ".join(f"{k[11:]}={v}" for k, v in sorted(counters.items()) if v))
         check(counters["layercache_reposetdescriptor_calls"] > 0 and counters["layercache_repostat_calls"] > 0,
               "the registry's cache traffic went through LAYERCACHE.REPOSETDESCRIPTOR and REPOSTAT")
@@ -369,9 +167,9 @@ def third_run(work):
         module_reads_the_registry(redis, images)
         for repo, (blobs, _) in images.items():
             for digest, (size, _) in blobs.items():
-                before = info_counters(redis)
+                before = redis.counters()
                 check(registry.head_blob(repo, digest) == (200, size), f"{repo}: HEAD {digest[:19]}… = {size}")
-                after = info_counters(redis)
+                after = redis.counters()
                 hits = after["layercache_repostat_hits"] - before["layercache_repostat_hits"]
                 misses = after["layercache_repostat_misses"] - before["layercache_repostat_misses"]
                 check(hits > 0 and misses == 0, f"{repo}: served from the cache ({hits} REPOSTAT hits, {misses} misses)")
@@ -391,7 +189,7 @@ def main():
         finally:
             if not os.environ.get("KEEP"):
                 shutil.rmtree(work, ignore_errors=True)
-    print("test-registry: all checks passed")
+    say("all checks passed")
 
 
 if __name__ == "__main__":

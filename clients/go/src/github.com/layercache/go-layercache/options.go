@@ -212,3 +212,24 @@ func parseBool(key string, value interface{}) (bool, error) {
 	}
 	return false, fmt.Errorf("layercache: storage.cache.%s must be true or false, not %v", key, value)
 }
+
+// Topology describes, for a log line, what o connects to (never the password).
+func (o Options) Topology() string {
+	s := strings.Join(o.Addrs, ",")
+	if o.MasterName != "" {
+		s = fmt.Sprintf("master %s through sentinels %s", o.MasterName, s)
+		if o.SentinelTLS {
+			s += " (TLS)"
+		}
+	}
+	if o.TLS {
+		s += ", TLS"
+		if o.TLSCertFile != "" {
+			s += " with a client certificate"
+		}
+	}
+	if o.Username != "" {
+		s += ", user " + o.Username
+	}
+	return s
+}

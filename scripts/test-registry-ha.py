@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""The registry with the layercache provider on the Redis registries run in production
+(make test-registry): distribution's cmd/registry built with
+clients/go/registry/app.go.patch, skopeo, redis-servers and sentinels with the module,
+all on free loopback ports. Runs:
+
+1. acl: an ACL user allowed only the provider's commands and `~blobs::* ~repository::*`.
+   With a wrong password the registry pushes, pulls and HEADs from storage and logs the
+   WRONGPASS once; a second registry with the right password serves HEADs from the
+   cache, and ACL LOG stays empty.
+2. sentinel: primary and replica with the module, three sentinels; the registry
+   configured Harbor-style (redis.addr the sentinels, storage.cache.sentinelMasterSet).
+   A loop pulls two images with skopeo and HEADs their blobs while the primary is
+   SIGKILLed: every pull and HEAD succeeds, none takes longer than the failover time
+   plus one dial timeout, and the new master counts the registry's cache hits.
+3. sentinel-tls: the same with TLS everywhere (client certificates, tls-replication,
+   TLS sentinels) and a password.
+4. outage: one Redis, stopped during the loop: every pull succeeds, the HEADs' p99 during
+   the outage is within 2x the p99 before; started again, cache hits resume within one
+   back-off window (at most the provider's 8 s).
+
+Each run prints its figures. Standard library only; exits non-zero on the first failed
+check. Failure steps end only the processes this script started, by their pid.
+"""
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+
+from registrykit import TLS, Redis, Registry, build_patched_registry, check, pull, push_and_pull, say, wait_for
+
+DIAL_TIMEOUT = 1.0  # seconds, redis.dialtimeout in every configuration here
+BACKOFF_MAX = 8.0  # the provider's default Options.BackoffMax
+PROVIDER_COMMANDS = ["+ping", "+role", "+layercache.stat", "+layercache.setdescriptor", "+layercache.clear",
+                     "+layercache.repostat", "+layercache.reposetdescriptor", "+layercache.repoclear"]
+
+
+def redis_section(addrs, password=None):
+    section = {"addr": ",".join(addrs), "dialtimeout": f"{DIAL_TIMEOUT:g}s", "readtimeout": "1s", "writetimeout": "1s",
+               "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"}}
+    if password:
+        section["password"] = password
+    return section
+
+
+def tls_params(tls):
+    return {"enabletls": True, "tlscafile": tls.path("ca.crt"), "tlscertfile": tls.path("client.crt"),
+            "tlskeyfile": tls.path("client.key")}
+
+
+class Loop(threading.Thread):
+    """Pulls both images with skopeo, then HEADs each of their blobs `heads` times, over
+    and over until stopped; records (start, kind, seconds, ok) of every request."""
+
+    def __init__(self, work, registry, images, heads=5):
+        super().__init__(daemon=True)
+        self.work, self.registry, self.images, self.heads = work, registry, images, heads
+        self.samples, self.halt = [], threading.Event()
+
+    def run(self):
+        n = 0
+        while not self.halt.is_set():
+            for repo, (blobs, manifest) in self.images.items():
+                n += 1
+                dest = os.path.join(self.work, "loop", str(n))
+                start = time.time()
+                got = pull(self.registry, repo, dest)
+                self.samples.append((start, "pull", time.time() - start, got == manifest))
+                shutil.rmtree(dest, ignore_errors=True)
+                for _ in range(self.heads):
+                    for digest, (size, _) in blobs.items():
+                        start = time.time()
+                        reply = self.registry.head_blob(repo, digest)
+                        self.samples.append((start, "head", time.time() - start, reply == (200, size)))
+
+    def stop(self):
+        self.halt.set()
+        self.join(timeout=120)
+        check(not self.is_alive(), "the loop stopped")
+
+    def latencies(self, kind, since=0, until=float("inf")):
+        return sorted(s for t, k, s, _ in self.samples if k == kind and since <= t < until)
+
+    def failures(self):
+        return [(k, s) for _, k, s, ok in self.samples if not ok]
+
+
+def p99(xs):
+    return xs[min(len(xs) - 1, len(xs) * 99 // 100)]
+
+
+def ms(seconds):
+    return f"{seconds * 1000:.1f} ms"
+
+
+def acl_run(work, binary):
+    say("run acl: an ACL user, a wrong password and then the right one")
+    redis = Redis(work, [])
+    redis.cli("ACL", "SETUSER", "registry", "on", ">registry-secret", "-@all", *PROVIDER_COMMANDS, "~blobs::*", "~repository::*")
+    wrong = Registry(work, redis_section([f"127.0.0.1:{redis.port}"], "wrong"), binary, "layercache",
+                     {"username": "registry"}, name="registry-wrong")
+    right = None
+    try:
+        images = push_and_pull(work, wrong, random.Random(os.urandom(8)))
+        for repo, (blobs, _) in images.items():
+            check(all(wrong.head_blob(repo, d) == (200, size) for d, (size, _) in blobs.items()),
+                  f"{repo}: with a wrong password every blob is served from storage")
+        log = wrong.logged()
+        check(log.count("Redis unreachable") == 1 and "WRONGPASS" in log,
+              "the registry logged the wrong password once, as the reason the cache is skipped")
+        check(redis.counters()["layercache_repostat_calls"] == 0, "and no cache call reached the module")
+        log = redis.cli("ACL", "LOG")
+        reasons = {line for n, line in enumerate(log) if n and log[n - 1] == "reason"}
+        check(reasons == {"auth"}, f"ACL LOG has the failed logins, and nothing else ({reasons})")
+        redis.cli("ACL", "LOG", "RESET")
+
+        right = Registry(work, redis_section([f"127.0.0.1:{redis.port}"], "registry-secret"), binary, "layercache",
+                         {"username": "registry"}, name="registry-right")
+        for repo, (blobs, _) in images.items():
+            for digest, (size, _) in blobs.items():
+                right.head_blob(repo, digest)  # a miss: the registry caches it
+                before = redis.counters()
+                served = right.head_blob(repo, digest) == (200, size)
+                after = redis.counters()
+                hits = after["layercache_repostat_hits"] - before["layercache_repostat_hits"]
+                misses = after["layercache_repostat_misses"] - before["layercache_repostat_misses"]
+                check(served and hits > 0 and misses == 0,
+                      f"{repo}: with the right password HEAD {digest[:19]}… is a cache hit ({hits} REPOSTAT hits)")
+        check([line for line in redis.cli("ACL", "LOG") if line] == [], "ACL LOG stays empty: the user needed no key and no command beyond its rules")
+    finally:
+        for r in (wrong, right):
+            if r:
+                r.stop()
+        redis.stop()
+
+
+def settled(replica, sentinels):
+    """The replica in sync, and every sentinel knowing it and the two other sentinels."""
+    if replica.info("replication").get("master_link_status") != "up":
+        return False
+    for s in sentinels:
+        master = s.cli("SENTINEL", "MASTER", "layercache", check_ok=False)
+        if field(master, "num-other-sentinels") != "2" or field(master, "num-slaves") != "1":
+            return False
+    return True
+
+
+def field(lines, name):
+    """The value after name in a redis-cli flat reply."""
+    return lines[lines.index(name) + 1] if name in lines else None
+
+
+def sentinel_run(work, binary, tls=None):
+    say(f"run sentinel{'-tls' if tls else ''}: the primary SIGKILLed while a loop pulls")
+    password = "redis-secret" if tls else None
+    primary = Redis(work, [], tls=tls, password=password, name="primary")
+    replica = Redis(work, [], args=["--replicaof", "127.0.0.1", str(primary.port)], tls=tls, password=password, name="replica")
+    sentinels = []
+    for i in range(3):
+        conf = os.path.join(work, f"sentinel-{i}", "sentinel.conf")
+        os.makedirs(os.path.dirname(conf))
+        with open(conf, "w") as f:
+            f.write(f"sentinel monitor layercache 127.0.0.1 {primary.port} 2\n"
+                    "sentinel down-after-milliseconds layercache 1000\nsentinel failover-timeout layercache 10000\n"
+                    + (f"sentinel auth-pass layercache {password}\n" if password else ""))
+        sentinels.append(Redis(work, None, tls=tls, name=f"sentinel-{i}", conf=conf))
+    params = {"sentinelMasterSet": "layercache", **(tls_params(tls) if tls else {})}
+    registry = Registry(work, redis_section([f"127.0.0.1:{s.port}" for s in sentinels], password), binary, "layercache", params)
+    loop = None
+    try:
+        check("through sentinels" in registry.logged(), "the registry reaches Redis through the sentinels")
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
+        wait_for("the replica in sync and the sentinels settled", lambda: settled(replica, sentinels))
+        loop = Loop(work, registry, images)
+        loop.start()
+        time.sleep(3)
+        killed = time.time()
+        primary.kill()
+        wait_for("the replica promoted", lambda: sentinels[0].cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "layercache",
+                                                                   check_ok=False)[-1:] == [str(replica.port)])
+        failover = time.time() - killed
+        wait_for("cache hits on the new master", lambda: replica.counters()["layercache_repostat_hits"] > 0, 60)
+        resumed = time.time() - killed
+        time.sleep(3)
+        loop.stop()
+        pulls, heads = loop.latencies("pull"), loop.latencies("head")
+        worst = max(pulls[-1], heads[-1])
+        say(f"{len(pulls)} pulls and {len(heads)} HEADs, {len(loop.failures())} failed; failover {failover:.2f} s, "
+            f"cache hits on the new master {resumed:.2f} s after the kill; worst pull {ms(pulls[-1])}, worst HEAD {ms(heads[-1])}")
+        check(loop.failures() == [], "every pull and every HEAD in the loop succeeded")
+        check(len(loop.latencies("pull", since=killed, until=killed + resumed)) > 0, "pulls ran during the failover")
+        check(worst <= failover + DIAL_TIMEOUT, f"no request waited longer than the failover plus one dial timeout "
+              f"({ms(worst)} <= {ms(failover + DIAL_TIMEOUT)})")
+        counters = replica.counters()
+        check(counters["layercache_repostat_hits"] > 0 and replica.info("replication")["role"] == "master",
+              f"the new master serves the registry's cache ({counters['layercache_repostat_hits']} REPOSTAT hits)")
+    finally:
+        if loop and loop.is_alive():
+            loop.halt.set()
+        registry.stop()
+        for s in [*sentinels, replica, primary]:
+            s.stop()
+
+
+def outage_run(work, binary):
+    say("run outage: Redis stopped during the loop, then started again")
+    redis = Redis(work, [])
+    registry = Registry(work, redis_section([f"127.0.0.1:{redis.port}"]), binary, "layercache")
+    loop = None
+    try:
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
+        loop = Loop(work, registry, images)
+        loop.start()
+        time.sleep(2)  # warm: every blob cached
+        warm = time.time()
+        time.sleep(8)
+        stopped = time.time()
+        redis.kill()
+        time.sleep(8)
+        restarted = time.time()
+        redis.start()
+        wait_for("cache hits after the restart", lambda: redis.counters()["layercache_repostat_hits"] > 0, 30)
+        resumed = time.time() - restarted
+        time.sleep(1)
+        loop.stop()
+        before, during = loop.latencies("head", warm, stopped), loop.latencies("head", stopped, restarted)
+        say(f"{len(loop.latencies('pull'))} pulls, {len(loop.failures())} failed; HEAD p99 before {ms(p99(before))} "
+            f"({len(before)} HEADs), during the outage {ms(p99(during))} ({len(during)}), worst {ms(during[-1])}; "
+            f"cache hits {resumed:.2f} s after the restart")
+        check(loop.failures() == [], "every pull and every HEAD succeeded through the outage")
+        check(p99(during) <= 2 * p99(before), "the HEADs' p99 during the outage is within 2x the p99 before")
+        check(resumed <= BACKOFF_MAX, f"cache hits resumed within one back-off window ({resumed:.2f} s <= {BACKOFF_MAX:g} s)")
+        log = registry.logged()
+        check(log.count("Redis unreachable") == 1 and log.count("Redis answers again") == 1,
+              "the registry logged the outage once and the return once")
+    finally:
+        if loop and loop.is_alive():
+            loop.halt.set()
+        registry.stop()
+        redis.stop()
+
+
+def main():
+    build = tempfile.mkdtemp(prefix="layercache-registry-build-")
+    runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, b: sentinel_run(w, b, TLS(w))),
+            ("outage", outage_run)]
+    only = sys.argv[1:]
+    try:
+        binary = build_patched_registry(build)
+        for name, run in runs:
+            if only and name not in only:
+                continue
+            work = tempfile.mkdtemp(prefix=f"layercache-{name}-")
+            try:
+                run(work, binary)
+            finally:
+                if not os.environ.get("KEEP"):
+                    shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    say("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
