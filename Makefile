@@ -39,10 +39,13 @@ test-matrix: deps
 	scripts/test-matrix.sh
 
 # A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
-# module's Redis: push, pull, garbage collection and the README's recipes.
+# module's Redis: push, pull, garbage collection and the README's recipes; then the
+# registry built with the Go provider on an ACL user, through Sentinel failovers (plain
+# and TLS) and a Redis outage.
 test-registry: release
 	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS) $(REGISTRY_BUILD_DEPS)
 	scripts/test-registry.py --with-provider
+	scripts/test-registry-ha.py
 
 # The Go cache provider for distribution (clients/go), built in GOPATH mode against
 # Debian's distribution 2.8.2 and redigo: distribution's cachecheck suite, interop with

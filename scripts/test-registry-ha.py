@@ -17,7 +17,7 @@ all on free loopback ports. Runs:
    TLS sentinels) and a password.
 4. outage: one Redis, stopped during the loop: every pull succeeds, the HEADs' p99 during
    the outage is within 2x the p99 before; started again, cache hits resume within one
-   back-off window (at most the provider's 8 s).
+   back-off window (at most the provider's 8 s, plus 2 s for the miss that refills it).
 
 Each run prints its figures. Standard library only; exits non-zero on the first failed
 check. Failure steps end only the processes this script started, by their pid.
@@ -233,7 +233,9 @@ def outage_run(work, binary):
             f"cache hits {resumed:.2f} s after the restart")
         check(loop.failures() == [], "every pull and every HEAD succeeded through the outage")
         check(p99(during) <= 2 * p99(before), "the HEADs' p99 during the outage is within 2x the p99 before")
-        check(resumed <= BACKOFF_MAX, f"cache hits resumed within one back-off window ({resumed:.2f} s <= {BACKOFF_MAX:g} s)")
+        # One window (at most BACKOFF_MAX) until the probe, then a miss that refills the
+        # cache and the hit after it.
+        check(resumed <= BACKOFF_MAX + 2, f"cache hits resumed within one back-off window ({resumed:.2f} s <= {BACKOFF_MAX:g} s + 2 s)")
         log = registry.logged()
         check(log.count("Redis unreachable") == 1 and log.count("Redis answers again") == 1,
               "the registry logged the outage once and the return once")
