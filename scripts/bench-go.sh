@@ -12,5 +12,5 @@ redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize 
   --loadmodule "$PWD/target/release/liblayercache.so" >/dev/null
 for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 go build -o "$dir/lcbench-go" github.com/layercache/go-layercache/cmd/lcbench-go
-"$dir/lcbench-go" -addr "127.0.0.1:$port" -rtt 0.5ms,2ms -n "${N:-400}" -out BENCHMARKS.md
+"$dir/lcbench-go" -addr "127.0.0.1:$port" -server "$(command -v redis-server)" -rtt 0.5ms,2ms -n "${N:-400}" -out BENCHMARKS.md
 echo "bench-go: BENCHMARKS.md updated"
