@@ -53,7 +53,8 @@ test-registry: release
 GOCODE = /usr/share/gocode/src/github.com
 GO_DEPS = go:golang-go $(GOCODE)/docker/distribution:golang-github-docker-distribution-dev \
 	$(GOCODE)/gomodule/redigo:golang-github-gomodule-redigo-dev \
-	$(GOCODE)/FZambia/sentinel:golang-github-fzambia-sentinel-dev openssl:openssl
+	$(GOCODE)/FZambia/sentinel:golang-github-fzambia-sentinel-dev $(GOCODE)/mna/redisc:golang-github-mna-redisc-dev \
+	openssl:openssl
 # What building distribution's cmd/registry needs beyond the library (docker-registry's
 # Build-Depends in Debian).
 REGISTRY_BUILD_DEPS = $(GOCODE)/aws/aws-sdk-go:golang-github-aws-aws-sdk-go-dev \

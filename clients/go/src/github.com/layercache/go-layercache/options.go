@@ -15,8 +15,12 @@ import (
 // TLS and an ACL user. A zero field takes the default its comment gives; Addrs is the
 // only one required.
 type Options struct {
-	// Addrs is the server's host:port; with MasterName set, the sentinels' addresses.
+	// Addrs is the server's host:port; with MasterName set, the sentinels' addresses;
+	// with Cluster (or several addresses and no MasterName), seed nodes of a Redis
+	// Cluster, whose module must run scheme blob.
 	Addrs []string
+	// Cluster: Addrs seed a Redis Cluster, even when there is only one.
+	Cluster bool
 	// MasterName is the master set the sentinels watch (Harbor's `sentinelMasterSet`).
 	// Empty: Addrs[0] is the server itself.
 	MasterName string
@@ -93,15 +97,17 @@ func (o Options) withDefaults() Options {
 }
 
 // New returns the cache provider for the Redis that o describes, which must have the
-// layercache module loaded. It dials nothing: an unreachable Redis is reported by the
-// first calls (and the breaker's log), and the registry serves from storage meanwhile.
+// layercache module loaded. A node or Sentinel is not dialled: an unreachable Redis is
+// reported by the first calls (and the breaker's log), and the registry serves from
+// storage meanwhile. A cluster is asked for its slots and each master for its scheme,
+// which must be blob; a cluster that is unreachable is logged, not an error.
 func New(o Options) (cache.BlobDescriptorCacheProvider, error) {
 	o = o.withDefaults()
-	pool, err := newPool(o)
+	conns, err := newSource(o)
 	if err != nil {
 		return nil, err
 	}
-	return &provider{pool: pool, breaker: newBreaker(o)}, nil
+	return &provider{conns: conns, breaker: newBreaker(o)}, nil
 }
 
 // FromConfiguration reads Options from a registry configuration: distribution 2.8's
@@ -122,6 +128,7 @@ func New(o Options) (cache.BlobDescriptorCacheProvider, error) {
 //	    tlskeyfile: /etc/registry/redis-client.key
 //	    tlsservername: redis.internal
 //	    sentineltls: true             # default: enabletls
+//	    cluster: true                 # redis.addr seeds a Redis Cluster (implied by several addresses without sentinelMasterSet)
 //	    sentinelusername: ...
 //	    sentinelpassword: ...
 //
@@ -155,6 +162,12 @@ func FromConfiguration(config *configuration.Configuration) (Options, error) {
 		name := strings.ToLower(key)
 		switch {
 		case name == "blobdescriptor" || name == "layerinfo":
+		case name == "cluster":
+			b, err := parseBool(key, value)
+			if err != nil {
+				return Options{}, err
+			}
+			o.Cluster = b
 		case name == "enabletls":
 			b, err := parseBool(key, value)
 			if err != nil {
@@ -183,9 +196,6 @@ func FromConfiguration(config *configuration.Configuration) (Options, error) {
 	}
 	if len(o.Addrs) == 0 {
 		return Options{}, fmt.Errorf("layercache: redis.addr is required")
-	}
-	if o.MasterName == "" && len(o.Addrs) > 1 {
-		return Options{}, fmt.Errorf("layercache: redis.addr lists %d addresses: set storage.cache.sentinelMasterSet to use them as sentinels", len(o.Addrs))
 	}
 	return o, nil
 }
@@ -216,6 +226,9 @@ func parseBool(key string, value interface{}) (bool, error) {
 // Topology describes, for a log line, what o connects to (never the password).
 func (o Options) Topology() string {
 	s := strings.Join(o.Addrs, ",")
+	if o.cluster() {
+		s = "cluster seeded by " + s
+	}
 	if o.MasterName != "" {
 		s = fmt.Sprintf("master %s through sentinels %s", o.MasterName, s)
 		if o.SentinelTLS {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/FZambia/sentinel"
@@ -20,7 +19,7 @@ import (
 // and ACL users, use New with FromConfiguration.
 func Pool(config *configuration.Configuration) *redis.Pool {
 	r := config.Redis
-	pool, _ := newPool(Options{ // nothing that can fail: no TLS files to read
+	pool, _ := newPool(Options{ // nothing that can fail: no TLS files to read, no cluster
 		Addrs: []string{r.Addr}, Password: r.Password, DB: r.DB,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 		MaxIdle: r.Pool.MaxIdle, MaxActive: r.Pool.MaxActive, IdleTimeout: r.Pool.IdleTimeout,
@@ -37,14 +36,31 @@ func PingIdle(c redis.Conn, lastUsed time.Time) error {
 	return err
 }
 
-// newPool returns the pool of connections to the server o names, or to the master its
-// sentinels name. Calls never wait for a connection (Wait is false): past MaxActive a
-// call fails at once, and the registry serves it from storage.
-func newPool(o Options) (*redis.Pool, error) {
-	if len(o.Addrs) == 0 {
-		return nil, errors.New("layercache: no Redis address")
+// connSource hands out a connection for one command on key.
+type connSource interface {
+	conn(key string) redis.Conn
+}
+
+type poolSource struct{ *redis.Pool }
+
+func (p poolSource) conn(string) redis.Conn { return p.Get() }
+
+// newSource returns where o's connections come from: one pool (a node, or the master
+// Sentinel names) or a cluster.
+func newSource(o Options) (connSource, error) {
+	if o.cluster() {
+		return newCluster(o)
 	}
-	server := []redis.DialOption{
+	pool, err := newPool(o)
+	if err != nil {
+		return nil, err
+	}
+	return poolSource{pool}, nil
+}
+
+// dialOptions are the options of connections to servers, and to sentinels.
+func (o Options) dialOptions() (server, sentinels []redis.DialOption, err error) {
+	server = []redis.DialOption{
 		redis.DialConnectTimeout(o.DialTimeout),
 		redis.DialReadTimeout(o.ReadTimeout),
 		redis.DialWriteTimeout(o.WriteTimeout),
@@ -52,7 +68,7 @@ func newPool(o Options) (*redis.Pool, error) {
 		redis.DialPassword(o.Password),
 		redis.DialDatabase(o.DB),
 	}
-	sentinels := []redis.DialOption{
+	sentinels = []redis.DialOption{
 		redis.DialConnectTimeout(o.DialTimeout),
 		redis.DialReadTimeout(o.ReadTimeout),
 		redis.DialWriteTimeout(o.WriteTimeout),
@@ -62,7 +78,7 @@ func newPool(o Options) (*redis.Pool, error) {
 	if o.TLS || o.SentinelTLS {
 		config, err := o.tlsConfig()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		tlsOptions := []redis.DialOption{redis.DialUseTLS(true), redis.DialTLSConfig(config), redis.DialTLSHandshakeTimeout(o.DialTimeout)}
 		if o.TLS {
@@ -71,6 +87,20 @@ func newPool(o Options) (*redis.Pool, error) {
 		if o.SentinelTLS {
 			sentinels = append(sentinels, tlsOptions...)
 		}
+	}
+	return server, sentinels, nil
+}
+
+// newPool returns the pool of connections to the server o names, or to the master its
+// sentinels name. Calls never wait for a connection (Wait is false): past MaxActive a
+// call fails at once, and the registry serves it from storage.
+func newPool(o Options) (*redis.Pool, error) {
+	if len(o.Addrs) == 0 {
+		return nil, errors.New("layercache: no Redis address")
+	}
+	server, sentinels, err := o.dialOptions()
+	if err != nil {
+		return nil, err
 	}
 	pool := &redis.Pool{
 		MaxIdle:     o.MaxIdle,
@@ -81,10 +111,7 @@ func newPool(o Options) (*redis.Pool, error) {
 	if o.MasterName == "" {
 		addr := o.Addrs[0]
 		pool.Dial = func() (redis.Conn, error) { return dial(addr, server) }
-		pool.TestOnBorrow = idleCheck(o.IdleCheck, func(c redis.Conn) error {
-			_, err := c.Do("PING")
-			return err
-		})
+		pool.TestOnBorrow = idleCheck(o.IdleCheck, ping)
 		return pool, nil
 	}
 	s := &sentinel.Sentinel{
@@ -122,6 +149,11 @@ func idleCheck(idle time.Duration, check func(redis.Conn) error) func(redis.Conn
 		}
 		return check(c)
 	}
+}
+
+func ping(c redis.Conn) error {
+	_, err := c.Do("PING")
+	return err
 }
 
 func isMaster(c redis.Conn) error {
@@ -164,7 +196,7 @@ func dial(addr string, options []redis.DialOption) (redis.Conn, error) {
 }
 
 // conn is a server connection that turns a reply of `READONLY` (a master demoted to
-// replica), `LOADING` or `MASTERDOWN` into a broken connection: redigo's pool closes a
+// replica), `LOADING`, `MASTERDOWN` or `CLUSTERDOWN` into a broken connection: redigo's pool closes a
 // connection whose Err is set instead of keeping it, and the next dial asks Sentinel
 // for the master again.
 type conn struct {
@@ -189,10 +221,5 @@ func (c *conn) Err() error {
 
 // unavailableReply reports an error reply of a server that cannot serve the cache now.
 func unavailableReply(err error) bool {
-	var reply redis.Error
-	if !errors.As(err, &reply) {
-		return false
-	}
-	code, _, _ := strings.Cut(string(reply), " ")
-	return code == "READONLY" || code == "LOADING" || code == "MASTERDOWN"
+	return replyCode(err, "READONLY") || replyCode(err, "LOADING") || replyCode(err, "MASTERDOWN") || replyCode(err, "CLUSTERDOWN")
 }

@@ -26,11 +26,11 @@ import (
 // through the LAYERCACHE.* commands of the Redis that pool connects to, which must
 // have the layercache module loaded. Calls fail open as with New's default Options.
 func NewBlobDescriptorCacheProvider(pool *redis.Pool) cache.BlobDescriptorCacheProvider {
-	return &provider{pool: pool, breaker: newBreaker(Options{}.withDefaults())}
+	return &provider{conns: poolSource{pool}, breaker: newBreaker(Options{}.withDefaults())}
 }
 
 type provider struct {
-	pool    *redis.Pool
+	conns   connSource
 	breaker *breaker
 }
 
@@ -101,7 +101,21 @@ func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc
 	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
 		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
 	}
-	return r.p.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
+	err := r.p.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
+	if !replyCode(err, "CROSSSLOT") {
+		return err
+	}
+	// In a cluster the alias may hash to another slot than dgst: Redis refused the two
+	// keys and nothing was written. The same writes, as one-key commands: dgst's
+	// membership, repository mediatype and descriptor (whose digest is the alias), then
+	// the alias's own.
+	if err := r.p.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, dgst, desc.Size, desc.MediaType); err != nil {
+		return err
+	}
+	if err := r.p.do(dgst, "", "LAYERCACHE.SETDESCRIPTOR", dgst, desc.Digest, desc.Size, desc.MediaType); err != nil {
+		return err
+	}
+	return r.p.do(desc.Digest, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, desc.Digest, desc.Digest, desc.Size, desc.MediaType)
 }
 
 // Clear removes the repository's membership, its mediatype and the global descriptor
@@ -119,13 +133,14 @@ func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
 // delete must not succeed while the cache may still hold the descriptor.
 var ErrUnavailable = errors.New("layercache: Redis unavailable, cache skipped")
 
-// call runs one command on a pooled connection, through the breaker; skipped reports a
-// call the breaker did not let through.
-func (p *provider) call(command string, args ...interface{}) (reply interface{}, skipped bool, err error) {
+// call runs one command about dgst (in a cluster, on the node of dgst's slot) on a
+// pooled connection, through the breaker; skipped reports a call the breaker did not
+// let through.
+func (p *provider) call(dgst digest.Digest, command string, args ...interface{}) (reply interface{}, skipped bool, err error) {
 	if !p.breaker.allow() {
 		return nil, true, nil
 	}
-	conn := p.pool.Get()
+	conn := p.conns.conn(string(dgst))
 	reply, err = conn.Do(command, args...)
 	// A broken connection (dial failure, network error, a server that cannot serve) is
 	// Redis failing; a full pool is the registry's own load, and an error reply is about
@@ -139,7 +154,7 @@ func (p *provider) call(command string, args ...interface{}) (reply interface{},
 // descriptor runs a command that replies [digest, size, mediatype] or nil; a skipped
 // call is a miss.
 func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (distribution.Descriptor, error) {
-	reply, skipped, err := p.call(command, args...)
+	reply, skipped, err := p.call(dgst, command, args...)
 	if skipped || err == nil && reply == nil {
 		return distribution.Descriptor{}, distribution.ErrBlobUnknown
 	}
@@ -156,14 +171,14 @@ func (p *provider) descriptor(dgst digest.Digest, command string, args ...interf
 
 // do runs a write that replies OK; a skipped write is as if the cache had evicted it.
 func (p *provider) do(dgst digest.Digest, repo string, command string, args ...interface{}) error {
-	_, _, err := p.call(command, args...)
+	_, _, err := p.call(dgst, command, args...)
 	return mapError(err, dgst, repo)
 }
 
 // removed runs a removal that replies 1 or 0; 0 is ErrBlobUnknown, a skipped removal
 // ErrUnavailable.
 func (p *provider) removed(dgst digest.Digest, repo string, command string, args ...interface{}) error {
-	reply, skipped, err := p.call(command, args...)
+	reply, skipped, err := p.call(dgst, command, args...)
 	if skipped {
 		return ErrUnavailable
 	}
@@ -175,6 +190,12 @@ func (p *provider) removed(dgst digest.Digest, repo string, command string, args
 		return distribution.ErrBlobUnknown
 	}
 	return nil
+}
+
+// replyCode reports an error reply that starts with code.
+func replyCode(err error, code string) bool {
+	var reply redis.Error
+	return errors.As(err, &reply) && strings.HasPrefix(string(reply), code+" ")
 }
 
 // mapError turns the module's error codes into distribution's errors where it has an

@@ -232,7 +232,7 @@ func TestReadonlyConnectionDropped(t *testing.T) {
 	if err := p.SetDescriptor(ctx, blob, desc); err != nil {
 		t.Fatal(err)
 	}
-	if n := p.pool.IdleCount(); n != 1 {
+	if n := p.conns.(poolSource).IdleCount(); n != 1 {
 		t.Fatalf("idle connections after a write: %d", n)
 	}
 	c, err := redis.Dial("tcp", replica.addr)
@@ -247,7 +247,7 @@ func TestReadonlyConnectionDropped(t *testing.T) {
 	if err == nil || !strings.HasPrefix(err.Error(), "READONLY") {
 		t.Fatalf("a write to the replica: %v", err)
 	}
-	if n := p.pool.IdleCount(); n != 0 {
+	if n := p.conns.(poolSource).IdleCount(); n != 0 {
 		t.Fatalf("the READONLY connection went back to the pool (%d idle)", n)
 	}
 }
@@ -361,7 +361,8 @@ func TestFromConfiguration(t *testing.T) {
 			want: Options{Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, MasterName: "mymaster", Username: "registry", TLS: true, SentinelTLS: true}},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: true, sentineltls: false, tlscafile: /ca, tlscertfile: /c, tlskeyfile: /k, tlsservername: redis}}",
 			want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFile: "/ca", TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
-		{yaml: "redis: {addr: 'a:1,b:2'}", err: "set storage.cache.sentinelMasterSet"},
+		{yaml: "redis: {addr: 'a:1,b:2'}", want: Options{Addrs: []string{"a:1", "b:2"}}},
+		{yaml: "redis: {addr: 'a:1'}\nstorage: {cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {sentinelmaster: x}}", err: "unknown setting storage.cache.sentinelmaster"},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: maybe}}", err: "must be true or false"},
 		{yaml: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", err: "redis.addr is required"},
