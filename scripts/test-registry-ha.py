@@ -18,6 +18,12 @@ all on free loopback ports. Runs:
 4. outage: one Redis, stopped during the loop: every pull succeeds, the HEADs' p99 during
    the outage is within 2x the p99 before; started again, cache hits resume within one
    back-off window (at most the provider's 8 s, plus 2 s for the miss that refills it).
+5. cluster: 3 masters and 3 replicas with the module in the blob scheme, the registry
+   seeded with the masters: push and pull spread the cache over the masters that hold
+   the digests, and HEADs are hits; then, under the loop, 1,500 slots move between
+   masters (redis-cli --cluster reshard: MIGRATE, ASK, MOVED) and the master holding the
+   shared layer is SIGKILLed: every pull succeeds, REPOSTAT of every blob is the same
+   before and after, and the promoted replica serves hits.
 
 Each run prints its figures. Standard library only; exits non-zero on the first failed
 check. Failure steps end only the processes this script started, by their pid.
@@ -26,12 +32,13 @@ check. Failure steps end only the processes this script started, by their pid.
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 
-from registrykit import TLS, Redis, Registry, build_patched_registry, check, pull, push_and_pull, say, wait_for
+from registrykit import TLS, Redis, Registry, build_patched_registry, check, free_port, pull, push_and_pull, say, wait_for
 
 DIAL_TIMEOUT = 1.0  # seconds, redis.dialtimeout in every configuration here
 BACKOFF_MAX = 8.0  # the provider's default Options.BackoffMax
@@ -246,10 +253,118 @@ def outage_run(work, binary):
         redis.stop()
 
 
+def cluster_nodes(work, n):
+    """n cluster-enabled servers with the module in the blob scheme, joined with one
+    replica per master (redis-cli --cluster create). Each bus port is a free port of its
+    own (the default, port + 10000, may be taken or past 65535)."""
+    nodes = [Redis(work, ["scheme", "blob"], name=f"node-{i}",
+                   args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                         "--cluster-port", str(free_port())])
+             for i in range(n)]
+    out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{x.port}" for x in nodes],
+                          "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, text=True)
+    check(out.returncode == 0, f"a cluster of {n} nodes created {out.stderr.strip()}")
+    wait_for("cluster_state:ok on every node", lambda: all(cluster_ok(x) for x in nodes))
+    return nodes
+
+
+def cluster_ok(node):
+    return "cluster_state:ok" in node.cli("CLUSTER", "INFO", check_ok=False)
+
+
+def cluster_view(node):
+    """{port: (node id, [slots])} of the masters, as node sees them (CLUSTER SHARDS is
+    7.0+, CLUSTER NODES everywhere)."""
+    masters = {}
+    for line in node.cli("CLUSTER", "NODES"):
+        fields = line.split()
+        if "master" in fields[2] and "fail" not in fields[2]:
+            slots = []
+            for r in fields[8:]:
+                if not r.startswith("["):
+                    a, _, b = r.partition("-")
+                    slots += range(int(a), int(b or a) + 1)
+            masters[int(fields[1].split("@")[0].split(":")[1])] = (fields[0], slots)
+    return masters
+
+
+def repostats(node, images):
+    return {(repo, d): node.cli("-c", "LAYERCACHE.REPOSTAT", repo, d) for repo, (blobs, _) in images.items() for d in blobs}
+
+
+def cluster_run(work, binary):
+    say("run cluster: the registry on a 3-master, 3-replica cluster; resharding and a failover under the loop")
+    nodes = cluster_nodes(work, 6)
+    masters = [x for x in nodes if x.cli("ROLE")[0] == "master"]
+    registry = Registry(work, redis_section([f"127.0.0.1:{x.port}" for x in masters]), binary, "layercache")
+    loop = None
+    try:
+        check("cluster seeded by" in registry.logged(), "the registry reaches Redis as a cluster")
+        images = push_and_pull(work, registry, random.Random(os.urandom(8)))
+        calls = {x.port: sum(v for k, v in x.counters().items() if k.endswith("_calls")) for x in masters}
+        digests = {d for blobs, manifest in images.values() for d in [*blobs, manifest]}
+        owners = {x.port for x in masters for d in digests if x.cli("EXISTS", d, check_ok=False) == ["1"]}
+        say("LAYERCACHE calls per master after push and pull: " + ", ".join(f"{p}: {n}" for p, n in sorted(calls.items())))
+        check(all(calls[p] > 0 for p in owners) and len(owners) >= 2,
+              f"the registry's cache traffic is spread over the {len(owners)} masters that hold its {len(digests)} digests")
+        for repo, (blobs, _) in images.items():
+            for digest, (size, _) in blobs.items():
+                before = sum(x.counters()["layercache_repostat_hits"] for x in masters)
+                check(registry.head_blob(repo, digest) == (200, size) and sum(x.counters()["layercache_repostat_hits"] for x in masters) > before,
+                      f"{repo}: HEAD {digest[:19]}… served from the cache")
+        stats = repostats(masters[0], images)
+        check(all(len(v) == 3 for v in stats.values()), f"REPOSTAT of all {len(stats)} (repository, blob) pairs before resharding")
+
+        loop = Loop(work, registry, images)
+        loop.start()
+        time.sleep(2)
+        view = cluster_view(masters[0])
+        source = max(view, key=lambda p: len(view[p][1]))
+        target = min(view, key=lambda p: len(view[p][1]))
+        started = time.time()
+        out = subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source}", "--cluster-from", view[source][0],
+                              "--cluster-to", view[target][0], "--cluster-slots", "1500", "--cluster-yes"],
+                             capture_output=True, text=True, timeout=600)
+        check(out.returncode == 0, f"1500 slots moved from {source} to {target} under the loop in {time.time() - started:.1f} s")
+        moved = cluster_view(masters[0])
+        check(len(moved[target][1]) == len(view[target][1]) + 1500, "the target master holds the 1500 slots")
+        check(repostats(masters[0], images) == stats, "REPOSTAT of every pair is the same after resharding: nothing lost")
+
+        # Fail the master that holds the shared layer over: SIGKILL, its replica promoted.
+        shared = next(iter(set(images["team-a/app"][0]) & set(images["team-b/app"][0])))
+        victim = next(x for x in masters if x.cli("EXISTS", shared, check_ok=False) == ["1"])
+        replica = next(x for x in nodes if x.cli("ROLE")[0] == "slave" and x.info("replication").get("master_port") == str(victim.port))
+        killed = time.time()
+        victim.kill()
+        survivors = [x for x in nodes if x is not victim]
+        wait_for("the replica promoted", lambda: replica.cli("ROLE")[0] == "master"
+                 and all(cluster_ok(x) for x in survivors), 60)
+        failover = time.time() - killed
+        base = replica.counters()["layercache_repostat_hits"]
+        wait_for("cache hits on the promoted replica", lambda: replica.counters()["layercache_repostat_hits"] > base, 60)
+        resumed = time.time() - killed
+        time.sleep(2)
+        loop.stop()
+        pulls, heads = loop.latencies("pull"), loop.latencies("head")
+        say(f"{len(pulls)} pulls and {len(heads)} HEADs through resharding and failover, {len(loop.failures())} failed; "
+            f"failover {failover:.2f} s, cache hits on the promoted replica {resumed:.2f} s after the kill; "
+            f"worst pull {ms(pulls[-1])}, worst HEAD {ms(heads[-1])}")
+        check(loop.failures() == [], "every pull and every HEAD in the loop succeeded")
+        check(max(pulls[-1], heads[-1]) <= failover + DIAL_TIMEOUT,
+              f"no request waited longer than the failover plus one dial timeout ({ms(max(pulls[-1], heads[-1]))})")
+        check(repostats(survivors[0], images) == stats, "REPOSTAT of every pair is the same after the failover")
+    finally:
+        if loop and loop.is_alive():
+            loop.halt.set()
+        registry.stop()
+        for x in nodes:
+            x.stop()
+
+
 def main():
     build = tempfile.mkdtemp(prefix="layercache-registry-build-")
     runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, b: sentinel_run(w, b, TLS(w))),
-            ("outage", outage_run)]
+            ("outage", outage_run), ("cluster", cluster_run)]
     only = sys.argv[1:]
     try:
         binary = build_patched_registry(build)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -19,13 +20,16 @@ func (o Options) cluster() bool {
 // clusterSource hands out connections bound to the node that holds a key's slot, which
 // follow MOVED and ASK and retry TRYAGAIN (redisc's retry connection), so resharding
 // and failover are the cluster's business, not the registry's.
-type clusterSource struct{ *redisc.Cluster }
+type clusterSource struct {
+	*redisc.Cluster
+	refreshing atomic.Bool
+}
 
 // redirects is how many attempts a command gets: the first, then a MOVED or ASK, then
 // a TRYAGAIN during a slot's migration.
 const redirects = 4
 
-func (c clusterSource) conn(key string) redis.Conn {
+func (c *clusterSource) conn(key string) redis.Conn {
 	conn := c.Get()
 	if err := redisc.BindConn(conn, key); err != nil {
 		conn.Close()
@@ -37,6 +41,19 @@ func (c clusterSource) conn(key string) redis.Conn {
 		return errorConn{err}
 	}
 	return retry
+}
+
+// failed refreshes the slot map (CLUSTER SLOTS) after a call could not reach its node,
+// in the background and one refresh at a time. redisc learns of resharding from MOVED
+// replies, but a master that died answers nothing: without this, its slots would stay
+// mapped to it after its replica took over.
+func (c *clusterSource) failed() {
+	if c.refreshing.CompareAndSwap(false, true) {
+		go func() {
+			defer c.refreshing.Store(false)
+			c.Refresh()
+		}()
+	}
 }
 
 // newCluster connects to the cluster o's addresses seed, and checks that every master
@@ -69,13 +86,13 @@ func newCluster(o Options) (connSource, error) {
 	}
 	if err := c.Refresh(); err != nil {
 		o.Logf("layercache: Redis Cluster at %s not reachable at start (%v); the registry serves from storage until it is", strings.Join(o.Addrs, ","), err)
-		return clusterSource{c}, nil
+		return &clusterSource{Cluster: c}, nil
 	}
 	if err := checkScheme(c, server); err != nil {
 		c.Close()
 		return nil, err
 	}
-	return clusterSource{c}, nil
+	return &clusterSource{Cluster: c}, nil
 }
 
 // checkScheme asks every master of the cluster for `layercache.scheme`.

@@ -23,7 +23,10 @@ func startCluster(t *testing.T, masters, replicas int, moduleArgs []string) []st
 	t.Helper()
 	var addrs []string
 	for i := 0; i < masters*(1+replicas); i++ {
-		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000"}
+		// The bus on a free port of its own: the default, port + 10000, may be taken or
+		// past 65535.
+		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+			"--cluster-port", fmt.Sprint(freePort(t))}
 		if moduleArgs != nil {
 			argv = append(argv, append([]string{"--loadmodule", os.Getenv("LAYERCACHE_MODULE")}, moduleArgs...)...)
 		}

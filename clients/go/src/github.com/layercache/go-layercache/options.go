@@ -61,8 +61,19 @@ type Options struct {
 	// doubles the window, up to BackoffMax (default 8 s).
 	FailAfter              int
 	BackoffMin, BackoffMax time.Duration
-	// Logf reports the breaker's state changes, once each (default log.Printf).
+	// Logf reports the breaker's and the local tier's state changes, once each
+	// (default log.Printf).
 	Logf func(format string, args ...interface{})
+
+	// LocalEntries > 0 turns on the local tier: up to that many Stat and repository
+	// Stat replies (hits and misses) kept in the process, least recently used evicted
+	// first, and served with no round trip. It is kept exact by Redis's broadcast
+	// tracking on one more connection (the user needs +client|id, +client|tracking,
+	// +subscribe and the channel &__redis__:invalidate): an entry is dropped when any
+	// key it was read from changes, and the tier empties and stops serving while that
+	// connection is down or when the master changes. Not on Redis Cluster. Default 0:
+	// off.
+	LocalEntries int
 }
 
 // IdleCheck is the default Options.IdleCheck. distribution's pool pings on every borrow
@@ -102,12 +113,33 @@ func (o Options) withDefaults() Options {
 // storage meanwhile. A cluster is asked for its slots and each master for its scheme,
 // which must be blob; a cluster that is unreachable is logged, not an error.
 func New(o Options) (cache.BlobDescriptorCacheProvider, error) {
+	return open(o)
+}
+
+// open is New, with the provider's own type.
+func open(o Options) (*provider, error) {
 	o = o.withDefaults()
-	conns, err := newSource(o)
+	if o.LocalEntries == 0 {
+		conns, err := newSource(o, nil)
+		if err != nil {
+			return nil, err
+		}
+		return &provider{conns: conns, breaker: newBreaker(o)}, nil
+	}
+	if o.cluster() {
+		return nil, errTrackingCluster
+	}
+	dial, err := o.dialer()
 	if err != nil {
 		return nil, err
 	}
-	return &provider{conns: conns, breaker: newBreaker(o)}, nil
+	p := &provider{local: newLocal(o.LocalEntries), breaker: newBreaker(o)}
+	p.tracker = &tracker{local: p.local, dial: dial, logf: o.Logf, ping: time.Second, stop: make(chan struct{})}
+	if p.conns, err = newSource(o, p.tracker.dialled); err != nil {
+		return nil, err
+	}
+	go p.tracker.run()
+	return p, nil
 }
 
 // FromConfiguration reads Options from a registry configuration: distribution 2.8's
@@ -131,6 +163,7 @@ func New(o Options) (cache.BlobDescriptorCacheProvider, error) {
 //	    cluster: true                 # redis.addr seeds a Redis Cluster (implied by several addresses without sentinelMasterSet)
 //	    sentinelusername: ...
 //	    sentinelpassword: ...
+//	    localentries: 100000          # the local tier, off by default
 //
 // Keys are matched without regard to case; an unknown key or a value of the wrong type
 // is an error, so a misspelt setting does not pass unnoticed.
@@ -168,6 +201,12 @@ func FromConfiguration(config *configuration.Configuration) (Options, error) {
 				return Options{}, err
 			}
 			o.Cluster = b
+		case name == "localentries":
+			n, ok := value.(int)
+			if !ok || n < 0 {
+				return Options{}, fmt.Errorf("layercache: storage.cache.%s must be a number of entries, not %v", key, value)
+			}
+			o.LocalEntries = n
 		case name == "enabletls":
 			b, err := parseBool(key, value)
 			if err != nil {
@@ -243,6 +282,9 @@ func (o Options) Topology() string {
 	}
 	if o.Username != "" {
 		s += ", user " + o.Username
+	}
+	if o.LocalEntries > 0 {
+		s += fmt.Sprintf(", local tier of %d entries", o.LocalEntries)
 	}
 	return s
 }

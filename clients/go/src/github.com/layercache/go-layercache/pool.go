@@ -23,7 +23,7 @@ func Pool(config *configuration.Configuration) *redis.Pool {
 		Addrs: []string{r.Addr}, Password: r.Password, DB: r.DB,
 		DialTimeout: r.DialTimeout, ReadTimeout: r.ReadTimeout, WriteTimeout: r.WriteTimeout,
 		MaxIdle: r.Pool.MaxIdle, MaxActive: r.Pool.MaxActive, IdleTimeout: r.Pool.IdleTimeout,
-	}.withDefaults())
+	}.withDefaults(), nil)
 	return pool
 }
 
@@ -36,22 +36,27 @@ func PingIdle(c redis.Conn, lastUsed time.Time) error {
 	return err
 }
 
-// connSource hands out a connection for one command on key.
+// connSource hands out a connection for one command on key, and hears of calls that
+// failed to reach Redis.
 type connSource interface {
 	conn(key string) redis.Conn
+	failed()
 }
 
 type poolSource struct{ *redis.Pool }
 
 func (p poolSource) conn(string) redis.Conn { return p.Get() }
 
+// failed: the pool drops broken connections itself, and a new one asks Sentinel.
+func (p poolSource) failed() {}
+
 // newSource returns where o's connections come from: one pool (a node, or the master
-// Sentinel names) or a cluster.
-func newSource(o Options) (connSource, error) {
+// Sentinel names, dialled hearing of each new connection's address) or a cluster.
+func newSource(o Options, dialled func(addr string)) (connSource, error) {
 	if o.cluster() {
 		return newCluster(o)
 	}
-	pool, err := newPool(o)
+	pool, err := newPool(o, dialled)
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +97,37 @@ func (o Options) dialOptions() (server, sentinels []redis.DialOption, err error)
 }
 
 // newPool returns the pool of connections to the server o names, or to the master its
-// sentinels name. Calls never wait for a connection (Wait is false): past MaxActive a
-// call fails at once, and the registry serves it from storage.
-func newPool(o Options) (*redis.Pool, error) {
+// sentinels name; dialled (if not nil) hears the address of each new connection. Calls
+// never wait for a connection (Wait is false): past MaxActive a call fails at once, and
+// the registry serves it from storage.
+func newPool(o Options, dialled func(addr string)) (*redis.Pool, error) {
+	dial, err := o.dialer()
+	if err != nil {
+		return nil, err
+	}
+	check := ping
+	if o.MasterName != "" {
+		check = isMaster
+	}
+	return &redis.Pool{
+		Dial: func() (redis.Conn, error) {
+			c, addr, err := dial()
+			if err == nil && dialled != nil {
+				dialled(addr)
+			}
+			return c, err
+		},
+		TestOnBorrow: idleCheck(o.IdleCheck, check),
+		MaxIdle:      o.MaxIdle,
+		MaxActive:    o.MaxActive,
+		IdleTimeout:  o.IdleTimeout,
+		Wait:         false,
+	}, nil
+}
+
+// dialer returns how to connect to the server o names, or to the master its sentinels
+// name: a new connection, and the address it is to.
+func (o Options) dialer() (func() (redis.Conn, string, error), error) {
 	if len(o.Addrs) == 0 {
 		return nil, errors.New("layercache: no Redis address")
 	}
@@ -102,17 +135,9 @@ func newPool(o Options) (*redis.Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := &redis.Pool{
-		MaxIdle:     o.MaxIdle,
-		MaxActive:   o.MaxActive,
-		IdleTimeout: o.IdleTimeout,
-		Wait:        false,
-	}
 	if o.MasterName == "" {
 		addr := o.Addrs[0]
-		pool.Dial = func() (redis.Conn, error) { return dial(addr, server) }
-		pool.TestOnBorrow = idleCheck(o.IdleCheck, ping)
-		return pool, nil
+		return func() (redis.Conn, string, error) { c, err := dial(addr, server); return c, addr, err }, nil
 	}
 	s := &sentinel.Sentinel{
 		Addrs:      o.Addrs,
@@ -121,23 +146,21 @@ func newPool(o Options) (*redis.Pool, error) {
 	}
 	// A new connection goes to the master the sentinels name, and is checked to be the
 	// master (just after a failover a sentinel may still name the old one).
-	pool.Dial = func() (redis.Conn, error) {
+	return func() (redis.Conn, string, error) {
 		addr, err := s.MasterAddr()
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		c, err := dial(addr, server)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if err := isMaster(c); err != nil {
 			c.Close()
-			return nil, fmt.Errorf("layercache: %s, named master of %s by Sentinel: %w", addr, o.MasterName, err)
+			return nil, "", fmt.Errorf("layercache: %s, named master of %s by Sentinel: %w", addr, o.MasterName, err)
 		}
-		return c, nil
-	}
-	pool.TestOnBorrow = idleCheck(o.IdleCheck, isMaster)
-	return pool, nil
+		return c, addr, nil
+	}, nil
 }
 
 // idleCheck is a TestOnBorrow that runs check only on connections idle for longer than
@@ -210,6 +233,17 @@ func (c *conn) Do(command string, args ...interface{}) (interface{}, error) {
 		c.unavailable = err
 	}
 	return reply, err
+}
+
+// ReceiveWithTimeout (and DoWithTimeout, which redis.ConnWithTimeout asks for too) let
+// the local tier's tracking connection wait for invalidations longer than the read
+// timeout.
+func (c *conn) ReceiveWithTimeout(timeout time.Duration) (interface{}, error) {
+	return redis.ReceiveWithTimeout(c.Conn, timeout)
+}
+
+func (c *conn) DoWithTimeout(timeout time.Duration, command string, args ...interface{}) (interface{}, error) {
+	return redis.DoWithTimeout(c.Conn, timeout, command, args...)
 }
 
 func (c *conn) Err() error {

@@ -32,6 +32,16 @@ func NewBlobDescriptorCacheProvider(pool *redis.Pool) cache.BlobDescriptorCacheP
 type provider struct {
 	conns   connSource
 	breaker *breaker
+	// local and tracker are the local tier, nil when it is off.
+	local   *local
+	tracker *tracker
+}
+
+// close stops the local tier's tracking (tests; a registry keeps its provider).
+func (p *provider) close() {
+	if p.tracker != nil {
+		p.tracker.close()
+	}
 }
 
 var _ distribution.BlobDescriptorService = &repository{}
@@ -41,7 +51,7 @@ func (p *provider) Stat(ctx context.Context, dgst digest.Digest) (distribution.D
 	if err := dgst.Validate(); err != nil {
 		return distribution.Descriptor{}, err
 	}
-	return p.descriptor(dgst, "LAYERCACHE.STAT", dgst)
+	return p.stat(entryKey{"", dgst}, "LAYERCACHE.STAT", dgst)
 }
 
 // SetDescriptor stores the global descriptor of dgst (LAYERCACHE.SETDESCRIPTOR): digest
@@ -53,6 +63,7 @@ func (p *provider) SetDescriptor(ctx context.Context, dgst digest.Digest, desc d
 	if err := cache.ValidateDescriptor(desc); err != nil {
 		return err
 	}
+	defer p.forget(dgst)
 	return p.do(dgst, "", "LAYERCACHE.SETDESCRIPTOR", dgst, desc.Digest, desc.Size, desc.MediaType)
 }
 
@@ -62,6 +73,7 @@ func (p *provider) Clear(ctx context.Context, dgst digest.Digest) error {
 	if err := dgst.Validate(); err != nil {
 		return err
 	}
+	defer p.forget(dgst)
 	return p.removed(dgst, "", "LAYERCACHE.CLEAR", dgst)
 }
 
@@ -85,7 +97,7 @@ func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (distribution
 	if err := dgst.Validate(); err != nil {
 		return distribution.Descriptor{}, err
 	}
-	return r.p.descriptor(dgst, "LAYERCACHE.REPOSTAT", r.repo, dgst)
+	return r.p.stat(entryKey{r.repo, dgst}, "LAYERCACHE.REPOSTAT", r.repo, dgst)
 }
 
 // SetDescriptor records that the repository holds the blob, its descriptor and the
@@ -101,6 +113,7 @@ func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc
 	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
 		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
 	}
+	defer r.p.forget(dgst, desc.Digest)
 	err := r.p.do(dgst, r.repo, "LAYERCACHE.REPOSETDESCRIPTOR", r.repo, dgst, desc.Digest, desc.Size, desc.MediaType)
 	if !replyCode(err, "CROSSSLOT") {
 		return err
@@ -126,7 +139,39 @@ func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
 	if err := dgst.Validate(); err != nil {
 		return err
 	}
+	defer r.p.forget(dgst)
 	return r.p.removed(dgst, r.repo, "LAYERCACHE.REPOCLEAR", r.repo, dgst)
+}
+
+// stat is a Stat through the local tier: its stored reply when it holds one; otherwise
+// Redis's, which it then stores unless an invalidation of its keys arrived meanwhile.
+func (p *provider) stat(k entryKey, command string, args ...interface{}) (distribution.Descriptor, error) {
+	if p.local == nil {
+		desc, _, err := p.descriptor(k.dgst, command, args...)
+		return desc, err
+	}
+	if desc, ok, err := p.local.get(k); ok {
+		return desc, err
+	}
+	t := p.local.begin(k)
+	desc, answered, err := p.descriptor(k.dgst, command, args...)
+	if answered {
+		p.local.finish(t, desc, err)
+	} else {
+		p.local.finish(t, desc, ErrUnavailable) // not a reply of Redis's: not stored
+	}
+	return desc, err
+}
+
+// forget drops the local tier's replies about the digests a write of this provider
+// touched, once the write is done: the instance reads its own writes at once, without
+// waiting for Redis's invalidation.
+func (p *provider) forget(dgsts ...digest.Digest) {
+	if p.local != nil {
+		for _, d := range dgsts {
+			p.local.dropDigest(d)
+		}
+	}
 }
 
 // ErrUnavailable is what Clear returns while Redis is skipped (the breaker is open): a
@@ -147,26 +192,32 @@ func (p *provider) call(dgst digest.Digest, command string, args ...interface{})
 	// this call.
 	failed := (conn.Err() != nil || unavailableReply(err)) && !errors.Is(err, redis.ErrPoolExhausted)
 	conn.Close()
+	if failed {
+		p.conns.failed()
+	}
 	p.breaker.done(failed, err)
 	return reply, false, err
 }
 
 // descriptor runs a command that replies [digest, size, mediatype] or nil; a skipped
-// call is a miss.
-func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (distribution.Descriptor, error) {
+// call is a miss. answered says the result is Redis's reply (not a skipped call, a
+// broken connection or a reply it could not read).
+func (p *provider) descriptor(dgst digest.Digest, command string, args ...interface{}) (desc distribution.Descriptor, answered bool, err error) {
 	reply, skipped, err := p.call(dgst, command, args...)
-	if skipped || err == nil && reply == nil {
-		return distribution.Descriptor{}, distribution.ErrBlobUnknown
+	if skipped {
+		return desc, false, distribution.ErrBlobUnknown
+	}
+	if err == nil && reply == nil {
+		return desc, true, distribution.ErrBlobUnknown
 	}
 	values, err := redis.Values(reply, err)
 	if err != nil {
-		return distribution.Descriptor{}, mapError(err, dgst, "")
+		return desc, false, mapError(err, dgst, "")
 	}
-	var desc distribution.Descriptor
 	if _, err := redis.Scan(values, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
-		return distribution.Descriptor{}, err
+		return distribution.Descriptor{}, false, err
 	}
-	return desc, nil
+	return desc, true, nil
 }
 
 // do runs a write that replies OK; a skipped write is as if the cache had evicted it.

@@ -86,13 +86,15 @@ func (l *logs) count(substr string) int {
 	return n
 }
 
+// newProvider is New(o), closed at the end of the test.
 func newProvider(t *testing.T, o Options) *provider {
 	t.Helper()
-	p, err := New(o)
+	p, err := open(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p.(*provider)
+	t.Cleanup(p.close)
+	return p
 }
 
 // mTLS: a server that takes TLS only and requires client certificates; the provider
@@ -339,11 +341,17 @@ func TestSentinelFailover(t *testing.T) {
 	}
 }
 
+// waitFor polls ok until it holds, at first every 20 µs (a fence is a round trip
+// away), backing off to every 50 ms; it fails the test after limit.
 func waitFor(t *testing.T, limit time.Duration, what string, ok func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(limit); !ok(); time.Sleep(50 * time.Millisecond) {
+	pause := 20 * time.Microsecond
+	for deadline := time.Now().Add(limit); !ok(); time.Sleep(pause) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		if pause < 50*time.Millisecond {
+			pause *= 2
 		}
 	}
 }
@@ -364,6 +372,9 @@ func TestFromConfiguration(t *testing.T) {
 			want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFile: "/ca", TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
 		{yaml: "redis: {addr: 'a:1,b:2'}", want: Options{Addrs: []string{"a:1", "b:2"}}},
 		{yaml: "redis: {addr: 'a:1'}\nstorage: {inmemory: {}, cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
+		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, localentries: 50000}}",
+			want: Options{Addrs: []string{"r:6379"}, LocalEntries: 50000}},
+		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {localentries: many}}", err: "must be a number of entries"},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {sentinelmaster: x}}", err: "unknown setting storage.cache.sentinelmaster"},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: maybe}}", err: "must be true or false"},
 		{yaml: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", err: "redis.addr is required"},

@@ -1,0 +1,258 @@
+package layercache
+
+import (
+	"container/list"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/docker/distribution"
+	"github.com/opencontainers/go-digest"
+)
+
+// entryKey names a Stat reply: repo is "" for the global Stat.
+type entryKey struct {
+	repo string
+	dgst digest.Digest
+}
+
+// entry is one Stat reply: a descriptor, or a miss (ErrBlobUnknown).
+type entry struct {
+	key  entryKey
+	desc distribution.Descriptor
+	miss bool
+}
+
+// ticket is a read in flight whose reply may be stored; an invalidation of its key
+// before the reply arrives voids it.
+type ticket struct {
+	key   entryKey
+	valid bool
+}
+
+// local is the in-process tier: up to max Stat replies (hits and misses), least
+// recently used evicted first. It serves and stores only while tracking is active
+// (Redis reports every change to the tracked prefixes on the tracking connection), and
+// empties whenever tracking starts, stops or Redis flushes. An entry depends on the
+// keys its command reads: a global Stat on the blob's descriptor key, a repository
+// Stat on that too and on the repository's set and its repository hash (scheme
+// distribution), or on the digest key alone (scheme blob).
+type local struct {
+	max    int
+	served atomic.Int64 // Stats answered from the tier
+
+	mu       sync.Mutex
+	active   bool
+	lru      *list.List // of *entry, most recently used first
+	entries  map[entryKey]*list.Element
+	byDigest map[digest.Digest]map[entryKey]bool
+	byRepo   map[string]map[entryKey]bool
+	inflight map[*ticket]bool
+	// seen, when set (tests), hears every key name an invalidation carried, after the
+	// entries depending on it were dropped.
+	seen func(key string)
+}
+
+func newLocal(max int) *local {
+	l := &local{max: max}
+	l.clear()
+	return l
+}
+
+// clear drops every entry and voids every read in flight; mu held or not yet shared.
+func (l *local) clear() {
+	l.lru = list.New()
+	l.entries = map[entryKey]*list.Element{}
+	l.byDigest = map[digest.Digest]map[entryKey]bool{}
+	l.byRepo = map[string]map[entryKey]bool{}
+	for t := range l.inflight {
+		t.valid = false
+	}
+	l.inflight = map[*ticket]bool{}
+}
+
+// setActive empties the tier and says whether it may serve: true once tracking is on
+// (and again after a flush), false when the tracking connection is lost.
+func (l *local) setActive(active bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.clear()
+	l.active = active
+}
+
+// get returns the stored reply for k, if the tier holds one and may serve it.
+func (l *local) get(k entryKey) (desc distribution.Descriptor, ok bool, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	if !ok || !l.active {
+		return desc, false, nil
+	}
+	l.lru.MoveToFront(e)
+	l.served.Add(1)
+	v := e.Value.(*entry)
+	if v.miss {
+		return desc, true, distribution.ErrBlobUnknown
+	}
+	return v.desc, true, nil
+}
+
+// begin registers a read of k about to be sent; nil when the tier is not active.
+func (l *local) begin(k entryKey) *ticket {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.active {
+		return nil
+	}
+	t := &ticket{key: k, valid: true}
+	l.inflight[t] = true
+	return t
+}
+
+// finish stores the reply of t's read, a descriptor or ErrBlobUnknown, unless an
+// invalidation of its keys (or a reset) came between begin and now: the reply may
+// then predate a change, and Redis will not report that change again.
+func (l *local) finish(t *ticket, desc distribution.Descriptor, err error) {
+	if t == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.inflight, t)
+	if !t.valid || !l.active || err != nil && err != distribution.ErrBlobUnknown {
+		return
+	}
+	l.remove(t.key)
+	l.entries[t.key] = l.lru.PushFront(&entry{key: t.key, desc: desc, miss: err != nil})
+	index(l.byDigest, t.key.dgst, t.key)
+	index(l.byRepo, t.key.repo, t.key)
+	if l.lru.Len() > l.max {
+		l.remove(l.lru.Back().Value.(*entry).key)
+	}
+}
+
+func index[K comparable](m map[K]map[entryKey]bool, by K, k entryKey) {
+	if m[by] == nil {
+		m[by] = map[entryKey]bool{}
+	}
+	m[by][k] = true
+}
+
+func unindex[K comparable](m map[K]map[entryKey]bool, by K, k entryKey) {
+	delete(m[by], k)
+	if len(m[by]) == 0 {
+		delete(m, by)
+	}
+}
+
+// remove drops the entry of k, if any; mu held.
+func (l *local) remove(k entryKey) {
+	e, ok := l.entries[k]
+	if !ok {
+		return
+	}
+	l.lru.Remove(e)
+	delete(l.entries, k)
+	unindex(l.byDigest, k.dgst, k)
+	unindex(l.byRepo, k.repo, k)
+}
+
+// drop removes the stored entries and voids the reads in flight that depend on a
+// changed key: stored are those entries, match says which reads.
+func (l *local) drop(stored map[entryKey]bool, match func(entryKey) bool) {
+	for k := range stored {
+		l.remove(k)
+	}
+	for t := range l.inflight {
+		if match(t.key) {
+			t.valid = false
+		}
+	}
+}
+
+// dropDigest forgets every reply about dgst, global and of every repository: what the
+// provider's own writes to dgst call at once.
+func (l *local) dropDigest(dgst digest.Digest) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropDigestLocked(dgst)
+}
+
+func (l *local) dropDigestLocked(dgst digest.Digest) {
+	l.drop(copyKeys(l.byDigest[dgst]), func(k entryKey) bool { return k.dgst == dgst })
+}
+
+// invalidated drops what depends on the keys Redis reports changed (the key names of
+// an invalidation message).
+func (l *local) invalidated(keys []string) {
+	l.mu.Lock()
+	for _, key := range keys {
+		repo, dgst, ok := dependents(key)
+		switch {
+		case !ok:
+		case repo == "":
+			l.dropDigestLocked(dgst)
+		case dgst == "":
+			l.drop(copyKeys(l.byRepo[repo]), func(k entryKey) bool { return k.repo == repo })
+		default:
+			k := entryKey{repo, dgst}
+			l.drop(map[entryKey]bool{k: true}, func(t entryKey) bool { return t == k })
+		}
+	}
+	seen := l.seen
+	l.mu.Unlock()
+	if seen != nil {
+		for _, key := range keys {
+			seen(key)
+		}
+	}
+}
+
+func copyKeys(m map[entryKey]bool) map[entryKey]bool {
+	c := make(map[entryKey]bool, len(m))
+	for k := range m {
+		c[k] = true
+	}
+	return c
+}
+
+// trackedPrefixes are the key prefixes the tier tracks, for both key schemes:
+// distribution's `blobs::<digest>`, `repository::<repo>::blobs` and
+// `repository::<repo>::blobs::<digest>`, and the blob scheme's bare digests (of the
+// algorithms go-digest validates; nothing else reaches a Stat).
+var trackedPrefixes = []string{"blobs::", "repository::", "sha256:", "sha384:", "sha512:"}
+
+// dependents says which entries depend on the key named key: those of dgst (repo ""),
+// of repo (dgst ""), or the one of (repo, dgst); ok false for a key no entry reads.
+func dependents(key string) (repo string, dgst digest.Digest, ok bool) {
+	if strings.HasPrefix(key, "blobs::") {
+		return "", digest.Digest(key[len("blobs::"):]), true
+	}
+	if strings.HasPrefix(key, "repository::") {
+		// Repository names have no ':', so the first "::" ends the name.
+		repo, tail, _ := strings.Cut(key[len("repository::"):], "::")
+		if tail == "blobs" {
+			return repo, "", true
+		}
+		if strings.HasPrefix(tail, "blobs::") {
+			return repo, digest.Digest(tail[len("blobs::"):]), true
+		}
+		return "", "", false
+	}
+	return "", digest.Digest(key), true // scheme blob: the key is the digest
+}
+
+// holds reports whether the tier would answer k now (tests).
+func (l *local) holds(k entryKey) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.entries[k]
+	return ok && l.active
+}
+
+// size is how many entries the tier holds, and whether it may serve.
+func (l *local) size() (int, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lru.Len(), l.active
+}

@@ -1,0 +1,453 @@
+package layercache
+
+import (
+	"fmt"
+	"math/rand"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/docker/distribution"
+	"github.com/docker/distribution/registry/storage/cache/cachecheck"
+	dredis "github.com/docker/distribution/registry/storage/cache/redis"
+	"github.com/gomodule/redigo/redis"
+	"github.com/opencontainers/go-digest"
+)
+
+// tiered is a provider with the local tier on, once its tracking is active.
+func tiered(t *testing.T, o Options) *provider {
+	t.Helper()
+	o.LocalEntries = 1000
+	if o.Logf == nil {
+		o.Logf = t.Logf
+	}
+	p := newProvider(t, o)
+	waitFor(t, 10*time.Second, "tracking active", func() bool { _, active := p.local.size(); return active })
+	return p
+}
+
+// stat is p's Stat (repo "") or repository Stat.
+func stat(p *provider, repo string, dgst digest.Digest) (distribution.Descriptor, error) {
+	if repo == "" {
+		return p.Stat(ctx, dgst)
+	}
+	r, err := p.RepositoryScoped(repo)
+	if err != nil {
+		return distribution.Descriptor{}, err
+	}
+	return r.Stat(ctx, dgst)
+}
+
+// truth is the server's own answer to a Stat (repo "") or repository Stat.
+func truth(t *testing.T, c redis.Conn, repo string, dgst digest.Digest) (distribution.Descriptor, error) {
+	t.Helper()
+	var reply []interface{}
+	var err error
+	if repo == "" {
+		reply, err = redis.Values(c.Do("LAYERCACHE.STAT", dgst))
+	} else {
+		reply, err = redis.Values(c.Do("LAYERCACHE.REPOSTAT", repo, dgst))
+	}
+	if err == redis.ErrNil {
+		return distribution.Descriptor{}, distribution.ErrBlobUnknown
+	}
+	if err != nil {
+		t.Fatalf("the server's answer: %v", err)
+	}
+	var desc distribution.Descriptor
+	if _, err := redis.Scan(reply, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
+		t.Fatal(err)
+	}
+	return desc, nil
+}
+
+func dialT(t *testing.T, addr string) redis.Conn {
+	t.Helper()
+	c, err := redis.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// distribution's cachecheck, unmodified, with the tier on, in both schemes.
+func TestLocalTierCachecheck(t *testing.T) {
+	for _, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			p := tiered(t, Options{Addrs: []string{server(t, scheme)}})
+			cachecheck.CheckBlobDescriptorCache(t, p)
+			if n, _ := p.local.size(); n == 0 {
+				t.Fatal("cachecheck left nothing in the tier: it was not used")
+			}
+		})
+	}
+}
+
+// fence writes a key the instances track and waits until each has seen its
+// invalidation: every change before it has then reached them too (Redis sends a
+// connection's invalidations in order).
+type fence struct {
+	c    redis.Conn
+	n    int64
+	seen []*atomic.Int64 // the last fence each instance saw
+}
+
+func newFence(c redis.Conn, instances ...*provider) *fence {
+	f := &fence{c: c}
+	for _, p := range instances {
+		seen := &atomic.Int64{}
+		f.seen = append(f.seen, seen)
+		p.local.mu.Lock()
+		p.local.seen = func(key string) {
+			if s := strings.TrimPrefix(key, "blobs::fence:"); s != key {
+				if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > seen.Load() {
+					seen.Store(n)
+				}
+			}
+		}
+		p.local.mu.Unlock()
+	}
+	return f
+}
+
+func (f *fence) wait(t *testing.T) {
+	t.Helper()
+	f.n++
+	if _, err := f.c.Do("SET", fmt.Sprintf("blobs::fence:%d", f.n), 1, "PX", 10000); err != nil {
+		t.Fatal(err)
+	}
+	for _, seen := range f.seen {
+		waitFor(t, 10*time.Second, "an instance to see the fence", func() bool { return seen.Load() >= f.n })
+	}
+}
+
+// No stale read after an invalidation: a writer instance and a reader instance (two
+// registries), both with the tier, on one server with allkeys-lru eviction. The writer
+// stores and clears through the provider, the module (PURGE) and plain commands (as a
+// stock registry writes, in the distribution scheme through distribution's own
+// provider), expires keys (TTL) and fills memory so that keys are evicted, and now and
+// then flushes; readers in the background keep the tier busy meanwhile. After each
+// change and a fence, the reader's answer equals the server's. The writer reads its own
+// writes at once. LAYERCACHE_SEED replays a run; LAYERCACHE_OPS sets its length.
+func TestLocalTierNoStaleRead(t *testing.T) {
+	ops := 100_000
+	if s := os.Getenv("LAYERCACHE_OPS"); s != "" {
+		ops, _ = strconv.Atoi(s)
+	}
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("LAYERCACHE_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	for _, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			t.Logf("LAYERCACHE_SEED=%d LAYERCACHE_OPS=%d", seed, ops)
+			staleRun(t, scheme, rand.New(rand.NewSource(seed)), ops)
+		})
+	}
+}
+
+func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
+	s := startRedis(t, "scheme", scheme)
+	d := dialT(t, s.addr)
+	info, err := redis.String(d.Do("INFO", "memory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := infoField(info, "used_memory")
+	// Room for the cache and the fences, not for much filler: filler evicts.
+	if _, err := d.Do("CONFIG", "SET", "maxmemory", used+2<<20, "maxmemory-policy", "allkeys-lru"); err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Addrs: []string{s.addr}}
+	writer, reader := tiered(t, o), tiered(t, o)
+	stock := dredis.NewRedisBlobDescriptorCacheProvider(distributionProvider(s.addr))
+	f := newFence(d, writer, reader)
+
+	repos := []string{"team-a/app", "team-b/app", "team-c/web"}
+	var digests []digest.Digest
+	for i := 0; i < 24; i++ {
+		digests = append(digests, digest.FromString(fmt.Sprint("blob ", i)))
+	}
+	alias := func(d digest.Digest) digest.Digest { return digest.SHA512.FromString(string(d)) }
+	mediatypes := []string{"application/octet-stream", "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.config.v1+json"}
+	randDesc := func(d digest.Digest) distribution.Descriptor {
+		return distribution.Descriptor{Digest: d, Size: rng.Int63n(1 << 30), MediaType: mediatypes[rng.Intn(len(mediatypes))]}
+	}
+	// A key the scheme stores blob d's state in, for plain DEL, TTL and the like.
+	someKey := func(d digest.Digest) string {
+		if scheme == "blob" {
+			return string(d)
+		}
+		switch rng.Intn(3) {
+		case 0:
+			return "blobs::" + string(d)
+		case 1:
+			return "repository::" + repos[rng.Intn(len(repos))] + "::blobs"
+		}
+		return "repository::" + repos[rng.Intn(len(repos))] + "::blobs::" + string(d)
+	}
+
+	// Background reads on the reader, racing the writes.
+	var background sync.WaitGroup
+	halt := make(chan struct{})
+	var stopOnce sync.Once
+	stopBackground := func() { stopOnce.Do(func() { close(halt); background.Wait() }) }
+	defer stopBackground()
+	for g := 0; g < 2; g++ { // paced, so that they race the writes rather than hog the tier's lock
+		background.Add(1)
+		go func(r *rand.Rand) {
+			defer background.Done()
+			for {
+				select {
+				case <-halt:
+					return
+				default:
+				}
+				repo := ""
+				if r.Intn(3) > 0 {
+					repo = repos[r.Intn(len(repos))]
+				}
+				stat(reader, repo, digests[r.Intn(len(digests))])
+				time.Sleep(100 * time.Microsecond)
+			}
+		}(rand.New(rand.NewSource(rng.Int63())))
+	}
+
+	evicted := func() int64 {
+		info, err := redis.String(d.Do("INFO", "stats"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return infoField(info, "evicted_keys")
+	}
+	var checks, fromTier, retried, fences, fillers int
+	check := func(i int, p *provider, who, repo string, dgst digest.Digest, since int64, op string) {
+		for attempt := 0; ; attempt++ {
+			if p.local.holds(entryKey{repo, dgst}) {
+				fromTier++
+			}
+			got, gotErr := stat(p, repo, dgst)
+			want, wantErr := truth(t, d, repo, dgst)
+			checks++
+			if reflect.DeepEqual(got, want) && gotErr == wantErr {
+				return
+			}
+			// Only an eviction after the fence may make the server's answer newer than
+			// what the reader has heard: fence again and ask again.
+			now := evicted()
+			if now == since || attempt == 3 {
+				t.Fatalf("op %d (%s): %s's Stat(%q, %s) = %v, %v; the server's: %v, %v", i, op, who, repo, dgst, got, gotErr, want, wantErr)
+			}
+			retried++
+			since = now
+			f.wait(t)
+		}
+	}
+
+	for i := 0; i < ops; i++ {
+		dgst := digests[rng.Intn(len(digests))]
+		repo := repos[rng.Intn(len(repos))]
+		w, _ := writer.RepositoryScoped(repo)
+		var op string
+		var err error
+		ownWrite := true
+		switch n := rng.Intn(1000); {
+		case n < 450: // a read on the reader, after the last fence
+			readRepo := ""
+			if rng.Intn(3) > 0 {
+				readRepo = repo
+			}
+			check(i, reader, "the reader", readRepo, dgst, evicted(), "read")
+			continue
+		case n < 550:
+			op, err = "repository SetDescriptor", w.SetDescriptor(ctx, dgst, randDesc(dgst))
+		case n < 580:
+			a := alias(dgst)
+			op, err = "repository SetDescriptor with an alias", w.SetDescriptor(ctx, dgst, randDesc(a))
+		case n < 630:
+			op, err = "SetDescriptor", writer.SetDescriptor(ctx, dgst, randDesc(dgst))
+		case n < 680:
+			op, err = "repository Clear (REPOCLEAR)", w.Clear(ctx, dgst)
+		case n < 710:
+			op, err = "Clear", writer.Clear(ctx, dgst)
+		case n < 740:
+			op, ownWrite = "PURGE", false
+			_, err = d.Do("LAYERCACHE.PURGE", dgst)
+		case n < 820:
+			ownWrite = false
+			if scheme == "distribution" {
+				sr, _ := stock.RepositoryScoped(repo)
+				op, err = "a stock registry's repository SetDescriptor", sr.SetDescriptor(ctx, dgst, randDesc(dgst))
+			} else {
+				op = "HSET of a repository field"
+				_, err = d.Do("HSET", dgst, "repo:"+repo, mediatypes[rng.Intn(len(mediatypes))])
+			}
+		case n < 860:
+			op, ownWrite = "plain DEL", false
+			_, err = d.Do("DEL", someKey(dgst))
+		case n < 900:
+			op, ownWrite = "TTL expiry", false
+			key := someKey(dgst)
+			if _, err = d.Do("PEXPIRE", key, 1+rng.Intn(3)); err == nil {
+				waitFor(t, 5*time.Second, key+" to expire", func() bool { n, _ := redis.Int(d.Do("EXISTS", key)); return n == 0 })
+			}
+		case n < 999:
+			op, ownWrite = "filler (eviction)", false
+			fillers++
+			_, err = d.Do("SET", fmt.Sprint("filler:", i), strings.Repeat("x", 64<<10))
+		default:
+			op, ownWrite = "FLUSHALL", false
+			_, err = d.Do("FLUSHALL")
+		}
+		if err != nil && err != distribution.ErrBlobUnknown {
+			t.Fatalf("op %d (%s): %v", i, op, err)
+		}
+		before := evicted()
+		if ownWrite { // the writer reads its own write at once, with no fence
+			check(i, writer, "the writer", repo, dgst, before, op)
+		}
+		f.wait(t)
+		fences++
+	}
+	stopBackground()
+	t.Logf("%d operations: %d checks, 0 stale, %d of them answered by the tier; %d fences; %d rechecked after an eviction "+
+		"(%d keys evicted, %d fillers)", ops, checks, fromTier, fences, retried, evicted(), fillers)
+	if evicted() == 0 || fromTier < checks/4 {
+		t.Fatal("the run evicted nothing, or the reader's tier served few of its reads: it did not test what it should")
+	}
+}
+
+// infoField is an integer field of an INFO reply.
+func infoField(info, name string) int64 {
+	for _, line := range strings.Split(info, "\r\n") {
+		if strings.HasPrefix(line, name+":") {
+			n, _ := strconv.ParseInt(line[len(name)+1:], 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// CVE-2026-35172 through the tier: a blob cleared from one repository does not come
+// back to it when another repository caches it again, though the reader's tier held
+// the first repository's descriptor.
+func TestLocalTierClearedBlobStaysCleared(t *testing.T) {
+	for _, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			s := server(t, scheme)
+			o := Options{Addrs: []string{s}}
+			writer, reader := tiered(t, o), tiered(t, o)
+			f := newFence(dialT(t, s), writer, reader)
+			wa, _ := writer.RepositoryScoped("team/a")
+			wb, _ := writer.RepositoryScoped("team/b")
+			for _, r := range []distribution.BlobDescriptorService{wa, wb} {
+				if err := r.SetDescriptor(ctx, blob, desc); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.wait(t)
+			for i := 0; i < 2; i++ { // a miss that fills the tier, then a hit from it
+				if got, err := stat(reader, "team/a", blob); err != nil || !reflect.DeepEqual(got, desc) {
+					t.Fatalf("team/a before the clear: %v, %v", got, err)
+				}
+			}
+			if reader.local.served.Load() != 1 {
+				t.Fatalf("the tier served %d Stats, want 1", reader.local.served.Load())
+			}
+			if err := wa.Clear(ctx, blob); err != nil {
+				t.Fatal(err)
+			}
+			if err := wb.SetDescriptor(ctx, blob, desc); err != nil {
+				t.Fatal(err)
+			}
+			f.wait(t)
+			for _, p := range []*provider{writer, reader} {
+				if _, err := stat(p, "team/a", blob); err != distribution.ErrBlobUnknown {
+					t.Fatalf("team/a sees the blob team/b cached again: %v", err)
+				}
+				if got, err := stat(p, "team/b", blob); err != nil || !reflect.DeepEqual(got, desc) {
+					t.Fatalf("team/b: %v, %v", got, err)
+				}
+			}
+		})
+	}
+}
+
+// trackingClient is the id of p's tracking connection on the server c is to.
+func trackingClient(t *testing.T, c redis.Conn) string {
+	list, err := redis.String(c.Do("CLIENT", "LIST", "TYPE", "pubsub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
+		if strings.Contains(line, " sub=1 ") {
+			return strings.TrimPrefix(strings.Fields(line)[0], "id=")
+		}
+	}
+	t.Fatalf("no tracking connection in %q", list)
+	return ""
+}
+
+// Losing the tracking connection empties the tier and stops it serving until tracking
+// is back; a change meanwhile (whose invalidation nobody hears) is read from Redis. The
+// same when Redis restarts. Then the tier fills again.
+func TestLocalTierTrackingLost(t *testing.T) {
+	s := startRedis(t)
+	var log logs
+	p := tiered(t, Options{Addrs: []string{s.addr}, Logf: log.logf})
+	repo, _ := p.RepositoryScoped("team/app")
+	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	fill := func(what string) {
+		t.Helper()
+		waitFor(t, 10*time.Second, "tracking active "+what, func() bool { _, active := p.local.size(); return active })
+		before := p.local.served.Load()
+		for i := 0; i < 2; i++ {
+			stat(p, "team/app", blob)
+		}
+		if n, _ := p.local.size(); n != 1 || p.local.served.Load() != before+1 {
+			t.Fatalf("%s: the tier holds %d entries and served %d; want 1 and 1", what, n, p.local.served.Load()-before)
+		}
+	}
+	fill("at start")
+
+	c := dialT(t, s.addr)
+	started := time.Now()
+	if _, err := c.Do("CLIENT", "KILL", "ID", trackingClient(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	// A stock registry's write, as the connection is gone: the mediatype changes.
+	if _, err := c.Do("HSET", "repository::team/app::blobs::"+string(blob), "mediatype", "application/octet-stream"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "the tier to stop", func() bool { n, active := p.local.size(); return n == 0 && !active })
+	if got, err := stat(p, "team/app", blob); err != nil || got.MediaType != "application/octet-stream" {
+		t.Fatalf("after CLIENT KILL: %v, %v; want the changed mediatype", got, err)
+	}
+	fill("after CLIENT KILL")
+	t.Logf("tracking back %v after CLIENT KILL", time.Since(started))
+
+	s.kill()
+	waitFor(t, 5*time.Second, "the tier to stop", func() bool { n, active := p.local.size(); return n == 0 && !active })
+	back := startProcess(t, s.port, "Ready to accept connections", []string{"--loadmodule", os.Getenv("LAYERCACHE_MODULE")})
+	defer back.kill()
+	// The new server is empty: a miss, from Redis or from the tier once it is back.
+	waitFor(t, 10*time.Second, "the provider to reach the new server", func() bool {
+		_, err := stat(p, "team/app", blob)
+		return err == distribution.ErrBlobUnknown && !p.breaker.open()
+	})
+	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	fill("after the restart")
+	if n := log.count("local tier off"); n != 2 {
+		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.lines)
+	}
+}
