@@ -41,7 +41,8 @@ test-matrix: deps
 # A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
 # module's Redis: push, pull, garbage collection and the README's recipes; then the
 # registry built with the Go provider on an ACL user, through Sentinel failovers (plain
-# and TLS) and a Redis outage.
+# and TLS), a Redis outage, resharding and a failover on Redis Cluster, and with the
+# local tier on two registries.
 test-registry: release
 	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS) $(REGISTRY_BUILD_DEPS)
 	scripts/test-registry.py --with-provider

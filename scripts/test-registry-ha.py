@@ -24,6 +24,10 @@ all on free loopback ports. Runs:
    masters (redis-cli --cluster reshard: MIGRATE, ASK, MOVED) and the master holding the
    shared layer is SIGKILLed: every pull succeeds, REPOSTAT of every blob is the same
    before and after, and the promoted replica serves hits.
+6. local-tier: two registries with the local tier (storage.cache.localentries) on one
+   Redis: a second pull sends Redis no command (commandstats: only the tracking
+   connection's PINGs), and a blob deleted through one registry's API is a 404 on the
+   other at once, though the other's tier held it.
 
 Each run prints its figures. Standard library only; exits non-zero on the first failed
 check. Failure steps end only the processes this script started, by their pid.
@@ -361,10 +365,56 @@ def cluster_run(work, binary):
             x.stop()
 
 
+def commandstats(redis):
+    """{command: calls} from INFO commandstats."""
+    stats = {}
+    for name, value in redis.info("commandstats").items():
+        stats[name.removeprefix("cmdstat_")] = int(value.split(",")[0].removeprefix("calls="))
+    return stats
+
+
+def tier_run(work, binary):
+    say("run local-tier: two registries with the local tier on one Redis")
+    redis = Redis(work, [])
+    section = redis_section([f"127.0.0.1:{redis.port}"])
+    a = Registry(work, section, binary, "layercache", {"localentries": 10000}, name="registry-a")
+    b = Registry(work, section, binary, "layercache", {"localentries": 10000}, name="registry-b")
+    try:
+        for r in (a, b):
+            wait_for("the local tier on", lambda: "local tier on" in r.logged(), 10)
+        images = push_and_pull(work, a, random.Random(os.urandom(8)))
+        # Pull both images twice more: the first pull after the pushes (team-b's push
+        # changed the shared layer's descriptor, so its entries went) fills the tier,
+        # the second is served from it.
+        sent = {}
+        for n in ("first", "second"):
+            before = commandstats(redis)
+            for repo, (_, manifest) in images.items():
+                got = pull(a, repo, os.path.join(work, n, repo.replace("/", "-")))
+                check(got == manifest, f"{repo}: pulled ({n} pull after the pushes)")
+            after = commandstats(redis)
+            sent[n] = {c: k - before.get(c, 0) for c, k in after.items() if k != before.get(c, 0) and c not in ("info", "ping")}
+        say(f"commands the pulls after the pushes sent Redis: first {sent['first']}, second {sent['second']}")
+        check(sent["first"] and sent["second"] == {}, "the second pull sent Redis no command: its Stats came from the tier")
+
+        repo, (blobs, _) = next(iter(images.items()))
+        digest, (size, _) = next(iter(blobs.items()))
+        check(b.head_blob(repo, digest) == (200, size), f"registry-b: HEAD {digest[:19]}… (a miss, kept in its tier)")
+        calls = commandstats(redis).get("layercache.repostat", 0)
+        check(b.head_blob(repo, digest) == (200, size) and commandstats(redis).get("layercache.repostat", 0) == calls,
+              "registry-b: HEAD again, from its tier")
+        check(a.status("DELETE", f"/v2/{repo}/blobs/{digest}") == 202, f"registry-a: DELETE {repo} {digest[:19]}…")
+        check(b.head_blob(repo, digest) == (404, None), "registry-b: HEAD at once after the delete is a 404")
+    finally:
+        for r in (a, b):
+            r.stop()
+        redis.stop()
+
+
 def main():
     build = tempfile.mkdtemp(prefix="layercache-registry-build-")
     runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, b: sentinel_run(w, b, TLS(w))),
-            ("outage", outage_run), ("cluster", cluster_run)]
+            ("outage", outage_run), ("cluster", cluster_run), ("local-tier", tier_run)]
     only = sys.argv[1:]
     try:
         binary = build_patched_registry(build)
