@@ -276,15 +276,27 @@ func sentinels(t *testing.T, primary *redisServer, n int, extra string) []string
 }
 
 // Through Sentinel: the provider finds the master, and after a failover (SENTINEL
-// FAILOVER) it writes and reads on the new one, the old connections dropped.
+// FAILOVER) it writes and reads on the new one, the old connections dropped. A second
+// instance with the local tier, which held the descriptor, tracks the new master (the
+// old one lives on as a replica, and Sentinel's CLIENT KILL spares subscribed
+// connections) and reads the new master's descriptor.
 func TestSentinelFailover(t *testing.T) {
 	primary := startRedis(t)
 	replica := startRedis(t, "--replicaof", "127.0.0.1", fmt.Sprint(primary.port))
 	addrs := sentinels(t, primary, 3, "")
-	p := newProvider(t, Options{Addrs: addrs, MasterName: "layercache", BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	o := Options{Addrs: addrs, MasterName: "layercache", BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond}
+	p, tier := newProvider(t, o), tiered(t, o)
 	repo, _ := p.RepositoryScoped("team/app")
 	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
 		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if got, err := stat(tier, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+			t.Fatalf("the tiered instance before the failover: %v, %v", got, err)
+		}
+	}
+	if !tier.local.holds(entryKey{"team/app", blob}) {
+		t.Fatal("the tier does not hold the descriptor before the failover")
 	}
 	// The replica must know the sentinels' view (it is synced) before a failover.
 	waitFor(t, 30*time.Second, "the replica in sync, known to the sentinels", func() bool {
@@ -339,6 +351,14 @@ func TestSentinelFailover(t *testing.T) {
 	if d, err := repo.Stat(ctx, blob); err != nil || !reflect.DeepEqual(d, other) {
 		t.Fatalf("Stat through Sentinel after the failover: %v, %v", d, err)
 	}
+	waitFor(t, 30*time.Second, "the tier tracking the new master, with its descriptor", func() bool {
+		got, err := stat(tier, "team/app", blob)
+		tier.tracker.mu.Lock()
+		addr := tier.tracker.addr
+		tier.tracker.mu.Unlock()
+		_, active := tier.local.size()
+		return err == nil && reflect.DeepEqual(got, other) && addr == replica.addr && active
+	})
 }
 
 // waitFor polls ok until it holds, at first every 20 µs (a fence is a round trip

@@ -35,6 +35,11 @@ func (t *tracker) run() {
 	for {
 		active, err := t.session()
 		t.local.setActive(false)
+		select {
+		case <-t.stop:
+			return
+		default:
+		}
 		// Once per state change, not once a second while Redis is down.
 		if why := fmt.Sprint(err); active || why != logged {
 			t.logf("layercache: local tier off and emptied until tracking resumes: %s", why)
