@@ -405,9 +405,14 @@ func TestLocalTierTrackingLost(t *testing.T) {
 	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
 		t.Fatal(err)
 	}
+	c := dialT(t, s.addr)
+	f := newFence(c, p)
 	fill := func(what string) {
 		t.Helper()
 		waitFor(t, 10*time.Second, "tracking active "+what, func() bool { _, active := p.local.size(); return active })
+		// The invalidation of the last write may still be on its way: one arriving
+		// after the miss below would drop the entry it stored.
+		f.wait(t)
 		before := p.local.served.Load()
 		for i := 0; i < 2; i++ {
 			stat(p, "team/app", blob)
@@ -418,7 +423,6 @@ func TestLocalTierTrackingLost(t *testing.T) {
 	}
 	fill("at start")
 
-	c := dialT(t, s.addr)
 	started := time.Now()
 	if _, err := c.Do("CLIENT", "KILL", "ID", trackingClient(t, c)); err != nil {
 		t.Fatal(err)
@@ -446,6 +450,7 @@ func TestLocalTierTrackingLost(t *testing.T) {
 	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
 		t.Fatal(err)
 	}
+	f.c = dialT(t, s.addr) // the fence's connection went with the old server
 	fill("after the restart")
 	if n := log.count("local tier off"); n != 2 {
 		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.lines)
