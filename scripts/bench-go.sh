@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # make bench-go: the Go provider's latency against distribution's redis provider through
-# a delay proxy (0.5 ms and 2 ms round trips), on a redis-server with the release
-# module; writes its section of BENCHMARKS.md.
+# a delay proxy (0.5 ms and 2 ms round trips): one node, Sentinel, the local tier, a
+# pull-like mix and Redis Cluster; on redis-servers with the release module (and one
+# without, for distribution's provider in the mix); writes its section of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GO111MODULE=off GOPATH="$PWD/clients/go:/usr/share/gocode"
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+port=$(free_port) plain=$(free_port)
 dir=$(mktemp -d)
-trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+trap 'for p in "$port" "$plain"; do redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true; done; rm -rf "$dir"' EXIT
+module=$PWD/target/release/liblayercache.so
 redis-server --port "$port" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize yes --logfile "$dir/redis.log" \
-  --loadmodule "$PWD/target/release/liblayercache.so" >/dev/null
-for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  --loadmodule "$module" >/dev/null
+redis-server --port "$plain" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize yes --logfile "$dir/plain.log" >/dev/null
+for p in "$port" "$plain"; do
+  for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
+done
 go build -o "$dir/lcbench-go" github.com/layercache/go-layercache/cmd/lcbench-go
-"$dir/lcbench-go" -addr "127.0.0.1:$port" -server "$(command -v redis-server)" -rtt 0.5ms,2ms -n "${N:-400}" -out BENCHMARKS.md
-echo "bench-go: BENCHMARKS.md updated"
+"$dir/lcbench-go" -addr "127.0.0.1:$port" -plain-addr "127.0.0.1:$plain" -server "$(command -v redis-server)" \
+  -module "$module" -rtt 0.5ms,2ms -n "${N:-400}" -out "${OUT:-BENCHMARKS.md}"
+echo "bench-go: ${OUT:-BENCHMARKS.md} updated"

@@ -165,6 +165,10 @@ func main() {
 	n := flag.Int("n", 400, "operations per measurement")
 	out := flag.String("out", "", "BENCHMARKS.md to write the section into")
 	server := flag.String("server", "redis-server", "the server binary, for the sentinel of the Sentinel table")
+	module := flag.String("module", "", "liblayercache.so, for the cluster nodes of the Cluster tables")
+	clusterSeconds := flag.Float64("throughput-seconds", 5, "how long each 32-client throughput run lasts")
+	mixOps := flag.Int("mix", 4000, "operations of the pull-like mix, per provider and round trip")
+	plainAddr := flag.String("plain-addr", "", "a redis-server without the module, for distribution's provider in the mix")
 	flag.Parse()
 
 	type variant struct {
@@ -264,6 +268,33 @@ func main() {
 		"fork's `TestOnBorrow` asks `ROLE` on every borrow) and on the provider's own (`New` with `MasterName`: `ROLE` only " +
 		"on connections idle for longer than `IdleCheck`, a connection that fails or answers `READONLY`/`LOADING` dropped). " +
 		"One sentinel watches the master through the same delay proxy, so it names the proxy's address.\n\n" + sentinelRows
+	tierRows, err := tierTable(*addr, durations, *n)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mixRows, err := mixTable(*addr, *plainAddr, durations, 10_000, *mixOps)
+	if err != nil {
+		log.Fatal(err)
+	}
+	section += "\nThe local tier (`LocalEntries`): repeated repository Stat hits on the provider without and with it (" +
+		"100 digests, all in the tier), and the invalidation delay: a repository SetDescriptor acknowledged on one instance " +
+		"until the other instance's tier has dropped the entry (the start of its first Stat, polled from the tier, that " +
+		"answers the new size). Redis sends the invalidation as it makes the change, before the writer's reply, and both cross " +
+		"half a round trip of proxy, so the entry is mostly gone before the write is acknowledged: a delay of 0 within the " +
+		"poll's step. Latency in ms.\n\n" + tierRows +
+		fmt.Sprintf("\nA pull-like mix: %d operations, 95%% repository Stats on one instance drawn by Zipf (s = 1.1) over 10,000 "+
+			"blobs, 5%% repository SetDescriptors of such blobs by another instance, the same draws for each provider, "+
+			"the tier starting empty. Commands per operation as the server counts them (INFO commandstats; for the module "+
+			"its LAYERCACHE commands, for distribution's provider every command, on a server without the module).\n\n", *mixOps) + mixRows
+	clusterRows, err := clusterTable(*addr, *server, *module, durations, *n, *clusterSeconds)
+	if err != nil {
+		log.Fatal(err)
+	}
+	section += "\nOn Redis Cluster (the blob scheme, 3 masters started by the benchmark): repository Stat hits through a " +
+		"delay proxy in front of each master, which the masters announce (`cluster-announce-port`), so that the provider " +
+		"(redisc, bound to the digest's slot) crosses it as the one-node provider crosses its own; then 32 goroutines of " +
+		"repository Stat hits over 100 digests, without the proxy, on the 3-master cluster and on a 1-master cluster, " +
+		"with the CPU the servers and the benchmark used.\n\n" + clusterRows
 	fmt.Print(section)
 	if *out != "" {
 		if err := writeSection(*out, "go", section); err != nil {
