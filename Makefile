@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run test test-matrix test-valgrind test-registry test-go bench bench-instructions bench-go clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind test-registry test-go bench bench-instructions bench-go clean
 
 all: release
 
@@ -21,14 +21,21 @@ release: deps
 
 # The module in a real redis-server, in the foreground, with the repository's redis.conf.
 run: release
-	redis-server redis.conf --port $(PORT)
+	$(REDIS_SERVER) redis.conf --port $(PORT)
 
 # The integration suites that run in either key scheme (tests/cluster.rs is blob-only).
 SCHEME_SUITES = --test seed --test descriptor --test bad_input --test server --test versions --test contexts --test model
 
+# The module's shape: no import circle in src/, no unsafe outside src/api/, no file
+# over 400 lines; and clippy clean, with every unsafe block's SAFETY line.
+lint: deps
+	scripts/check-layers.py
+	@$(CARGO) clippy --version >/dev/null 2>&1 || rustup component add clippy
+	$(CARGO) clippy -p layercache --lib -- -D warnings
+
 # Unit tests of the pure crate, then integration tests against real redis-servers, in
 # the distribution key scheme and again in the blob scheme.
-test: build
+test: build lint
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=4
 	LAYERCACHE_SCHEME=blob $(CARGO) test -p layercache $(SCHEME_SUITES) --no-fail-fast -- --test-threads=4
 	@echo "make test: all tests passed"

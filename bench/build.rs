@@ -2,12 +2,11 @@
 //! through `FLOOR_MODULE`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("libfloor.so");
     let compiler = cc::Build::new().pic(true).opt_level(2).get_compiler();
-    let status = Command::from(compiler.to_command())
+    let status = compiler.to_command()
         .args(["-shared", "-O2", "-Wall", "-Werror", "-I../include", "-o"])
         .arg(&out)
         .arg("floor/floor.c")

@@ -1,9 +1,8 @@
-//! Command metadata in one static table: name, handler, flags, arity, and the docs
-//! that `COMMAND DOCS` and redis-cli hints show. Registration reads this table only.
+//! Command metadata in one static table, plain data as RedisBloom's `cmd_info`: name,
+//! flags, arity, key specs, and the docs that `COMMAND DOCS` and redis-cli hints show.
+//! Registration reads this table only; `commands::handler` gives each entry's handler.
 
 use std::ffi::CStr;
-
-use crate::commands::{self, Handler};
 
 /// One argument as `COMMAND DOCS` lists it.
 pub struct Arg {
@@ -58,9 +57,29 @@ use redis_module::raw::{
 
 const NO_KEYS: &[Keys] = &[];
 
+/// Which handler runs a command (`commands::handler`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Id {
+    Add,
+    Contains,
+    MContains,
+    SetMeta,
+    Meta,
+    Lookup,
+    Stat,
+    SetDescriptor,
+    Clear,
+    RepoStat,
+    RepoSetDescriptor,
+    RepoClear,
+    Purge,
+    DropRepo,
+    Index,
+}
+
 pub struct Command {
     pub name: &'static CStr,
-    pub handler: Handler,
+    pub id: Id,
     /// `CreateCommand` flags (DESIGN.md section 2).
     pub flags: &'static CStr,
     /// ACL categories, set on servers that support them (Redis 7.2+).
@@ -96,7 +115,7 @@ impl Command {
 pub const COMMANDS: &[Command] = &[
     Command {
         name: c"layercache.add",
-        handler: commands::add,
+        id: Id::Add,
         flags: WRITE,
         acl: ACL_WRITE,
         arity: 3,
@@ -108,7 +127,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.contains",
-        handler: commands::contains,
+        id: Id::Contains,
         flags: READ,
         acl: ACL_READ,
         arity: 3,
@@ -120,7 +139,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.mcontains",
-        handler: commands::mcontains,
+        id: Id::MContains,
         flags: c"readonly",
         acl: c"read",
         arity: -3,
@@ -132,7 +151,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.setmeta",
-        handler: commands::setmeta,
+        id: Id::SetMeta,
         flags: WRITE,
         acl: ACL_WRITE,
         arity: 4,
@@ -144,7 +163,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.meta",
-        handler: commands::meta,
+        id: Id::Meta,
         flags: READ,
         acl: ACL_READ,
         arity: 2,
@@ -156,7 +175,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.lookup",
-        handler: commands::lookup,
+        id: Id::Lookup,
         flags: READ,
         acl: ACL_READ,
         arity: 3,
@@ -168,7 +187,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.stat",
-        handler: commands::stat,
+        id: Id::Stat,
         flags: READ,
         acl: ACL_READ,
         arity: 2,
@@ -180,7 +199,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.setdescriptor",
-        handler: commands::setdescriptor,
+        id: Id::SetDescriptor,
         flags: WRITE,
         acl: ACL_WRITE,
         arity: 5,
@@ -192,7 +211,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.clear",
-        handler: commands::clear,
+        id: Id::Clear,
         flags: DELETE,
         acl: ACL_WRITE,
         arity: 2,
@@ -204,7 +223,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.repostat",
-        handler: commands::repostat,
+        id: Id::RepoStat,
         flags: READ,
         acl: ACL_READ,
         arity: 3,
@@ -216,7 +235,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.reposetdescriptor",
-        handler: commands::reposetdescriptor,
+        id: Id::RepoSetDescriptor,
         flags: WRITE,
         acl: ACL_WRITE,
         arity: 6,
@@ -228,7 +247,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.repoclear",
-        handler: commands::repoclear,
+        id: Id::RepoClear,
         flags: DELETE,
         acl: ACL_WRITE,
         arity: 3,
@@ -240,7 +259,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.purge",
-        handler: commands::purge,
+        id: Id::Purge,
         flags: c"write",
         acl: c"write",
         arity: -2,
@@ -252,7 +271,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.droprepo",
-        handler: commands::droprepo,
+        id: Id::DropRepo,
         flags: c"write",
         acl: c"write",
         arity: 2,
@@ -264,7 +283,7 @@ pub const COMMANDS: &[Command] = &[
     },
     Command {
         name: c"layercache.index",
-        handler: commands::index,
+        id: Id::Index,
         flags: c"write",
         acl: c"write",
         arity: -2,

@@ -13,8 +13,8 @@ use layercache_core::keys::Repo;
 use layercache_core::{value, InputError};
 
 use crate::api::{Args, Ctx, RString};
+use crate::command_info::Id;
 use crate::error::Error;
-use crate::info;
 use crate::store::{store, Descriptor, DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype};
 
 /// Hits and misses of one call, for `INFO layercache`.
@@ -37,6 +37,27 @@ fn hit_if(found: bool) -> Tally {
 }
 
 pub type Handler = fn(&Ctx, &Args) -> Result<Tally, Error>;
+
+/// The handler of each command of the table (`command_info`).
+pub const fn handler(id: Id) -> Handler {
+    match id {
+        Id::Add => add,
+        Id::Contains => contains,
+        Id::MContains => mcontains,
+        Id::SetMeta => setmeta,
+        Id::Meta => meta,
+        Id::Lookup => lookup,
+        Id::Stat => stat,
+        Id::SetDescriptor => setdescriptor,
+        Id::Clear => clear,
+        Id::RepoStat => repostat,
+        Id::RepoSetDescriptor => reposetdescriptor,
+        Id::RepoClear => repoclear,
+        Id::Purge => purge,
+        Id::DropRepo => droprepo,
+        Id::Index => index,
+    }
+}
 
 /// `LAYERCACHE.ADD repo digest`
 pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
@@ -170,7 +191,6 @@ pub fn purge(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         }
     }
     let purged = store().purge(ctx, &digests)?;
-    info::count_purged(purged);
     ctx.reply_integer(purged as i64);
     Ok(Tally { hits: purged, misses: digests.len() as u64 - purged })
 }
@@ -188,14 +208,14 @@ pub fn index(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     // SCAN checks the cursor's range; here only its shape.
     let cursor = args.bytes(1);
     if cursor.is_empty() || cursor.len() > 20 || !cursor.iter().all(u8::is_ascii_digit) {
-        return Err(Error::Redis("ERR invalid cursor".into()));
+        return Err(Error::Refused("ERR invalid cursor".into()));
     }
     let count = match args.len() {
         2 => 100,
         3 => value::parse_size(args.bytes(2), "count").ok().filter(|n| (1..=MAX_INDEX_COUNT).contains(n)).ok_or_else(|| {
-            Error::Redis(format!("ERR count must be 1..{MAX_INDEX_COUNT}"))
+            Error::Refused(format!("ERR count must be 1..{MAX_INDEX_COUNT}").into())
         })?,
-        _ => return Err(Error::Redis("ERR syntax error".into())),
+        _ => return Err(Error::Refused("ERR syntax error".into())),
     };
     let (next, indexed) = store().index_page(ctx, cursor, count)?;
     ctx.reply_array(2);

@@ -1,11 +1,9 @@
 //! Module configuration (`CONFIG GET/SET layercache.*`, also `loadmodule` arguments).
 
-use std::ffi::{c_char, c_int, c_longlong, c_void};
+use std::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 
-use redis_module::raw;
-
-use crate::api::{RedisModuleCtx, RedisModuleString};
+use crate::api::{self, BoolConfig, Ctx, EnumConfig, NumericConfig};
 
 /// `layercache.ttl`: seconds of expiry on every key a write touches; 0 = none.
 static TTL: AtomicI64 = AtomicI64::new(0);
@@ -50,89 +48,53 @@ pub fn ttl() -> i64 {
 /// Applies `loadmodule` arguments (`ttl <seconds>`, `scheme distribution|blob`,
 /// `learn yes|no`), then registers the settings so that `CONFIG GET/SET` and
 /// `layercache.*` lines in redis.conf work.
-pub fn load(ctx: *mut RedisModuleCtx, args: &[&[u8]]) -> Result<(), String> {
+pub fn load(ctx: &Ctx, args: &[&[u8]]) -> Result<(), String> {
     let (mut ttl, mut scheme, mut learn) = (0, Scheme::Distribution, true);
-    let mut pairs = args.chunks(2);
-    for pair in &mut pairs {
-        match pair {
-            [b"ttl", value] => ttl = parse_ttl(value)?,
-            [b"scheme", b"distribution"] => scheme = Scheme::Distribution,
-            [b"scheme", b"blob"] => scheme = Scheme::Blob,
-            [b"learn", b"yes"] => learn = true,
-            [b"learn", b"no"] => learn = false,
-            [b"learn", other] => return Err(format!("learn must be yes or no, got '{}'", String::from_utf8_lossy(other))),
-            [b"scheme", other] => {
-                return Err(format!("scheme must be distribution or blob, got '{}'", String::from_utf8_lossy(other)))
-            }
-            [name, _] => return Err(format!("unknown argument '{}'", String::from_utf8_lossy(name))),
-            [name] => return Err(format!("argument '{}' needs a value", String::from_utf8_lossy(name))),
-            _ => {}
+    let lossy = String::from_utf8_lossy;
+    let mut args = args.iter();
+    while let Some(&name) = args.next() {
+        let Some(&value) = args.next() else { return Err(format!("argument '{}' needs a value", lossy(name))) };
+        match (name, value) {
+            (b"ttl", value) => ttl = parse_ttl(value)?,
+            (b"scheme", b"distribution") => scheme = Scheme::Distribution,
+            (b"scheme", b"blob") => scheme = Scheme::Blob,
+            (b"scheme", other) => return Err(format!("scheme must be distribution or blob, got '{}'", lossy(other))),
+            (b"learn", b"yes") => learn = true,
+            (b"learn", b"no") => learn = false,
+            (b"learn", other) => return Err(format!("learn must be yes or no, got '{}'", lossy(other))),
+            (name, _) => return Err(format!("unknown argument '{}'", lossy(name))),
         }
     }
     TTL.store(ttl, Ordering::Relaxed);
     SCHEME.store(scheme as i32, Ordering::Relaxed);
     LEARN.store(learn, Ordering::Relaxed);
-    // SAFETY: valid ctx at load time; the callbacks have the C signatures Redis expects.
-    let status = unsafe {
-        raw::RedisModule_RegisterNumericConfig.unwrap()(
-            ctx,
-            c"ttl".as_ptr(),
-            ttl,
-            raw::REDISMODULE_CONFIG_DEFAULT,
-            0,
-            MAX_TTL,
-            Some(get_ttl),
-            Some(set_ttl),
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    if status != raw::REDISMODULE_OK as c_int {
-        return Err("cannot register layercache.ttl".into());
-    }
-    let mut names = [c"distribution".as_ptr(), c"blob".as_ptr()];
-    let values = [Scheme::Distribution as c_int, Scheme::Blob as c_int];
-    // SAFETY: valid ctx at load time; Redis copies the names and values.
-    let status = unsafe {
-        raw::RedisModule_RegisterEnumConfig.unwrap()(
-            ctx,
-            c"scheme".as_ptr(),
-            scheme as c_int,
-            raw::REDISMODULE_CONFIG_IMMUTABLE,
-            names.as_mut_ptr(),
-            values.as_ptr(),
-            values.len() as c_int,
-            Some(get_scheme),
-            Some(set_scheme),
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    if status != raw::REDISMODULE_OK as c_int {
-        return Err("cannot register layercache.scheme".into());
-    }
-    // SAFETY: valid ctx at load time; the callbacks have the C signatures Redis expects.
-    let status = unsafe {
-        raw::RedisModule_RegisterBoolConfig.unwrap()(
-            ctx,
-            c"learn".as_ptr(),
-            learn as c_int,
-            raw::REDISMODULE_CONFIG_DEFAULT,
-            Some(get_learn),
-            Some(set_learn),
-            None,
-            std::ptr::null_mut(),
-        )
-    };
-    if status != raw::REDISMODULE_OK as c_int {
-        return Err("cannot register layercache.learn".into());
-    }
-    // SAFETY: valid ctx at load time.
-    if unsafe { raw::RedisModule_LoadConfigs.unwrap()(ctx) } != raw::REDISMODULE_OK as c_int {
-        return Err("cannot load layercache.* settings".into());
-    }
-    Ok(())
+    api::register_numeric(ctx, &TTL_CONFIG)?;
+    api::register_enum(ctx, &SCHEME_CONFIG)?;
+    api::register_bool(ctx, &LEARN_CONFIG)?;
+    api::load_configs(ctx)
 }
+
+static TTL_CONFIG: NumericConfig = NumericConfig {
+    name: c"ttl",
+    min: 0,
+    max: MAX_TTL,
+    get: ttl,
+    // Redis has already checked the bounds.
+    set: |value| TTL.store(value, Ordering::Relaxed),
+};
+
+/// Immutable: set at load only (by a `layercache.scheme` line in redis.conf).
+static SCHEME_CONFIG: EnumConfig = EnumConfig {
+    name: c"scheme",
+    names: &[c"distribution", c"blob"],
+    values: &[Scheme::Distribution as c_int, Scheme::Blob as c_int],
+    immutable: true,
+    get: || scheme() as c_int,
+    set: |value| SCHEME.store(value, Ordering::Relaxed),
+};
+
+static LEARN_CONFIG: BoolConfig =
+    BoolConfig { name: c"learn", get: learn, set: |value| LEARN.store(value, Ordering::Relaxed) };
 
 fn parse_ttl(value: &[u8]) -> Result<i64, String> {
     std::str::from_utf8(value)
@@ -140,39 +102,4 @@ fn parse_ttl(value: &[u8]) -> Result<i64, String> {
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|n| (0..=MAX_TTL).contains(n))
         .ok_or_else(|| format!("ttl must be 0..{MAX_TTL} seconds, got '{}'", String::from_utf8_lossy(value)))
-}
-
-extern "C" fn get_ttl(_name: *const c_char, _privdata: *mut c_void) -> c_longlong {
-    ttl()
-}
-
-extern "C" fn set_ttl(
-    _name: *const c_char,
-    value: c_longlong,
-    _privdata: *mut c_void,
-    _err: *mut *mut RedisModuleString,
-) -> c_int {
-    // Redis has already checked the 0..=MAX_TTL bounds given at registration.
-    TTL.store(value, Ordering::Relaxed);
-    raw::REDISMODULE_OK as c_int
-}
-
-extern "C" fn get_learn(_name: *const c_char, _privdata: *mut c_void) -> c_int {
-    learn() as c_int
-}
-
-extern "C" fn set_learn(_name: *const c_char, value: c_int, _privdata: *mut c_void, _err: *mut *mut RedisModuleString) -> c_int {
-    LEARN.store(value != 0, Ordering::Relaxed);
-    raw::REDISMODULE_OK as c_int
-}
-
-extern "C" fn get_scheme(_name: *const c_char, _privdata: *mut c_void) -> c_int {
-    scheme() as c_int
-}
-
-/// Called at load only (the setting is immutable), for a `layercache.scheme` line in
-/// redis.conf.
-extern "C" fn set_scheme(_name: *const c_char, value: c_int, _privdata: *mut c_void, _err: *mut *mut RedisModuleString) -> c_int {
-    SCHEME.store(value, Ordering::Relaxed);
-    raw::REDISMODULE_OK as c_int
 }

@@ -1,9 +1,9 @@
-//! Every way a command can fail, and the one place that turns a failure into the
-//! client's error reply (DESIGN.md section 3).
+//! Every way a command can fail, and the one place that says what the client's error
+//! reply reads (DESIGN.md section 3).
+
+use std::borrow::Cow;
 
 use layercache_core::InputError;
-
-use crate::api::Ctx;
 
 #[derive(Debug)]
 pub enum Error {
@@ -14,6 +14,11 @@ pub enum Error {
     NoPerm,
     /// A stored number that is not one, at this key.
     Corrupt(String),
+    /// A command the module refuses as it stands (a cursor that is not one, a command
+    /// of the other key scheme): the whole reply, `ERR ...`.
+    Refused(Cow<'static, str>),
+    /// A bug or a failed internal call: the whole reply, `ERR layercache internal ...`.
+    Internal(String),
     /// An error reply from Redis itself, forwarded as it is.
     Redis(String),
 }
@@ -25,13 +30,15 @@ impl From<InputError> for Error {
 }
 
 impl Error {
-    pub fn reply(&self, ctx: &Ctx) {
+    /// The client's error reply.
+    pub fn reply(&self) -> Cow<'_, str> {
         match self {
-            Error::Input(e) => ctx.reply_error(&e.to_string()),
-            Error::WrongType => ctx.reply_error("WRONGTYPE Operation against a key holding the wrong kind of value"),
-            Error::NoPerm => ctx.reply_error("NOPERM this user has no permissions to access one of the keys this command touches"),
-            Error::Corrupt(key) => ctx.reply_error(&format!("ERR corrupt cache entry {key}")),
-            Error::Redis(message) => ctx.reply_error(message),
+            Error::Input(e) => e.to_string().into(),
+            Error::WrongType => "WRONGTYPE Operation against a key holding the wrong kind of value".into(),
+            Error::NoPerm => "NOPERM this user has no permissions to access one of the keys this command touches".into(),
+            Error::Corrupt(key) => format!("ERR corrupt cache entry {key}").into(),
+            Error::Refused(message) => message.as_ref().into(),
+            Error::Internal(message) | Error::Redis(message) => message.into(),
         }
     }
 }

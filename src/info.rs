@@ -2,12 +2,10 @@
 //! digests PURGE removed. Plain relaxed counters: commands run on the main thread and
 //! INFO needs no snapshot.
 
-use std::ffi::{c_int, CString};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use redis_module::raw;
-
-use crate::command_info::{COMMANDS, COUNT};
+use crate::api::InfoCtx;
+use crate::command_info::{Id, COMMANDS, COUNT};
 use crate::commands::Tally;
 use crate::error::Error;
 
@@ -19,13 +17,6 @@ pub struct Stats {
 }
 
 pub static STATS: [Stats; COUNT] = [const { Stats::new() }; COUNT];
-
-/// Digests PURGE found cache state for and removed.
-static PURGED_DIGESTS: AtomicU64 = AtomicU64::new(0);
-
-pub fn count_purged(n: u64) {
-    PURGED_DIGESTS.fetch_add(n, Relaxed);
-}
 
 impl Stats {
     const fn new() -> Self {
@@ -50,24 +41,24 @@ impl Stats {
     }
 }
 
-/// The INFO callback Redis calls for `INFO`, `INFO layercache` and crash reports.
-pub extern "C" fn info(ctx: *mut raw::RedisModuleInfoCtx, _for_crash_report: c_int) {
-    // SAFETY: ctx is the live info context; field names are NUL-terminated.
-    unsafe {
-        raw::RedisModule_InfoAddSection.unwrap()(ctx, c"".as_ptr());
-        for (command, stats) in COMMANDS.iter().zip(&STATS) {
-            let name = command.name.to_string_lossy();
-            let short = name.trim_start_matches("layercache.");
-            for (field, counter) in [
-                ("calls", &stats.calls),
-                ("hits", &stats.hits),
-                ("misses", &stats.misses),
-                ("rejected", &stats.rejected),
-            ] {
-                let Ok(field) = CString::new(format!("{short}_{field}")) else { continue };
-                raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, field.as_ptr(), counter.load(Relaxed));
-            }
+/// The module's `INFO` section (`INFO`, `INFO layercache`, crash reports).
+pub fn write(info: &InfoCtx) {
+    info.section();
+    let mut purged = 0;
+    for (command, stats) in COMMANDS.iter().zip(&STATS) {
+        let name = command.name.to_string_lossy();
+        let short = name.trim_start_matches("layercache.");
+        for (field, counter) in [
+            ("calls", &stats.calls),
+            ("hits", &stats.hits),
+            ("misses", &stats.misses),
+            ("rejected", &stats.rejected),
+        ] {
+            info.field(&format!("{short}_{field}"), counter.load(Relaxed));
         }
-        raw::RedisModule_InfoAddFieldULongLong.unwrap()(ctx, c"purged_digests".as_ptr(), PURGED_DIGESTS.load(Relaxed));
+        if command.id == Id::Purge {
+            purged = stats.hits.load(Relaxed); // a PURGE hit is a digest it removed
+        }
     }
+    info.field("purged_digests", purged);
 }

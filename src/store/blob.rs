@@ -99,17 +99,17 @@ impl Store for Blob {
     /// DESIGN.md section 5 says).
     fn purge(&self, ctx: &Ctx, digests: &[DigestArg]) -> Result<u64, Error> {
         expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
-        let mut doomed: Vec<_> = digests.iter().map(|d| d.arg.0).collect();
+        let mut doomed: Vec<_> = digests.iter().map(|d| d.arg.as_string()).collect();
         Ok(call!(ctx, c"UNLINK", c"!v", doomed.as_mut_ptr(), doomed.len()).integer()? as u64)
     }
 
     /// This scheme keeps no per-repository index.
     fn drop_repo(&self, _: &Ctx, _: RepoArg) -> Result<i64, Error> {
-        Err(Error::Redis("ERR DROPREPO needs scheme distribution".into()))
+        Err(Error::Refused("ERR DROPREPO needs scheme distribution".into()))
     }
 
     /// Nothing to learn: plain-command registries write distribution's keys.
     fn index_page(&self, _: &Ctx, _: &[u8], _: i64) -> Result<(Vec<u8>, i64), Error> {
-        Err(Error::Redis("ERR INDEX needs scheme distribution".into()))
+        Err(Error::Refused("ERR INDEX needs scheme distribution".into()))
     }
 }

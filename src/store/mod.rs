@@ -14,17 +14,12 @@
 mod blob;
 mod distribution;
 
-use std::sync::OnceLock;
-
 use layercache_core::digest::{self, Digest};
 use layercache_core::keys::Repo;
 
-use crate::api::{ArgString, AsString, Ctx, Field, KeyType, RString, WriteKey};
+use crate::api::{self, ArgString, AsString, Ctx, Field, KeyType, RString, WriteKey};
 use crate::config::{self, Scheme};
 use crate::error::Error;
-
-pub use blob::Blob;
-pub use distribution::{check_acl, Distribution};
 
 /// The hash fields of a blob (distribution's names), made Redis strings at load.
 pub static PATH: Field = Field::new(c"path");
@@ -34,7 +29,7 @@ pub static SIZE: Field = Field::new(c"size");
 pub static MEDIATYPE: Field = Field::new(c"mediatype");
 /// The empty value: of an index field, of a blob-scheme membership without a mediatype.
 pub static EMPTY: Field = Field::new(c"");
-pub static FIELDS: [&Field; 6] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE, &EMPTY];
+static FIELDS: [&Field; 6] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE, &EMPTY];
 
 /// A validated repository argument and its Redis string.
 #[derive(Clone, Copy)]
@@ -87,6 +82,15 @@ pub struct RepoView<'c> {
 
 /// The storage of one key scheme.
 pub trait Store: Sync {
+    /// At load: what the scheme needs beyond its commands.
+    fn on_load(&self, _ctx: &Ctx) -> Result<(), String> {
+        Ok(())
+    }
+    /// Runs one command's handler, `run` (a command that writes when `writes`), with
+    /// the scheme's bookkeeping around it.
+    fn command(&self, _ctx: &Ctx, _writes: bool, run: &mut dyn FnMut()) {
+        run()
+    }
     /// Whether `repo` holds `digest`.
     fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
     /// Whether `repo` holds each of `digests` (arguments `first..`).
@@ -119,25 +123,25 @@ pub trait Store: Sync {
     fn index_page(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error>;
 }
 
-static STORE: OnceLock<&'static dyn Store> = OnceLock::new();
-
-/// Chooses the store of the configured scheme; called once at load.
-pub fn init() {
-    STORE.get_or_init(|| match config::scheme() {
-        Scheme::Distribution => &Distribution,
-        Scheme::Blob => &Blob,
-    });
+/// Makes the field names and sets the scheme's store up; called once at load, after
+/// the settings.
+pub fn load(ctx: &Ctx) -> Result<(), String> {
+    FIELDS.iter().for_each(|field| field.init());
+    store().on_load(ctx)
 }
 
+/// The store of the configured scheme (fixed at load).
 pub fn store() -> &'static dyn Store {
-    *STORE.get_or_init(|| &Distribution)
+    match config::scheme() {
+        Scheme::Distribution => &distribution::Distribution,
+        Scheme::Blob => &blob::Blob,
+    }
 }
 
 // Helpers both stores use.
 
 fn corrupt(key: &dyn AsString) -> Error {
-    let bytes = crate::api::bytes_of(key.as_string());
-    Error::Corrupt(String::from_utf8_lossy(bytes).into_owned())
+    Error::Corrupt(api::name_of(key))
 }
 
 /// Meta from a blob hash's `path` and `length` (`None` when either is missing).

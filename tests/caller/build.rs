@@ -1,12 +1,11 @@
 //! Builds caller.c into a loadable module (`CALLER_MODULE`, the path of the .so).
 
 use std::path::PathBuf;
-use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("libcaller.so");
     let compiler = cc::Build::new().pic(true).get_compiler();
-    let status = Command::from(compiler.to_command())
+    let status = compiler.to_command()
         .args(["-shared", "-O1", "-Wall", "-Werror", "-o"])
         .arg(&out)
         .arg("caller.c")

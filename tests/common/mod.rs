@@ -215,10 +215,6 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
-    pub fn is_running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
     /// Stops the server (SHUTDOWN NOSAVE, then kill) and hands back its directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.shutdown();

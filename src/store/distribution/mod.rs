@@ -10,6 +10,8 @@ use std::iter::once;
 use layercache_core::digest::{self, Digest};
 use layercache_core::keys::{self, Repo};
 
+mod learn;
+
 use super::{
     delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one,
     Descriptor, DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH,
@@ -17,7 +19,6 @@ use super::{
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, WriteKey, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
-use crate::learn;
 
 pub struct Distribution;
 
@@ -44,24 +45,43 @@ fn index<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
 }
 
 /// The user's access to `keys`, as each one's flags say (one user lookup per call).
-pub fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RString<'c>, u64)>) -> Result<(), Error> {
-    let Some(user) = ctx.user() else { return Ok(()) };
-    keys.into_iter().try_for_each(|(key, flags)| user.check(ctx, key, flags))
+fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RString<'c>, u64)>) -> Result<(), Error> {
+    keys.into_iter().try_for_each(|(key, flags)| ctx.check_key(key, flags))
 }
 
 fn sismember(ctx: &Ctx, members: &RString, digest: ArgString) -> Result<bool, Error> {
-    Ok(call!(ctx, c"SISMEMBER", c"ss", members.as_ptr(), digest.0).integer()? == 1)
+    Ok(call!(ctx, c"SISMEMBER", c"ss", members.as_ptr(), digest.as_string()).integer()? == 1)
 }
 
 /// Records `repo` ∋ `digest` and its entry in the open `index` (whose type the caller
 /// checked); true if the membership is new.
 fn add_membership(ctx: &Ctx, members: &RString, index: &WriteKey, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
-    let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.0).integer()?;
-    index.hsetnx(&repo.arg, &EMPTY)?;
+    let added = call!(ctx, c"SADD", c"!ss", members.as_ptr(), digest.arg.as_string()).integer()?;
+    index_entry(index, &repo.arg)?;
     Ok(added == 1)
 }
 
+/// The reverse index's one writer: `repo`'s entry in the open `index` (`HSETNX`; the
+/// caller gives the key its expiry); true if it is new.
+fn index_entry(index: &WriteKey, repo: &dyn AsString) -> Result<bool, Error> {
+    index.hsetnx(repo, &EMPTY)
+}
+
 impl Store for Distribution {
+    fn on_load(&self, ctx: &Ctx) -> Result<(), String> {
+        learn::load(ctx)
+    }
+
+    /// A command that writes first writes what was learned (on servers without
+    /// post-notification jobs it may still be pending), so PURGE sees it; and no
+    /// command's own writes are learned again.
+    fn command(&self, ctx: &Ctx, writes: bool, run: &mut dyn FnMut()) {
+        if writes {
+            learn::apply(ctx);
+        }
+        learn::as_module(run)
+    }
+
     fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let members = members(ctx, repo.repo);
         check_acl(ctx, [(&members, KEY_READ)])?;
@@ -71,7 +91,7 @@ impl Store for Distribution {
     fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
         let members = members(ctx, repo.repo);
         check_acl(ctx, [(&members, KEY_READ)])?;
-        let mut argv: Vec<_> = digests.iter().map(|d| d.arg.0).collect();
+        let mut argv: Vec<_> = digests.iter().map(|d| d.arg.as_string()).collect();
         let reply = call!(ctx, c"SMISMEMBER", c"sv", members.as_ptr(), argv.as_mut_ptr(), argv.len());
         let held = reply.integers()?.map(|held| held == 1).collect();
         Ok(held)
@@ -187,7 +207,7 @@ impl Store for Distribution {
         }
         expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash), (&scoped, KeyType::Hash), (&blob, KeyType::Hash)])?;
         // A removal leaves the remaining keys' expiry as it was (DESIGN.md section 4).
-        call!(ctx, c"SREM", c"!ss", members.as_ptr(), digest.arg.0).check()?;
+        call!(ctx, c"SREM", c"!ss", members.as_ptr(), digest.arg.as_string()).check()?;
         call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
         ctx.open_write(&index).hdel(&[&repo.arg])?;
         delete_descriptor(ctx, &blob)?;
@@ -291,7 +311,7 @@ impl<'c> Purge<'c> {
     fn write(&self, ctx: &Ctx) -> Result<bool, Error> {
         let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
         for (members, scoped) in &self.repos {
-            call!(ctx, c"SREM", c"!ss", members.as_ptr(), self.digest.0).check()?;
+            call!(ctx, c"SREM", c"!ss", members.as_ptr(), self.digest.as_string()).check()?;
             doomed.push(scoped.as_ptr());
         }
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;

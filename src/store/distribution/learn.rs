@@ -20,19 +20,17 @@
 //! and AOF loading learn nothing: the primary's learned writes reach them.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::ffi::{c_int, c_void, CStr};
-use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use layercache_core::digest;
-use layercache_core::keys::{self, parse_written, Repo, Written};
-use redis_module::raw;
+use layercache_core::keys::{parse_written, Repo, Written};
 
-use crate::api::{call, Ctx, KeyType, RedisModuleCtx, RedisModuleString, KEY_INSERT, KEY_READ};
+use super::{check_acl, index, index_entry};
+use crate::api::{self, call, Ctx, FilterArgs, KeyType, KEY_INSERT, KEY_READ};
 use crate::config;
 use crate::error::Error;
-use crate::store::{check_acl, EMPTY};
+use crate::store::write_one;
 
 /// What the module has learned and not yet written.
 struct Pending {
@@ -73,57 +71,33 @@ pub fn as_module<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// Whether this server learns now: the setting, and not a replica or loading (the
-/// primary's learned writes reach those).
-fn learning(ctx: *mut RedisModuleCtx) -> bool {
+/// primary's learned writes reach those). `ctx`: the event's, if there is one.
+fn learning(ctx: Option<&Ctx>) -> bool {
     if !config::learn() || IN_MODULE.load(Ordering::Relaxed) {
         return false;
     }
-    // SAFETY: RedisModule_GetContextFlags accepts NULL for server-wide flags.
-    let flags = unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) };
-    flags & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int == 0
+    !ctx.map_or_else(api::replica_or_loading, Ctx::replica_or_loading)
 }
 
 /// Subscribes to plain writes; called at load in the `distribution` scheme.
-///
-/// # Safety
-/// `ctx` is the load context.
-pub unsafe fn load(ctx: *mut RedisModuleCtx) -> Result<(), String> {
+pub fn load(ctx: &Ctx) -> Result<(), String> {
     LOADED.store(true, Ordering::Relaxed);
-    let types = raw::REDISMODULE_NOTIFY_HASH | raw::REDISMODULE_NOTIFY_SET;
-    if raw::RedisModule_SubscribeToKeyspaceEvents.unwrap()(ctx, types, Some(on_write)) == raw::REDISMODULE_ERR as c_int {
-        return Err("cannot subscribe to keyspace events".into());
-    }
+    api::subscribe_to_writes(ctx, on_write)?;
     // Our own RedisModule_Call commands are never a registry's SADD.
-    let noself = raw::REDISMODULE_CMDFILTER_NOSELF as c_int;
-    if raw::RedisModule_RegisterCommandFilter.unwrap()(ctx, Some(note_sadd), noself).is_null() {
-        return Err("cannot register the SADD command filter".into());
-    }
-    Ok(())
+    api::register_filter(ctx, note_sadd)
 }
 
 /// The command filter: notes the members of `SADD repository::<repo>::blobs ...`.
-extern "C" fn note_sadd(filter: *mut raw::RedisModuleCommandFilterCtx) {
-    // SAFETY: a live filter context; argument strings live for this call.
-    let arg = |i: c_int| unsafe {
-        let s = raw::RedisModule_CommandFilterArgGet.unwrap()(filter, i);
-        if s.is_null() {
-            &[][..]
-        } else {
-            let mut len = 0;
-            let p = raw::RedisModule_StringPtrLen.unwrap()(s, &mut len);
-            std::slice::from_raw_parts(p.cast::<u8>(), len)
-        }
-    };
-    // SAFETY: a live filter context.
-    let argc = unsafe { raw::RedisModule_CommandFilterArgsCount.unwrap()(filter) };
-    if argc < 3 || !arg(0).eq_ignore_ascii_case(b"sadd") || !learning(ptr::null_mut()) {
+fn note_sadd(args: &FilterArgs) {
+    let argc = args.len();
+    if argc < 3 || !args.arg(0).eq_ignore_ascii_case(b"sadd") || !learning(None) {
         return;
     }
-    let key = arg(1);
+    let key = args.arg(1);
     if !matches!(parse_written(key), Some(Written::Members(_))) {
         return;
     }
-    let digests = (2..argc).map(arg).filter(|d| digest::parse(d).is_ok()).map(<[u8]>::to_vec).collect();
+    let digests = (2..argc).map(|i| args.arg(i)).filter(|d| digest::parse(d).is_ok()).map(<[u8]>::to_vec).collect();
     let mut pending = pending();
     if pending.sadds.len() == MAX_SADDS {
         pending.sadds.pop_front();
@@ -132,16 +106,10 @@ extern "C" fn note_sadd(filter: *mut raw::RedisModuleCommandFilterCtx) {
 }
 
 /// The keyspace-event callback: records what a plain write taught, writes nothing.
-extern "C" fn on_write(ctx: *mut RedisModuleCtx, _type: c_int, event: *const std::ffi::c_char, key: *mut RedisModuleString) -> c_int {
-    if !learning(ctx) {
-        return raw::REDISMODULE_OK as c_int;
+fn on_write(ctx: &Ctx, event: &[u8], key: &[u8]) {
+    if !learning(Some(ctx)) {
+        return;
     }
-    // SAFETY: Redis passes a NUL-terminated event name and a live key string.
-    let (event, key) = unsafe {
-        let mut len = 0;
-        let p = raw::RedisModule_StringPtrLen.unwrap()(key, &mut len);
-        (CStr::from_ptr(event).to_bytes(), std::slice::from_raw_parts(p.cast::<u8>(), len))
-    };
     let ttl = config::ttl() > 0;
     let mut pending = pending();
     let before = (pending.index.len(), pending.expire.len());
@@ -161,45 +129,20 @@ extern "C" fn on_write(ctx: *mut RedisModuleCtx, _type: c_int, event: *const std
             pending.sadds = kept;
         }
         (b"hset", Some(Written::Blob(_))) => {}
-        _ => return raw::REDISMODULE_OK as c_int,
+        _ => return,
     }
     if ttl {
         pending.expire.insert(key.to_vec());
     }
     let grew = (pending.index.len(), pending.expire.len()) != before;
     if grew && !pending.scheduled {
-        pending.scheduled = schedule(ctx);
-    }
-    raw::REDISMODULE_OK as c_int
-}
-
-/// Arranges for `apply` to run: a post-notification job where the server has them,
-/// else (Redis 7.0) a module timer of 0 ms, which fires once the event loop is done
-/// with the commands at hand (a before-sleep hook would cost every iteration a module
-/// context, and cannot unsubscribe itself safely).
-fn schedule(ctx: *mut RedisModuleCtx) -> bool {
-    // SAFETY: called from a keyspace-event callback with its ctx; no private data.
-    unsafe {
-        match raw::RedisModule_AddPostNotificationJob {
-            Some(add_job) => add_job(ctx, Some(post_job), ptr::null_mut(), None) == raw::REDISMODULE_OK as c_int,
-            None => {
-                raw::RedisModule_CreateTimer.unwrap()(ctx, 0, Some(timer), ptr::null_mut());
-                true
-            }
-        }
+        pending.scheduled = api::after_notification(ctx, apply_scheduled);
     }
 }
 
-extern "C" fn post_job(ctx: *mut RedisModuleCtx, _pd: *mut c_void) {
+fn apply_scheduled(ctx: &Ctx) {
     pending().scheduled = false;
-    // SAFETY: the job's context, live for this call.
-    apply(&unsafe { Ctx::new(ctx) });
-}
-
-extern "C" fn timer(ctx: *mut RedisModuleCtx, _data: *mut c_void) {
-    pending().scheduled = false;
-    // SAFETY: the timer's context, live for this call.
-    apply(&unsafe { Ctx::new(ctx) });
+    apply(ctx);
 }
 
 /// Writes what is pending: the learned index entries and the expiry of learned keys.
@@ -215,14 +158,14 @@ pub fn apply(ctx: &Ctx) {
         (std::mem::take(&mut pending.index), std::mem::take(&mut pending.expire))
     };
     // The setting or the role may have changed since the events.
-    if !learning(ctx.as_ptr()) {
+    if !learning(Some(ctx)) {
         return;
     }
     let ttl = config::ttl();
     as_module(|| {
         for (repo, digest) in &index {
             let (Ok(repo), Ok(digest)) = (Repo::parse(repo), digest::parse(digest)) else { continue };
-            record(ctx, repo, digest, ttl);
+            record(ctx, repo, digest);
         }
         if ttl > 0 {
             for key in &expire {
@@ -234,16 +177,9 @@ pub fn apply(ctx: &Ctx) {
 }
 
 /// Indexes one membership (a no-op when it is indexed already, or when the index key
-/// holds another type); true if it was new. Written as the module's own writes are
-/// (`api::WriteKey`), so replicated as `HSETNX` and `PEXPIREAT`.
-pub fn record(ctx: &Ctx, repo: Repo, digest: digest::Digest, ttl: i64) -> bool {
-    let name = ctx.string(keys::digest_repos(digest).as_bytes());
-    let index = ctx.open_write(&name);
-    let Ok(added) = index.hsetnx(&ctx.string(repo.as_bytes()), &EMPTY) else { return false };
-    if ttl > 0 {
-        index.expire(ttl);
-    }
-    added
+/// holds another type), with the configured expiry; true if it was new.
+fn record(ctx: &Ctx, repo: Repo, digest: digest::Digest) -> bool {
+    write_one(ctx, &index(ctx, digest), |index| index_entry(index, &ctx.string(repo.as_bytes()))).unwrap_or(false)
 }
 
 /// For `LAYERCACHE.INDEX`: one `SCAN` page of distribution's repository keys from
@@ -263,7 +199,6 @@ pub fn index_page(ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64)
         count as std::ffi::c_longlong,
     )
     .scan_page()?;
-    let ttl = config::ttl();
     let mut indexed = 0;
     for name in &keys {
         let mut found: Vec<(Repo, digest::Digest)> = vec![];
@@ -280,9 +215,9 @@ pub fn index_page(ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64)
             _ => continue,
         }
         let key = ctx.string(name);
-        let indexes: Vec<_> = found.iter().map(|(_, d)| ctx.string(keys::digest_repos(*d).as_bytes())).collect();
+        let indexes: Vec<_> = found.iter().map(|(_, d)| index(ctx, *d)).collect();
         check_acl(ctx, std::iter::once((&key, KEY_READ)).chain(indexes.iter().map(|k| (k, KEY_INSERT))))?;
-        indexed += found.iter().filter(|(repo, digest)| record(ctx, *repo, *digest, ttl)).count() as i64;
+        indexed += found.iter().filter(|(repo, digest)| record(ctx, *repo, *digest)).count() as i64;
     }
     Ok((next, indexed))
 }
