@@ -9,13 +9,13 @@
 use std::collections::HashSet;
 
 use layercache_core::digest;
-use layercache_core::keys::Repo;
-use layercache_core::{value, InputError};
+use layercache_core::repo::Repo;
+use layercache_core::value;
 
 use crate::api::{Args, Ctx, RString};
 use crate::command_info::Id;
 use crate::error::Error;
-use crate::store::{store, Descriptor, DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype};
+use crate::store::{store, Descriptor, DigestArg, Meta, NewDescriptor, RepoArg};
 
 /// Hits and misses of one call, for `INFO layercache`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -70,7 +70,7 @@ pub fn add(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// `LAYERCACHE.CONTAINS repo digest`
 pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let held = store().holds(ctx, repo, digest)?;
+    let held = store().contains(ctx, repo, digest)?;
     ctx.reply_integer(held as i64);
     Ok(hit_if(held))
 }
@@ -79,7 +79,7 @@ pub fn contains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn mcontains(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let repo = repo_arg(args, 1)?;
     let digests = (2..args.len()).map(|i| digest_arg(args, i)).collect::<Result<Vec<_>, _>>()?;
-    let held = store().holds_each(ctx, repo, &digests)?;
+    let held = store().mcontains(ctx, repo, &digests)?;
     ctx.reply_array(held.len());
     for &h in &held {
         ctx.reply_integer(h as i64);
@@ -108,13 +108,13 @@ pub fn meta(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// registry's fetch path in one round trip).
 pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let meta = store().held_meta(ctx, repo, digest)?;
+    let meta = store().lookup(ctx, repo, digest)?;
     Ok(reply_meta(ctx, meta))
 }
 
 /// `LAYERCACHE.STAT digest`
 pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let descriptor = store().descriptor(ctx, digest_arg(args, 1)?)?;
+    let descriptor = store().stat(ctx, digest_arg(args, 1)?)?;
     Ok(reply_descriptor(ctx, descriptor.as_ref(), None))
 }
 
@@ -138,14 +138,8 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// (membership, global descriptor, repository mediatype) in one step.
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let view = store().repo_view(ctx, repo, digest)?;
-    // distribution treats a missing repository mediatype as an unknown blob; an empty
-    // one leaves the global mediatype.
-    let found = view.and_then(|view| match (view.descriptor, view.mediatype) {
-        (Some(descriptor), RepoMediatype::Set(m)) => Some((descriptor, Some(m))),
-        (Some(descriptor), RepoMediatype::Empty) => Some((descriptor, None)),
-        _ => None,
-    });
+    let view = store().repo_stat(ctx, repo, digest)?;
+    let found = view.and_then(|view| Some((view.descriptor?, view.mediatype.resolve()?)));
     Ok(match &found {
         Some((descriptor, mediatype)) => reply_descriptor(ctx, Some(descriptor), mediatype.as_ref()),
         None => reply_descriptor(ctx, None, None),
@@ -156,15 +150,12 @@ pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
     let (canonical, descriptor) = descriptor_args(args, 3)?;
-    // A blob is written under every algorithm it is known by: a sha384 key for a
-    // sha256 blob writes both. Two values of one algorithm cannot name one blob.
     let both = [digest, canonical];
-    let digests = match canonical {
-        d if d.digest == digest.digest => &both[..1],
-        d if d.digest.algorithm() == digest.digest.algorithm() => return Err(InputError::DigestMismatch.into()),
-        _ => &both[..],
+    let digests = match digest::alias(digest.digest, canonical.digest)? {
+        None => &both[..1],
+        Some(_) => &both[..],
     };
-    store().record(ctx, repo, digests, &descriptor)?;
+    store().repo_set_descriptor(ctx, repo, digests, &descriptor)?;
     ctx.reply_ok();
     Ok(WRITE)
 }
@@ -174,7 +165,7 @@ pub fn reposetdescriptor(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 /// cannot make it visible here again (CVE-2026-35172).
 pub fn repoclear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let held = store().forget(ctx, repo, digest)?;
+    let held = store().repo_clear(ctx, repo, digest)?;
     ctx.reply_integer(held as i64);
     Ok(hit_if(held))
 }
@@ -217,7 +208,7 @@ pub fn index(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
         })?,
         _ => return Err(Error::Refused("ERR syntax error".into())),
     };
-    let (next, indexed) = store().index_page(ctx, cursor, count)?;
+    let (next, indexed) = store().index(ctx, cursor, count)?;
     ctx.reply_array(2);
     ctx.reply_bytes(&next);
     ctx.reply_integer(indexed);

@@ -21,17 +21,17 @@ fn validation(c: &mut Criterion) {
 }
 
 fn naming(c: &mut Criterion) {
-    let (d, r) = (digest::parse(SHA256).unwrap(), keys::Repo::parse(REPO).unwrap());
-    c.bench_function("keys::repository_blob_set", |b| b.iter(|| keys::repository_blob_set(black_box(r)).as_bytes().len()));
+    let (d, r) = (digest::parse(SHA256).unwrap(), repo::Repo::parse(REPO).unwrap());
+    c.bench_function("keys::membership_set", |b| b.iter(|| keys::membership_set(black_box(r)).as_bytes().len()));
     c.bench_function("keys::blob_hash", |b| b.iter(|| keys::blob_hash(black_box(d)).as_bytes().len()));
-    c.bench_function("keys::repository_blob_hash", |b| {
-        b.iter(|| keys::repository_blob_hash(black_box(r), black_box(d)).as_bytes().len())
+    c.bench_function("keys::repository_hash", |b| {
+        b.iter(|| keys::repository_hash(black_box(r), black_box(d)).as_bytes().len())
     });
     c.bench_function("CONTAINS arguments: parse both, name the key", |b| {
         b.iter(|| {
-            let (r, d) = (keys::Repo::parse(black_box(REPO)).unwrap(), digest::parse(black_box(SHA256)).unwrap());
+            let (r, d) = (repo::Repo::parse(black_box(REPO)).unwrap(), digest::parse(black_box(SHA256)).unwrap());
             let _ = d;
-            keys::repository_blob_set(r).as_bytes().len()
+            keys::membership_set(r).as_bytes().len()
         })
     });
 }

@@ -87,6 +87,20 @@ fn is_algorithm(s: &[u8]) -> bool {
     s.split(|b| matches!(b, b'+' | b'.' | b'_' | b'-')).all(is_component)
 }
 
+/// REPOSETDESCRIPTOR's alias rule: a blob is written under every algorithm it is known
+/// by (a sha384 key for a sha256 blob writes both), so the descriptor's own digest
+/// `canonical` is a second key when its algorithm differs from `key`'s; the same
+/// digest is no alias; two values of one algorithm cannot name one blob.
+pub fn alias<'a>(key: Digest<'a>, canonical: Digest<'a>) -> Result<Option<Digest<'a>>, InputError> {
+    if canonical == key {
+        Ok(None)
+    } else if canonical.algorithm() == key.algorithm() {
+        Err(InputError::DigestMismatch)
+    } else {
+        Ok(Some(canonical))
+    }
+}
+
 /// `[a-zA-Z0-9=_-]+`
 fn is_encoded(s: &[u8]) -> bool {
     !s.is_empty() && s.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'=' | b'_' | b'-'))
@@ -134,6 +148,17 @@ mod tests {
         let d = parse(s.as_bytes()).unwrap();
         assert_eq!(d.algorithm(), b"sha256");
         assert_eq!(d.as_bytes(), s.as_bytes());
+    }
+
+    #[test]
+    fn aliases() {
+        let (a, b) = (format!("sha256:{HEX64}"), format!("sha256:{}", "0".repeat(64)));
+        let c = format!("sha512:{}", "0".repeat(128));
+        let [a, b, c] = [&a, &b, &c].map(|s| parse(s.as_bytes()).unwrap());
+        let cases = [(1, a, a, Ok(None)), (2, a, b, Err(DigestMismatch)), (3, a, c, Ok(Some(c))), (4, c, a, Ok(Some(a)))];
+        for (n, key, canonical, want) in cases {
+            assert_eq!(alias(key, canonical), want, "case {n}");
+        }
     }
 
     #[test]

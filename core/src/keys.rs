@@ -9,22 +9,7 @@
 use arrayvec::ArrayVec;
 
 use crate::digest::{self, Digest};
-use crate::repo;
-use crate::InputError;
-
-/// A repository name that passed [`repo::parse`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repo<'a>(&'a [u8]);
-
-impl<'a> Repo<'a> {
-    pub fn parse(bytes: &'a [u8]) -> Result<Self, InputError> {
-        repo::parse(bytes).map(Repo)
-    }
-
-    pub fn as_bytes(&self) -> &'a [u8] {
-        self.0
-    }
-}
+use crate::repo::{self, Repo};
 
 /// The longest key name: `repository::<repo>::blobs::<digest>`.
 pub const MAX_KEY: usize = "repository::".len() + repo::MAX_LEN + "::blobs::".len() + digest::MAX_PARSED_LEN;
@@ -56,7 +41,7 @@ impl std::fmt::Debug for KeyName {
 }
 
 /// `repository::<repo>::blobs`: SET of the digests `repo` holds (membership).
-pub fn repository_blob_set(repo: Repo) -> KeyName {
+pub fn membership_set(repo: Repo) -> KeyName {
     KeyName::of([b"repository::", repo.as_bytes(), b"::blobs"])
 }
 
@@ -67,7 +52,7 @@ pub fn blob_hash(digest: Digest) -> KeyName {
 }
 
 /// `repository::<repo>::blobs::<digest>`: HASH with the repository's `mediatype`.
-pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
+pub fn repository_hash(repo: Repo, digest: Digest) -> KeyName {
     KeyName::of([b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
 }
 
@@ -76,7 +61,7 @@ pub fn repository_blob_hash(repo: Repo, digest: Digest) -> KeyName {
 /// registry users granted `~blobs::*` never see which other repositories hold a blob.
 /// A hash, as it stays listpack-encoded where a small set of names does not (Redis 7.0:
 /// 196 against 333 bytes per digest).
-pub fn digest_repos(digest: Digest) -> KeyName {
+pub fn reverse_index(digest: Digest) -> KeyName {
     KeyName::of([b"layercache::repos::", digest.as_bytes()])
 }
 
@@ -91,11 +76,11 @@ pub fn repo_field(repo: Repo) -> KeyName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written<'a> {
     /// `repository::<repo>::blobs`
-    Members(Repo<'a>),
+    Membership(Repo<'a>),
     /// `repository::<repo>::blobs::<digest>`
-    Scoped(Repo<'a>, Digest<'a>),
+    RepositoryHash(Repo<'a>, Digest<'a>),
     /// `blobs::<digest>`
-    Blob(Digest<'a>),
+    BlobHash(Digest<'a>),
 }
 
 /// Which of distribution's keys `key` is, if it is one with a valid repository and
@@ -106,12 +91,12 @@ pub fn parse_written(key: &[u8]) -> Option<Written<'_>> {
         let (repo, tail) = rest.split_at(end);
         let repo = Repo::parse(repo).ok()?;
         return match tail.strip_prefix(b"::blobs")? {
-            b"" => Some(Written::Members(repo)),
-            scoped => Some(Written::Scoped(repo, digest::parse(scoped.strip_prefix(b"::")?).ok()?)),
+            b"" => Some(Written::Membership(repo)),
+            tail => Some(Written::RepositoryHash(repo, digest::parse(tail.strip_prefix(b"::")?).ok()?)),
         };
     }
     let digest = digest::parse(key.strip_prefix(b"blobs::")?).ok()?;
-    Some(Written::Blob(digest))
+    Some(Written::BlobHash(digest))
 }
 
 #[cfg(test)]
@@ -123,13 +108,13 @@ mod tests {
         let d = format!("sha256:{}", "ab".repeat(32));
         let digest = digest::parse(d.as_bytes()).unwrap();
         let repo = Repo::parse(b"library/ubuntu").unwrap();
-        assert_eq!(repository_blob_set(repo).as_bytes(), b"repository::library/ubuntu::blobs");
+        assert_eq!(membership_set(repo).as_bytes(), b"repository::library/ubuntu::blobs");
         assert_eq!(blob_hash(digest).as_bytes(), format!("blobs::{d}").as_bytes());
         assert_eq!(
-            repository_blob_hash(repo, digest).as_bytes(),
+            repository_hash(repo, digest).as_bytes(),
             format!("repository::library/ubuntu::blobs::{d}").as_bytes()
         );
-        assert_eq!(digest_repos(digest).as_bytes(), format!("layercache::repos::{d}").as_bytes());
+        assert_eq!(reverse_index(digest).as_bytes(), format!("layercache::repos::{d}").as_bytes());
         assert_eq!(repo_field(repo).as_bytes(), b"repo:library/ubuntu");
     }
 
@@ -138,7 +123,7 @@ mod tests {
         let d = format!("sha512:{}", "0".repeat(128));
         let r = format!("a/{}", "b".repeat(repo::MAX_LEN - 2));
         let (digest, repo) = (digest::parse(d.as_bytes()).unwrap(), Repo::parse(r.as_bytes()).unwrap());
-        assert_eq!(repository_blob_hash(repo, digest).as_bytes().len(), 12 + r.len() + 9 + d.len());
+        assert_eq!(repository_hash(repo, digest).as_bytes().len(), 12 + r.len() + 9 + d.len());
     }
 
     #[test]
@@ -147,9 +132,9 @@ mod tests {
         let digest = digest::parse(d.as_bytes()).unwrap();
         let repo = Repo::parse(b"registry.local:5000/library/ubuntu").unwrap();
         let cases: [(String, Option<Written>); 9] = [
-            ("repository::registry.local:5000/library/ubuntu::blobs".into(), Some(Written::Members(repo))),
-            (format!("repository::registry.local:5000/library/ubuntu::blobs::{d}"), Some(Written::Scoped(repo, digest))),
-            (format!("blobs::{d}"), Some(Written::Blob(digest))),
+            ("repository::registry.local:5000/library/ubuntu::blobs".into(), Some(Written::Membership(repo))),
+            (format!("repository::registry.local:5000/library/ubuntu::blobs::{d}"), Some(Written::RepositoryHash(repo, digest))),
+            (format!("blobs::{d}"), Some(Written::BlobHash(digest))),
             (format!("layercache::repos::{d}"), None),
             (format!("blobs::{d}::repos"), None),
             ("repository::Bad/Name::blobs".into(), None),

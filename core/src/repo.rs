@@ -12,6 +12,20 @@ const TOO_LONG: InputError = InputError::Name("repository name must not be more 
 const UPPERCASE: InputError = InputError::Name("repository name must be lowercase");
 const FORMAT: InputError = InputError::Name("invalid reference format");
 
+/// A repository name that passed [`parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repo<'a>(&'a [u8]);
+
+impl<'a> Repo<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, InputError> {
+        parse(bytes).map(Repo)
+    }
+
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+}
+
 /// Validates `bytes` as a repository name; returns the same bytes on success.
 #[inline(never)] // kept out of line, so profiles can name it
 pub fn parse(bytes: &[u8]) -> Result<&[u8], InputError> {

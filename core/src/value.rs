@@ -65,9 +65,44 @@ fn is_restricted_name(s: &[u8]) -> bool {
     }
 }
 
+/// A repository's own mediatype for a blob it holds, as its scheme stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoMediatype<T> {
+    /// None recorded (distribution: no field; blob: `""`).
+    Missing,
+    /// Recorded empty (distribution only).
+    Empty,
+    Set(T),
+}
+
+impl<T> RepoMediatype<T> {
+    /// REPOSTAT's rule, distribution's repository-scoped Stat: without a repository
+    /// mediatype the blob is unknown to the repository (`None`); an empty one leaves
+    /// the global mediatype (`Some(None)`); any other replaces it (`Some(Some(m))`).
+    pub fn resolve(self) -> Option<Option<T>> {
+        match self {
+            RepoMediatype::Missing => None,
+            RepoMediatype::Empty => Some(None),
+            RepoMediatype::Set(m) => Some(Some(m)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repostat_mediatype() {
+        let cases = [
+            (1, RepoMediatype::Missing, None),
+            (2, RepoMediatype::Empty, Some(None)),
+            (3, RepoMediatype::Set("application/x"), Some(Some("application/x"))),
+        ];
+        for (n, stored, want) in cases {
+            assert_eq!(stored.resolve(), want, "case {n}");
+        }
+    }
 
     #[test]
     fn sizes() {

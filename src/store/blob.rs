@@ -22,11 +22,11 @@ fn field<'c>(ctx: &'c Ctx, repo: RepoArg) -> RString<'c> {
 }
 
 impl Store for Blob {
-    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+    fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         ctx.hash_exists(&digest.arg, &field(ctx, repo))
     }
 
-    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
+    fn mcontains(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
         let field = field(ctx, repo);
         digests.iter().map(|d| ctx.hash_exists(&d.arg, &field)).collect()
     }
@@ -41,7 +41,7 @@ impl Store for Blob {
         meta_of(&digest.arg, path, length)
     }
 
-    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+    fn lookup<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
         let field = field(ctx, repo);
         let Some([Some(_), path, length]) = ctx.hash_get(&digest.arg, [&field, &PATH, &LENGTH])? else { return Ok(None) };
         meta_of(&digest.arg, path, length)
@@ -51,7 +51,7 @@ impl Store for Blob {
         write_one(ctx, &digest.arg, |blob| write_meta(blob, path, length))
     }
 
-    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
+    fn stat<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
         let Some([d, size, mediatype]) = ctx.hash_get(&digest.arg, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
         descriptor_of(&digest.arg, d, size, mediatype)
     }
@@ -65,7 +65,7 @@ impl Store for Blob {
         delete_descriptor(ctx, &digest.arg)
     }
 
-    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
+    fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
         let field = field(ctx, repo);
         let Some([Some(held), d, size, mediatype]) = ctx.hash_get(&digest.arg, [&field, &DIGEST, &SIZE, &MEDIATYPE])? else {
             return Ok(None);
@@ -75,7 +75,7 @@ impl Store for Blob {
         Ok(Some(RepoView { descriptor, mediatype }))
     }
 
-    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
+    fn repo_set_descriptor(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
         let field = field(ctx, repo);
         expect_types(ctx, digests.iter().map(|d| (&d.arg as &dyn AsString, KeyType::Hash)))?;
         for d in digests {
@@ -84,7 +84,7 @@ impl Store for Blob {
         Ok(())
     }
 
-    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+    fn repo_clear(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         let field = field(ctx, repo);
         if !ctx.hash_exists(&digest.arg, &field)? {
             return Ok(false);
@@ -109,7 +109,7 @@ impl Store for Blob {
     }
 
     /// Nothing to learn: plain-command registries write distribution's keys.
-    fn index_page(&self, _: &Ctx, _: &[u8], _: i64) -> Result<(Vec<u8>, i64), Error> {
+    fn index(&self, _: &Ctx, _: &[u8], _: i64) -> Result<(Vec<u8>, i64), Error> {
         Err(Error::Refused("ERR INDEX needs scheme distribution".into()))
     }
 }

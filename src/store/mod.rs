@@ -15,7 +15,8 @@ mod blob;
 mod distribution;
 
 use layercache_core::digest::{self, Digest};
-use layercache_core::keys::Repo;
+use layercache_core::repo::Repo;
+pub use layercache_core::value::RepoMediatype;
 
 use crate::api::{self, ArgString, AsString, Ctx, Field, KeyType, RString, WriteKey};
 use crate::config::{self, Scheme};
@@ -65,19 +66,10 @@ pub struct Descriptor<'c> {
     pub mediatype: Option<RString<'c>>,
 }
 
-/// A repository's own mediatype for a blob it holds.
-pub enum RepoMediatype<'c> {
-    /// None recorded (distribution: no field; blob: `""`).
-    Missing,
-    /// Recorded empty (distribution only): the global mediatype shows.
-    Empty,
-    Set(RString<'c>),
-}
-
 /// What REPOSTAT needs of a blob a repository holds.
 pub struct RepoView<'c> {
     pub descriptor: Option<Descriptor<'c>>,
-    pub mediatype: RepoMediatype<'c>,
+    pub mediatype: RepoMediatype<RString<'c>>,
 }
 
 /// The storage of one key scheme.
@@ -92,35 +84,35 @@ pub trait Store: Sync {
         run()
     }
     /// Whether `repo` holds `digest`.
-    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
+    fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
     /// Whether `repo` holds each of `digests` (arguments `first..`).
-    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error>;
+    fn mcontains(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error>;
     /// Records that `repo` holds `digest`; true if it is new.
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error>;
     /// The meta of `digest` when `repo` holds it.
-    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error>;
+    fn lookup<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error>;
     fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error>;
-    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error>;
+    fn stat<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error>;
     /// distribution's setDescriptor: `digest` and `size` overwritten, `mediatype` only
     /// if absent (first writer wins).
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error>;
     /// Removes the descriptor (the meta stays); true if there was one.
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error>;
     /// The descriptor and the repository's mediatype, or `None` unless `repo` holds it.
-    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error>;
+    fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error>;
     /// Records that `repo` holds each of `digests`, with the descriptor and the
     /// repository mediatype, in one step (every check before the first write).
-    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error>;
+    fn repo_set_descriptor(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error>;
     /// Removes the membership, the repository mediatype and the descriptor, if `repo`
     /// holds `digest`; true if it did.
-    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
+    fn repo_clear(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
     /// Removes every key of each digest; returns how many had any cache state.
     fn purge(&self, ctx: &Ctx, digests: &[DigestArg]) -> Result<u64, Error>;
     /// Removes a repository's memberships and mediatypes; returns how many digests it held.
     fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error>;
     /// One `LAYERCACHE.INDEX` page: the next cursor and how many memberships were new.
-    fn index_page(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error>;
+    fn index(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error>;
 }
 
 /// Makes the field names and sets the scheme's store up; called once at load, after

@@ -24,9 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use layercache_core::digest;
-use layercache_core::keys::{parse_written, Repo, Written};
+use layercache_core::keys::{parse_written, Written};
+use layercache_core::repo::Repo;
 
-use super::{check_acl, index, index_entry};
+use super::{check_acl, index_entry, reverse_index};
 use crate::api::{self, call, Ctx, FilterArgs, KeyType, KEY_INSERT, KEY_READ};
 use crate::config;
 use crate::error::Error;
@@ -94,7 +95,7 @@ fn note_sadd(args: &FilterArgs) {
         return;
     }
     let key = args.arg(1);
-    if !matches!(parse_written(key), Some(Written::Members(_))) {
+    if !matches!(parse_written(key), Some(Written::Membership(_))) {
         return;
     }
     let digests = (2..argc).map(|i| args.arg(i)).filter(|d| digest::parse(d).is_ok()).map(<[u8]>::to_vec).collect();
@@ -114,10 +115,10 @@ fn on_write(ctx: &Ctx, event: &[u8], key: &[u8]) {
     let mut pending = pending();
     let before = (pending.index.len(), pending.expire.len());
     match (event, parse_written(key)) {
-        (b"hset", Some(Written::Scoped(repo, digest))) => {
+        (b"hset", Some(Written::RepositoryHash(repo, digest))) => {
             pending.index.insert((repo.as_bytes().to_vec(), digest.as_bytes().to_vec()));
         }
-        (b"sadd", Some(Written::Members(repo))) => {
+        (b"sadd", Some(Written::Membership(repo))) => {
             let mut kept = VecDeque::with_capacity(pending.sadds.len());
             for (sadd_key, digests) in std::mem::take(&mut pending.sadds) {
                 if sadd_key == key {
@@ -128,7 +129,7 @@ fn on_write(ctx: &Ctx, event: &[u8], key: &[u8]) {
             }
             pending.sadds = kept;
         }
-        (b"hset", Some(Written::Blob(_))) => {}
+        (b"hset", Some(Written::BlobHash(_))) => {}
         _ => return,
     }
     if ttl {
@@ -179,7 +180,7 @@ pub fn apply(ctx: &Ctx) {
 /// Indexes one membership (a no-op when it is indexed already, or when the index key
 /// holds another type), with the configured expiry; true if it was new.
 fn record(ctx: &Ctx, repo: Repo, digest: digest::Digest) -> bool {
-    write_one(ctx, &index(ctx, digest), |index| index_entry(index, &ctx.string(repo.as_bytes()))).unwrap_or(false)
+    write_one(ctx, &reverse_index(ctx, digest), |index| index_entry(index, &ctx.string(repo.as_bytes()))).unwrap_or(false)
 }
 
 /// For `LAYERCACHE.INDEX`: one `SCAN` page of distribution's repository keys from
@@ -204,8 +205,8 @@ pub fn index_page(ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64)
         let mut found: Vec<(Repo, digest::Digest)> = vec![];
         let mut members = vec![];
         match parse_written(name) {
-            Some(Written::Scoped(repo, digest)) => found.push((repo, digest)),
-            Some(Written::Members(repo)) => {
+            Some(Written::RepositoryHash(repo, digest)) => found.push((repo, digest)),
+            Some(Written::Membership(repo)) => {
                 let key = ctx.string(name);
                 if ctx.key_type(&key) == KeyType::Set {
                     ctx.for_each_member(&key, |m| members.push(m.to_vec()));
@@ -215,7 +216,7 @@ pub fn index_page(ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64)
             _ => continue,
         }
         let key = ctx.string(name);
-        let indexes: Vec<_> = found.iter().map(|(_, d)| index(ctx, *d)).collect();
+        let indexes: Vec<_> = found.iter().map(|(_, d)| reverse_index(ctx, *d)).collect();
         check_acl(ctx, std::iter::once((&key, KEY_READ)).chain(indexes.iter().map(|k| (k, KEY_INSERT))))?;
         indexed += found.iter().filter(|(repo, digest)| record(ctx, *repo, *digest)).count() as i64;
     }

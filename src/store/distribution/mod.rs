@@ -8,7 +8,8 @@
 use std::iter::once;
 
 use layercache_core::digest::{self, Digest};
-use layercache_core::keys::{self, Repo};
+use layercache_core::keys;
+use layercache_core::repo::Repo;
 
 mod learn;
 
@@ -25,26 +26,26 @@ pub struct Distribution;
 const WRITE: u64 = KEY_INSERT | KEY_UPDATE;
 
 /// `repository::<repo>::blobs`: the digests `repo` holds.
-fn members<'c>(ctx: &'c Ctx, repo: Repo) -> RString<'c> {
-    ctx.string(keys::repository_blob_set(repo).as_bytes())
+fn membership_set<'c>(ctx: &'c Ctx, repo: Repo) -> RString<'c> {
+    ctx.string(keys::membership_set(repo).as_bytes())
 }
 
 /// `blobs::<digest>`: meta and descriptor.
-fn blob<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
+fn blob_hash<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
     ctx.string(keys::blob_hash(digest).as_bytes())
 }
 
 /// `repository::<repo>::blobs::<digest>`: the repository's mediatype.
-fn scoped<'c>(ctx: &'c Ctx, repo: Repo, digest: Digest) -> RString<'c> {
-    ctx.string(keys::repository_blob_hash(repo, digest).as_bytes())
+fn repository_hash<'c>(ctx: &'c Ctx, repo: Repo, digest: Digest) -> RString<'c> {
+    ctx.string(keys::repository_hash(repo, digest).as_bytes())
 }
 
 /// `layercache::repos::<digest>`: the reverse index.
-fn index<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
-    ctx.string(keys::digest_repos(digest).as_bytes())
+fn reverse_index<'c>(ctx: &'c Ctx, digest: Digest) -> RString<'c> {
+    ctx.string(keys::reverse_index(digest).as_bytes())
 }
 
-/// The user's access to `keys`, as each one's flags say (one user lookup per call).
+/// The user's access to `keys`, as each one's flags say (one user lookup per command).
 fn check_acl<'k, 'c: 'k>(ctx: &Ctx, keys: impl IntoIterator<Item = (&'k RString<'c>, u64)>) -> Result<(), Error> {
     keys.into_iter().try_for_each(|(key, flags)| ctx.check_key(key, flags))
 }
@@ -82,14 +83,14 @@ impl Store for Distribution {
         learn::as_module(run)
     }
 
-    fn holds(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
-        let members = members(ctx, repo.repo);
+    fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let members = membership_set(ctx, repo.repo);
         check_acl(ctx, [(&members, KEY_READ)])?;
         sismember(ctx, &members, digest.arg)
     }
 
-    fn holds_each(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
-        let members = members(ctx, repo.repo);
+    fn mcontains(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg]) -> Result<Vec<bool>, Error> {
+        let members = membership_set(ctx, repo.repo);
         check_acl(ctx, [(&members, KEY_READ)])?;
         let mut argv: Vec<_> = digests.iter().map(|d| d.arg.as_string()).collect();
         let reply = call!(ctx, c"SMISMEMBER", c"sv", members.as_ptr(), argv.as_mut_ptr(), argv.len());
@@ -98,7 +99,7 @@ impl Store for Distribution {
     }
 
     fn add(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
-        let (members, index) = (members(ctx, repo.repo), index(ctx, digest.digest));
+        let (members, index) = (membership_set(ctx, repo.repo), reverse_index(ctx, digest.digest));
         check_acl(ctx, [(&members, KEY_INSERT)])?;
         // The index's type is checked before the SADD, the set's by the SADD.
         let index = ctx.open_write(&index);
@@ -110,14 +111,14 @@ impl Store for Distribution {
     }
 
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
-        let blob = blob(ctx, digest.digest);
+        let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, KEY_READ)])?;
         let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else { return Ok(None) };
         meta_of(&blob, path, length)
     }
 
-    fn held_meta<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
-        let (members, blob) = (members(ctx, repo.repo), blob(ctx, digest.digest));
+    fn lookup<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
+        let (members, blob) = (membership_set(ctx, repo.repo), blob_hash(ctx, digest.digest));
         check_acl(ctx, [(&members, KEY_READ), (&blob, KEY_READ)])?;
         if !sismember(ctx, &members, digest.arg)? {
             return Ok(None);
@@ -127,35 +128,36 @@ impl Store for Distribution {
     }
 
     fn set_meta(&self, ctx: &Ctx, digest: DigestArg, path: ArgString, length: ArgString) -> Result<(), Error> {
-        let blob = blob(ctx, digest.digest);
+        let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
         // One key, one HSET: a wrong type fails it before anything is written.
         write_one(ctx, &blob, |blob| write_meta(blob, path, length))
     }
 
-    fn descriptor<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
-        let blob = blob(ctx, digest.digest);
+    fn stat<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
+        let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, KEY_READ)])?;
         let Some([d, size, mediatype]) = ctx.hash_get(&blob, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
         descriptor_of(&blob, d, size, mediatype)
     }
 
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error> {
-        let blob = blob(ctx, digest.digest);
+        let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, WRITE)])?;
         // One key, one write: a wrong type fails it before anything is written.
         write_one(ctx, &blob, |blob| write_descriptor(blob, None, descriptor))
     }
 
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error> {
-        let blob = blob(ctx, digest.digest);
+        let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, KEY_DELETE)])?;
         delete_descriptor(ctx, &blob)
     }
 
-    fn repo_view<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
-        let (members, blob, scoped) = (members(ctx, repo.repo), blob(ctx, digest.digest), scoped(ctx, repo.repo, digest.digest));
-        check_acl(ctx, [(&members, KEY_READ), (&scoped, KEY_READ), (&blob, KEY_READ)])?;
+    fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
+        let (members, blob) = (membership_set(ctx, repo.repo), blob_hash(ctx, digest.digest));
+        let repo_hash = repository_hash(ctx, repo.repo, digest.digest);
+        check_acl(ctx, [(&members, KEY_READ), (&repo_hash, KEY_READ), (&blob, KEY_READ)])?;
         if !sismember(ctx, &members, digest.arg)? {
             return Ok(None);
         }
@@ -166,7 +168,7 @@ impl Store for Distribution {
         if descriptor.is_none() {
             return Ok(Some(RepoView { descriptor, mediatype: RepoMediatype::Missing }));
         }
-        let mediatype = match ctx.hash_get(&scoped, [&MEDIATYPE])? {
+        let mediatype = match ctx.hash_get(&repo_hash, [&MEDIATYPE])? {
             Some([Some(m)]) if m.as_bytes().is_empty() => RepoMediatype::Empty,
             Some([Some(m)]) => RepoMediatype::Set(m),
             _ => RepoMediatype::Missing,
@@ -174,23 +176,25 @@ impl Store for Distribution {
         Ok(Some(RepoView { descriptor, mediatype }))
     }
 
-    fn record(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
-        let members = members(ctx, repo.repo);
-        let keys: Vec<_> =
-            digests.iter().map(|d| (index(ctx, d.digest), scoped(ctx, repo.repo, d.digest), blob(ctx, d.digest))).collect();
-        check_acl(ctx, once((&members, WRITE)).chain(keys.iter().flat_map(|(_, scoped, blob)| [(scoped, WRITE), (blob, WRITE)])))?;
+    fn repo_set_descriptor(&self, ctx: &Ctx, repo: RepoArg, digests: &[DigestArg], descriptor: &NewDescriptor) -> Result<(), Error> {
+        let members = membership_set(ctx, repo.repo);
+        let keys: Vec<_> = digests
+            .iter()
+            .map(|d| (reverse_index(ctx, d.digest), repository_hash(ctx, repo.repo, d.digest), blob_hash(ctx, d.digest)))
+            .collect();
+        check_acl(ctx, once((&members, WRITE)).chain(keys.iter().flat_map(|(_, repo_hash, blob)| [(repo_hash, WRITE), (blob, WRITE)])))?;
         // The SADD checks the set's type before it writes.
         expect_types(
             ctx,
-            keys.iter().flat_map(|(index, scoped, blob)| {
-                [(index as &dyn AsString, KeyType::Hash), (scoped, KeyType::Hash), (blob, KeyType::Hash)]
+            keys.iter().flat_map(|(index, repo_hash, blob)| {
+                [(index as &dyn AsString, KeyType::Hash), (repo_hash, KeyType::Hash), (blob, KeyType::Hash)]
             }),
         )?;
-        for (d, (index, scoped, blob)) in digests.iter().zip(&keys) {
-            let written = [ctx.open_write(index), ctx.open_write(scoped), ctx.open_write(blob)];
-            let [index, scoped, blob] = &written;
+        for (d, (index, repo_hash, blob)) in digests.iter().zip(&keys) {
+            let written = [ctx.open_write(index), ctx.open_write(repo_hash), ctx.open_write(blob)];
+            let [index, repo_hash, blob] = &written;
             add_membership(ctx, &members, index, repo, *d)?;
-            scoped.hset(&[(&MEDIATYPE, &descriptor.mediatype)])?;
+            repo_hash.hset(&[(&MEDIATYPE, &descriptor.mediatype)])?;
             write_descriptor(blob, None, descriptor)?;
             expire(ctx, [&members as &dyn AsString])?;
             written.iter().for_each(expire_open);
@@ -198,17 +202,17 @@ impl Store for Distribution {
         Ok(())
     }
 
-    fn forget(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
-        let (members, blob) = (members(ctx, repo.repo), blob(ctx, digest.digest));
-        let (index, scoped) = (index(ctx, digest.digest), scoped(ctx, repo.repo, digest.digest));
-        check_acl(ctx, [(&members, KEY_DELETE), (&scoped, KEY_DELETE), (&blob, KEY_DELETE)])?;
+    fn repo_clear(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
+        let (members, blob) = (membership_set(ctx, repo.repo), blob_hash(ctx, digest.digest));
+        let (index, repo_hash) = (reverse_index(ctx, digest.digest), repository_hash(ctx, repo.repo, digest.digest));
+        check_acl(ctx, [(&members, KEY_DELETE), (&repo_hash, KEY_DELETE), (&blob, KEY_DELETE)])?;
         if !sismember(ctx, &members, digest.arg)? {
             return Ok(false);
         }
-        expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash), (&scoped, KeyType::Hash), (&blob, KeyType::Hash)])?;
+        expect_types(ctx, [(&index as &dyn AsString, KeyType::Hash), (&repo_hash, KeyType::Hash), (&blob, KeyType::Hash)])?;
         // A removal leaves the remaining keys' expiry as it was (DESIGN.md section 4).
         call!(ctx, c"SREM", c"!ss", members.as_ptr(), digest.arg.as_string()).check()?;
-        call!(ctx, c"DEL", c"!s", scoped.as_ptr()).check()?;
+        call!(ctx, c"DEL", c"!s", repo_hash.as_ptr()).check()?;
         ctx.open_write(&index).hdel(&[&repo.arg])?;
         delete_descriptor(ctx, &blob)?;
         Ok(true)
@@ -228,34 +232,34 @@ impl Store for Distribution {
     }
 
     fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error> {
-        let members = members(ctx, repo.repo);
+        let members = membership_set(ctx, repo.repo);
         check_acl(ctx, [(&members, KEY_DELETE)])?;
         match ctx.key_type(&members) {
             KeyType::Empty => return Ok(0),
             KeyType::Set => {}
             _ => return Err(Error::WrongType),
         }
-        let (mut held, mut scoped_keys, mut indexes) = (0, vec![], vec![]);
+        let (mut held, mut repo_hashes, mut indexes) = (0, vec![], vec![]);
         ctx.for_each_member(&members, |member| {
             held += 1;
             // A member that is not a digest names no key of ours.
             if let Ok(digest) = digest::parse(member) {
-                scoped_keys.push(scoped(ctx, repo.repo, digest));
-                indexes.push(index(ctx, digest));
+                repo_hashes.push(repository_hash(ctx, repo.repo, digest));
+                indexes.push(reverse_index(ctx, digest));
             }
         });
-        check_acl(ctx, scoped_keys.iter().map(|k| (k, KEY_DELETE)))?;
-        expect_types(ctx, scoped_keys.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
+        check_acl(ctx, repo_hashes.iter().map(|k| (k, KEY_DELETE)))?;
+        expect_types(ctx, repo_hashes.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
         // The index entries go on the repository's behalf; their keys keep their expiry.
         for index in &indexes {
             ctx.open_write(index).hdel(&[&repo.arg])?;
         }
-        let mut doomed: Vec<_> = once(members.as_ptr()).chain(scoped_keys.iter().map(RString::as_ptr)).collect();
+        let mut doomed: Vec<_> = once(members.as_ptr()).chain(repo_hashes.iter().map(RString::as_ptr)).collect();
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
         Ok(held)
     }
 
-    fn index_page(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error> {
+    fn index(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error> {
         learn::index_page(ctx, cursor, count)
     }
 }
@@ -274,7 +278,7 @@ impl<'c> Purge<'c> {
     /// Reads the digest's keys; WRONGTYPE when its blob or index is not a hash (the
     /// repositories' keys are checked with the rest, in `types`).
     fn read(ctx: &'c Ctx, digest: DigestArg) -> Result<Self, Error> {
-        let (blob, index) = (blob(ctx, digest.digest), index(ctx, digest.digest));
+        let (blob, index) = (blob_hash(ctx, digest.digest), reverse_index(ctx, digest.digest));
         let (blob_type, index_type) = (ctx.key_type(&blob), ctx.key_type(&index));
         if [blob_type, index_type].iter().any(|t| !matches!(t, KeyType::Empty | KeyType::Hash)) {
             return Err(Error::WrongType);
@@ -285,7 +289,7 @@ impl<'c> Purge<'c> {
         if index_type == KeyType::Hash {
             ctx.for_each_member(&index, |name| {
                 if let Ok(repo) = Repo::parse(name) {
-                    repos.push((members(ctx, repo), scoped(ctx, repo, digest.digest)));
+                    repos.push((membership_set(ctx, repo), repository_hash(ctx, repo, digest.digest)));
                 }
             });
         }
@@ -299,20 +303,20 @@ impl<'c> Purge<'c> {
     fn acl(&self) -> impl Iterator<Item = (&RString<'c>, u64)> {
         [(&self.index, KEY_DELETE), (&self.blob, KEY_DELETE)]
             .into_iter()
-            .chain(self.repos.iter().flat_map(|(members, scoped)| [(members, KEY_DELETE), (scoped, KEY_DELETE)]))
+            .chain(self.repos.iter().flat_map(|(members, repo_hash)| [(members, KEY_DELETE), (repo_hash, KEY_DELETE)]))
     }
 
     fn types(&self) -> impl Iterator<Item = (&dyn AsString, KeyType)> {
-        self.repos.iter().flat_map(|(members, scoped)| [(members as &dyn AsString, KeyType::Set), (scoped, KeyType::Hash)])
+        self.repos.iter().flat_map(|(members, repo_hash)| [(members as &dyn AsString, KeyType::Set), (repo_hash, KeyType::Hash)])
     }
 
     /// Removes it all; returns whether the digest had any cache state. A removal leaves
     /// the other keys' expiry as it was.
     fn write(&self, ctx: &Ctx) -> Result<bool, Error> {
         let mut doomed = vec![self.blob.as_ptr(), self.index.as_ptr()];
-        for (members, scoped) in &self.repos {
+        for (members, repo_hash) in &self.repos {
             call!(ctx, c"SREM", c"!ss", members.as_ptr(), self.digest.as_string()).check()?;
-            doomed.push(scoped.as_ptr());
+            doomed.push(repo_hash.as_ptr());
         }
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
         Ok(self.had_state)
