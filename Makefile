@@ -23,8 +23,11 @@ release: deps
 run: release
 	$(REDIS_SERVER) redis.conf --port $(PORT)
 
-# The integration suites that run in either key scheme (tests/cluster.rs is blob-only).
-SCHEME_SUITES = --test seed --test descriptor --test bad_input --test server --test versions --test contexts --test model
+# The integration suites, one list: those whose servers run the module's commands
+# (also run under valgrind, with the learning suite), and those of loading and
+# versions; all in either key scheme (tests/cluster.rs is blob-only).
+COMMAND_SUITES = --test seed --test descriptor --test bad_input --test contexts --test model
+SCHEME_SUITES = $(COMMAND_SUITES) --test server --test versions
 
 # The module's shape: no import circle in src/, no unsafe outside src/api/, no file
 # over 400 lines; and clippy clean, with every unsafe block's SAFETY line.
@@ -84,7 +87,7 @@ test-go: release
 # invalid access or a definite leak with a frame in the module.
 test-valgrind: deps
 	@scripts/deps.sh valgrind:valgrind
-	scripts/test-valgrind.sh
+	SUITES="$(COMMAND_SUITES) --test learn" scripts/test-valgrind.sh
 
 # Criterion benchmarks of the pure crate, then throughput and memory against Redis's own
 # commands; writes BENCHMARKS.md.

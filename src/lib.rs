@@ -77,11 +77,12 @@ impl api::Commands for Module {
         // i < COUNT: the callbacks registered are the first COUNT.
         let (command, stats) = (&COMMANDS[i], &info::STATS[i]);
         let handler = commands::handler(command.id);
-        let mut result = Err(Error::Internal("ERR layercache internal error, see the server log".into()));
-        // Whatever the panic left behind is dropped with the closure; the reply says so.
+        let mut result = None;
         let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-            store::store().command(ctx, command.writes(), &mut || result = handler(ctx, args));
+            store::store().command(ctx, command.writes(), &mut || result = Some(handler(ctx, args)));
         }));
+        // No result: the handler panicked (what it left behind went with the closure).
+        let result = result.unwrap_or_else(|| Err(Error::Internal("ERR layercache internal error, see the server log".into())));
         stats.record(&result);
         if let Err(e) = result {
             ctx.reply_error(&e.reply());

@@ -14,31 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use common::*;
 use redis::{Connection, Value};
 
-/// splitmix64: small, seedable, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 enum Key {
     Set(BTreeSet<String>),
@@ -89,10 +64,6 @@ enum Expect {
 
 fn int(n: i64) -> Expect {
     Expect::Reply(Value::Int(n))
-}
-
-fn bulk(s: &str) -> Value {
-    Value::BulkString(s.as_bytes().to_vec())
 }
 
 impl Model {
@@ -456,7 +427,7 @@ fn random_commands_match_the_model() {
 
     let s = Server::start();
     let mut c = s.client();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let universe = Universe::new();
     let mut model = Model { scheme, keys: BTreeMap::new() };
     let (mut invalid, mut errors, mut compared) = (0, 0, 0);
@@ -465,7 +436,7 @@ fn random_commands_match_the_model() {
         let expect = if rng.chance(5) {
             // One bad argument: the reply is its error, and nothing changes.
             invalid += 1;
-            let at = rng.below(kinds.len());
+            let at = rng.index(kinds.len());
             let (bad, error) = kinds[at].bad();
             args[at + 1] = bad.to_string();
             Expect::Error(error.to_string())

@@ -6,50 +6,35 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
 use common::*;
 use redis::{Connection, Value};
 
 const NAME: &str = "layercache";
 
 /// A Sentinel on a free loopback port: the server binary in sentinel mode (Debian's
-/// `redis-sentinel` is the same binary), killed on drop.
-struct Sentinel {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+/// `redis-sentinel` is the same binary), stopped on drop.
+struct Sentinel(Server);
 
 impl Sentinel {
     fn start(primary_port: u16) -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let conf = dir.path().join("sentinel.conf");
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\nlogfile {dir}/sentinel.log\n\
-                 sentinel monitor {NAME} 127.0.0.1 {primary_port} 2\n\
+                "sentinel monitor {NAME} 127.0.0.1 {primary_port} 2\n\
                  sentinel down-after-milliseconds {NAME} 1000\n\
                  sentinel failover-timeout {NAME} 10000\n\
-                 sentinel parallel-syncs {NAME} 1\n",
-                dir = dir.path().display()
+                 sentinel parallel-syncs {NAME} 1\n"
             ),
         )
         .unwrap();
-        let child = Command::new(server_binary())
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a sentinel");
-        Sentinel { child, port, _dir: dir }
+        let options = Options { module: false, config: Some(conf), args: vec!["--sentinel".into()], dir: Some(dir), ..Options::default() };
+        Sentinel(Server::with(options))
     }
 
     fn client(&self) -> Option<Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).ok()?.get_connection().ok()
+        redis::Client::open(self.0.url()).ok()?.get_connection().ok()
     }
 
     /// The primary's port as this Sentinel knows it.
@@ -62,13 +47,6 @@ impl Sentinel {
     fn count(&self, what: &str) -> usize {
         let Some(mut c) = self.client() else { return 0 };
         redis::cmd("SENTINEL").arg(what).arg(NAME).query::<Vec<Value>>(&mut c).map(|v| v.len()).unwrap_or(0)
-    }
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

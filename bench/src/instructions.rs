@@ -174,7 +174,7 @@ pub(crate) const COST_CENTRES: [(&str, &[&str]); 9] = [
     ("whole command", &["RedisModuleCommandDispatcher"]),
     ("`RedisModule_Call`", &["RM_Call", "RM_FreeCallReply"]),
     ("`RedisModule_Replicate`", &["RM_Replicate"]),
-    ("ACL user lookup", &["layercache::api::Ctx::find_user", "RM_FreeModuleUser"]),
+    ("ACL user lookup", &["layercache::api::user::User::of", "RM_FreeModuleUser"]),
     ("ACL key check", &["RM_ACLCheckKeyPermissions"]),
     ("open / close keys", &["RM_OpenKey", "RM_CloseKey"]),
     ("`HashGet` / `HashSet`", &["RM_HashGet", "RM_HashSet"]),
@@ -206,7 +206,7 @@ pub(crate) fn instructions(ops: u64) -> Result<String> {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let cg_out = format!("--callgrind-out-file={}/cg.%p", dir.display());
         let floor = env!("FLOOR_MODULE");
-        let server = Server::start_with(None, &["valgrind", "--tool=callgrind", &cg_out], &["scheme", scheme, "learn", "no", "--loadmodule", floor, scheme])?;
+        let server = start(None, &["valgrind", "--tool=callgrind", &cg_out], Some(&["scheme", scheme, "learn", "no", "--loadmodule", floor, scheme]))?;
         let mut c = server.connect()?;
         load(&mut c, INSTRUCTION_REPOS)?;
         if scheme == "blob" {

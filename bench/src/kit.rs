@@ -1,22 +1,14 @@
 //! What every benchmark stands on: the dataset's names, a redis-server with the
 //! module, connections, pipelined loading, and the errors they return.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 pub(crate) const REPOS: u64 = 1000;
 pub(crate) const PER_REPO: u64 = 100;
 pub(crate) const MEDIATYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub(crate) const REPO_MEDIATYPE: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
-/// Digest `n`: 64 decimal digits are valid hex, and redis-benchmark's 12-digit
-/// `__rand_int__` after 52 zeros names the same digests.
-pub(crate) fn digest(n: u64) -> String {
-    format!("sha256:{n:064}")
-}
 
 pub(crate) fn repo(r: u64) -> String {
     format!("bench/r{r:012}")
@@ -24,104 +16,34 @@ pub(crate) fn repo(r: u64) -> String {
 
 pub(crate) const RAND_DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000__rand_int__";
 
+pub(crate) use layercache_kit::{digest, info_field, write_section, Rng, Server};
+use layercache_kit::Options;
+
 pub(crate) type Result<T> = std::result::Result<T, String>;
 
-// ---------------------------------------------------------------------------------
-// Servers and connections
-
-pub(crate) struct Server {
-    pub(crate) child: Child,
-    pub(crate) port: u16,
-    pub(crate) _dir: PathBuf,
+/// redis-server with the release module (`module`: its arguments, then any `--name
+/// value` settings), or without it (`None`); on `cpu` when given, under `wrapper`.
+pub(crate) fn start(cpu: Option<u32>, wrapper: &[&str], module: Option<&[&str]>) -> Result<Server> {
+    let mut prefix: Vec<String> = cpu.map(|cpu| vec!["taskset".into(), "-c".into(), cpu.to_string()]).unwrap_or_default();
+    prefix.extend(wrapper.iter().map(|s| s.to_string()));
+    Server::try_with(Options {
+        module: module.is_some(),
+        module_args: module.unwrap_or_default().iter().map(|s| s.to_string()).collect(),
+        module_path: Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblayercache.so"),
+        wrapper: prefix,
+        ..Options::default()
+    })
 }
 
-impl Server {
-    /// redis-server with the release module, on `cpu` when given, or under `wrapper`.
-    pub(crate) fn start(cpu: Option<u32>, wrapper: &[&str]) -> Result<Server> {
-        Server::start_with(cpu, wrapper, &[])
+/// redis-server without the module, with `--name value` settings.
+pub(crate) fn start_plain(cpu: Option<u32>, settings: &[&str]) -> Result<Server> {
+    let server = start(cpu, &[], None)?;
+    let mut c = server.connect()?;
+    for pair in settings.chunks(2) {
+        let [name, value] = pair else { return Err(format!("{pair:?}: a setting needs a value")) };
+        redis::cmd("CONFIG").arg("SET").arg(name.trim_start_matches("--")).arg(*value).query::<()>(&mut c).map_err(|e| e.to_string())?;
     }
-
-    /// `extra`: module arguments (`scheme blob`), then any `--name value` settings.
-    pub(crate) fn start_with(cpu: Option<u32>, wrapper: &[&str], extra: &[&str]) -> Result<Server> {
-        Server::spawn(cpu, wrapper, Some(extra))
-    }
-
-    /// redis-server without the module, with `--name value` settings.
-    pub(crate) fn start_plain(cpu: Option<u32>, settings: &[&str]) -> Result<Server> {
-        Server::spawn(cpu, &[], None).and_then(|server| {
-            let mut c = server.connect()?;
-            for pair in settings.chunks(2) {
-                redis::cmd("CONFIG").arg("SET").arg(pair[0].trim_start_matches("--")).arg(pair[1]).query::<()>(&mut c).map_err(|e| e.to_string())?;
-            }
-            Ok(server)
-        })
-    }
-
-    /// `module`: its arguments and settings, or `None` for a server without it.
-    pub(crate) fn spawn(cpu: Option<u32>, wrapper: &[&str], module: Option<&[&str]>) -> Result<Server> {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
-        let dir = std::env::temp_dir().join(format!("lcbench-{port}"));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let module_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/liblayercache.so");
-        let mut argv: Vec<String> = vec![];
-        if let Some(cpu) = cpu {
-            argv.extend(["taskset".into(), "-c".into(), cpu.to_string()]);
-        }
-        argv.extend(wrapper.iter().map(|s| s.to_string()));
-        argv.push(std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into()));
-        argv.extend(["--port".into(), port.to_string(), "--bind".into(), "127.0.0.1".into()]);
-        argv.extend(["--save".into(), "".into(), "--appendonly".into(), "no".into()]);
-        argv.extend(["--dir".into(), dir.to_string_lossy().into_owned()]);
-        if let Some(extra) = module {
-            argv.extend(["--loadmodule".into(), module_path.to_string_lossy().into_owned()]);
-            argv.extend(extra.iter().map(|s| s.to_string()));
-        }
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("{}: {e}", argv[0]))?;
-        let server = Server { child, port, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(mut c) = server.connect() {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return Ok(server);
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err("redis-server did not start".into())
-    }
-
-    pub(crate) fn connect(&self) -> Result<redis::Connection> {
-        redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
-            .and_then(|c| c.get_connection())
-            .map_err(|e| e.to_string())
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(mut c) = self.connect() {
-            let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
-pub(crate) fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> Result<String> {
-    let info: String = redis::cmd("INFO").arg(section).query(c).map_err(|e| e.to_string())?;
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| format!("no {field} in INFO {section}"))
+    Ok(server)
 }
 
 /// The server's CPU seconds so far (user + system).

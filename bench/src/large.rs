@@ -125,7 +125,7 @@ pub(crate) fn large_cases() -> Vec<Large> {
 /// Main-thread time of the large multi-key commands against the plain commands doing
 /// the same work, alternating, median of `runs`.
 pub(crate) fn large(runs: u64) -> Result<String> {
-    let server = Server::start(Some(0), &[])?;
+    let server = start(Some(0), &[], Some(&[]))?;
     let mut table = String::from("| operation | module µs | plain commands | plain µs | module / plain |\n|---|---:|---|---:|---:|\n");
     for case in large_cases() {
         let (mut module, mut plain) = (vec![], vec![]);

@@ -19,8 +19,8 @@ pub(crate) fn learn_cost(runs: u64) -> Result<String> {
     for _ in 0..runs {
         for (i, (_, module)) in variants.iter().enumerate() {
             let server = match module {
-                None => Server::start_plain(Some(0), &[])?,
-                Some(args) => Server::start_with(Some(0), &[], args)?,
+                None => start_plain(Some(0), &[])?,
+                Some(args) => start(Some(0), &[], Some(args))?,
             };
             let mut c = server.connect()?;
             let writes = (0..WRITES).flat_map(|n| {

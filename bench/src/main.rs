@@ -27,7 +27,8 @@ use instructions::instructions;
 use large::large;
 use learn::learn_cost;
 use memory::{memory, schemes};
-use report::{criterion_table, write_section};
+use kit::write_section;
+use report::criterion_table;
 use throughput::throughput;
 
 fn main() {

@@ -25,7 +25,7 @@ pub(crate) fn memory() -> Result<String> {
     let mut table = String::from("| what | bytes per item |\n|---|---:|\n");
     for (label, commands) in variants {
         // The plain variants on a server without the module (which would index them).
-        let server = if label.contains("plain") { Server::start_plain(None, &[])? } else { Server::start(None, &[])? };
+        let server = if label.contains("plain") { start_plain(None, &[])? } else { start(None, &[], Some(&[]))? };
         let mut c = server.connect()?;
         let before = used_memory(&mut c)?;
         let all = (0..REPOS).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k)));
@@ -52,7 +52,7 @@ pub(crate) fn schemes(runs: u64, seconds: u64) -> Result<String> {
     for scheme in ["distribution", "blob"] {
         for listpack in ["64 (default)", "128"] {
             let value = listpack.split(' ').next().unwrap_or("64");
-            let server = Server::start_with(None, &[], &["scheme", scheme, "--hash-max-listpack-value", value])?;
+            let server = start(None, &[], Some(&["scheme", scheme, "--hash-max-listpack-value", value]))?;
             let mut c = server.connect()?;
             let before = used_memory(&mut c)?;
             pipeline_all(
@@ -71,7 +71,7 @@ pub(crate) fn schemes(runs: u64, seconds: u64) -> Result<String> {
         }
     }
 
-    let servers = [("distribution", Server::start_with(Some(0), &[], &["scheme", "distribution"])?), ("blob", Server::start_with(Some(0), &[], &["scheme", "blob"])?)];
+    let servers = [("distribution", start(Some(0), &[], Some(&["scheme", "distribution"]))?), ("blob", start(Some(0), &[], Some(&["scheme", "blob"]))?)];
     let no_scripts = Scripts { lookup: String::new(), repostat: String::new(), reposetdescriptor: String::new() };
     for (_, server) in &servers {
         load(&mut server.connect()?, REPOS)?;

@@ -118,7 +118,7 @@ pub(crate) fn rows() -> Vec<Row> {
 pub(crate) fn throughput(runs: u64, seconds: u64) -> Result<String> {
     // Plain commands stay plain: the module does not learn them here (`lcbench learn`
     // measures what learning costs).
-    let server = Server::start_with(Some(0), &[], &["learn", "no"])?;
+    let server = start(Some(0), &[], Some(&["learn", "no"]))?;
     let mut c = server.connect()?;
     eprintln!("lcbench: loading {REPOS} repositories × {PER_REPO} digests through the module");
     let t = Instant::now();

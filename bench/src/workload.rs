@@ -8,18 +8,6 @@ use std::time::{Duration, Instant};
 
 use crate::kit::*;
 
-/// A small xorshift generator: the driver needs speed and repeatability, not quality.
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// One operation: round trips in order, each a pipelined group of packed commands.
 pub(crate) struct Op {
     pub(crate) trips: Vec<(Vec<u8>, usize)>,
@@ -176,7 +164,7 @@ pub(crate) fn sismember20(rng: &mut Rng, _: &Scripts) -> Op {
 /// Runs `build` operations on `clients` connections in lockstep, `pipeline` operations
 /// per connection per round, for `seconds`. Returns (ops/s, server µs per op).
 pub(crate) fn drive(server: &Server, build: Build, scripts: &Scripts, clients: usize, pipeline: usize, seconds: u64) -> Result<(f64, f64)> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     let pool: Vec<Op> = (0..4096).map(|_| build(&mut rng, scripts)).collect();
     let mut conns = (0..clients).map(|_| server.connect()).collect::<Result<Vec<_>>>()?;
     let mut admin = server.connect()?;
