@@ -23,11 +23,12 @@ release: deps
 run: release
 	$(REDIS_SERVER) redis.conf --port $(PORT)
 
-# The integration suites, one list: those whose servers run the module's commands
-# (also run under valgrind, with the learning suite), and those of loading and
-# versions; all in either key scheme (tests/cluster.rs is blob-only).
-COMMAND_SUITES = --test seed --test descriptor --test bad_input --test contexts --test model
-SCHEME_SUITES = $(COMMAND_SUITES) --test server --test versions
+# The integration suites, one list, a file per contract: those whose servers run the
+# module's commands (also run under valgrind, with the learning suite), then ACL,
+# replication, the server and loading; all in either key scheme (tests/cluster.rs is
+# blob-only, tests/learn.rs distribution-only).
+COMMAND_SUITES = --test seed --test descriptor --test bad_input --test contexts --test model --test ttl --test info
+SCHEME_SUITES = $(COMMAND_SUITES) --test acl --test replication --test server --test loading
 
 # The module's shape: no import circle in src/, no unsafe outside src/api/, no file
 # over 400 lines; and clippy clean, with every unsafe block's SAFETY line.

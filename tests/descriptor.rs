@@ -1,6 +1,6 @@
 //! The blob-descriptor commands (DESIGN.md section 2, second table) against a real
 //! redis-server: distribution's cache suite step by step, its CVE regression, interop
-//! with plain commands, PURGE, DROPREPO, the TTL setting and INFO counters.
+//! with plain commands, PURGE and DROPREPO.
 
 mod common;
 
@@ -13,10 +13,6 @@ const JSON: &str = "application/json";
 /// The reply of STAT / REPOSTAT for a descriptor.
 fn desc(digest: &str, size: i64, mediatype: &str) -> Value {
     Value::Array(vec![bulk(digest), Value::Int(size), bulk(mediatype)])
-}
-
-fn cmd(c: &mut Connection, args: &[&str]) -> Value {
-    run(c, args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 /// A digest of `algorithm` made of `prefix` padded with `1`s, as the suite writes them.
@@ -280,82 +276,6 @@ fn droprepo_removes_the_repository_only() {
     assert_eq!(cmd(&mut c, &["LAYERCACHE.DROPREPO", "team/gone"]), Value::Int(0));
 }
 
-fn pttl(c: &mut Connection, key: &str) -> i64 {
-    redis::cmd("PTTL").arg(key).query(c).unwrap()
-}
-
-#[test]
-fn ttl_applies_to_every_written_key_and_reads_leave_it() {
-    let s = Server::start();
-    let mut c = s.client();
-    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
-    assert_eq!(pttl(&mut c, &blob_key(D1)), -1, "ttl 0: no expiry");
-
-    assert_eq!(cmd(&mut c, &["CONFIG", "SET", "layercache.ttl", "100"]), Value::Okay);
-    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
-    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D2]);
-    cmd(&mut c, &["LAYERCACHE.SETMETA", D2, "/p", "1"]);
-    cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D3, D3, "1", OCTET]);
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-    assert_eq!(keys.len(), if scheme() == Scheme::Distribution { 7 } else { 3 });
-    for key in &keys {
-        let ms = pttl(&mut c, key);
-        assert!(ms > 90_000 && ms <= 100_000, "{key}: {ms}");
-    }
-    // Reads never change a TTL.
-    let blob = blob_key(D1);
-    cmd(&mut c, &["PEXPIRE", &blob, "50000"]);
-    cmd(&mut c, &["LAYERCACHE.STAT", D1]);
-    cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
-    assert!(pttl(&mut c, &blob) <= 50_000);
-    // A write refreshes it.
-    cmd(&mut c, &["LAYERCACHE.SETDESCRIPTOR", D1, D1, "1", OCTET]);
-    assert!(pttl(&mut c, &blob) > 90_000);
-
-    for bad in ["-1", "315360001", "ten"] {
-        assert!(run(&mut c, &["CONFIG", "SET", "layercache.ttl", bad]).is_err(), "{bad}");
-    }
-    assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.ttl"]), Value::Array(vec![bulk("layercache.ttl"), bulk("100")]));
-}
-
-#[test]
-fn ttl_from_loadmodule_argument() {
-    let mut options = Options::default();
-    options.module_args.extend(["ttl".into(), "60".into()]);
-    let s = Server::with(options);
-    let mut c = s.client();
-    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D1]);
-    let ms = pttl(&mut c, if scheme() == Scheme::Distribution { "repository::team/app::blobs" } else { D1 });
-    assert!(ms > 50_000 && ms <= 60_000, "{ms}");
-}
-
-#[test]
-fn info_counters_move_with_the_commands() {
-    let s = Server::start();
-    let mut c = s.client();
-    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
-    cmd(&mut c, &["LAYERCACHE.STAT", D1]);
-    cmd(&mut c, &["LAYERCACHE.STAT", D2]);
-    cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
-    error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"team/app", b"sha256:x"]);
-    cmd(&mut c, &["LAYERCACHE.PURGE", D1, D2]);
-    for (name, want) in [
-        ("reposetdescriptor_calls", 1),
-        ("stat_calls", 2),
-        ("stat_hits", 1),
-        ("stat_misses", 1),
-        ("repostat_calls", 2),
-        ("repostat_hits", 1),
-        ("repostat_rejected", 1),
-        ("purge_calls", 1),
-        ("purge_hits", 1),
-        ("purge_misses", 1),
-        ("purged_digests", 1),
-    ] {
-        assert_eq!(info_counter(&mut c, name), Ok(want), "{name}");
-    }
-}
-
 /// In the `blob` scheme an empty repository field is membership without a repository
 /// mediatype, so REPOSTAT misses (DESIGN.md section 5).
 #[test]
@@ -404,42 +324,6 @@ fn blob_scheme_layout_and_droprepo() {
     // The scheme shows, and cannot change at run time.
     assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.scheme"]), Value::Array(vec![bulk("layercache.scheme"), bulk("blob")]));
     assert!(run(&mut c, &["CONFIG", "SET", "layercache.scheme", "distribution"]).is_err());
-}
-
-/// Removals never extend a key's lifetime (DESIGN.md section 4): what CLEAR, REPOCLEAR,
-/// PURGE and DROPREPO leave keeps the expiry it had.
-#[test]
-fn removals_keep_the_expiry_of_what_they_leave() {
-    let s = Server::start();
-    let mut c = s.client();
-    cmd(&mut c, &["CONFIG", "SET", "layercache.ttl", "1000"]);
-    for repo in ["team/a", "team/b"] {
-        for d in [D1, D2, D3] {
-            cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", repo, d, d, "1", OCTET]);
-            cmd(&mut c, &["LAYERCACHE.SETMETA", d, "/p", "1"]);
-        }
-    }
-    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-    for key in &keys {
-        cmd(&mut c, &["PEXPIRE", key, "500000"]);
-    }
-    let mut removals = vec![
-        vec!["LAYERCACHE.REPOCLEAR", "team/a", D1],
-        vec!["LAYERCACHE.CLEAR", D2],
-        vec!["LAYERCACHE.PURGE", D3],
-    ];
-    if scheme() == Scheme::Distribution {
-        removals.push(vec!["LAYERCACHE.DROPREPO", "team/b"]);
-    }
-    for args in removals {
-        assert!(matches!(cmd(&mut c, &args), Value::Int(1) | Value::Int(2)), "{args:?}");
-        let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-        assert!(!left.is_empty());
-        for key in &left {
-            let ms = pttl(&mut c, key);
-            assert!(ms > 0 && ms <= 500_000, "{args:?} left {key} with {ms} ms");
-        }
-    }
 }
 
 /// What can outlive a PURGE (README, "Garbage collection"): when a digest's index key

@@ -16,16 +16,13 @@ fn distribution(module_args: &[&str]) -> Server {
     Server::with(options)
 }
 
-fn query(c: &mut Connection, args: &[&str]) -> Value {
-    redis::cmd(args[0]).arg(&args[1..]).query(c).unwrap()
-}
 
 /// distribution 2.8's repository-scoped SetDescriptor, command for command.
 fn registry_set_descriptor(c: &mut Connection, repo: &str, digest: &str, size: u64) {
-    query(c, &["SADD", &format!("repository::{repo}::blobs"), digest]);
-    query(c, &["HMSET", &format!("blobs::{digest}"), "digest", digest, "size", &size.to_string()]);
-    query(c, &["HSETNX", &format!("blobs::{digest}"), "mediatype", JSON]);
-    query(c, &["HSET", &format!("repository::{repo}::blobs::{digest}"), "mediatype", JSON]);
+    cmd(c, &["SADD", &format!("repository::{repo}::blobs"), digest]);
+    cmd(c, &["HMSET", &format!("blobs::{digest}"), "digest", digest, "size", &size.to_string()]);
+    cmd(c, &["HSETNX", &format!("blobs::{digest}"), "mediatype", JSON]);
+    cmd(c, &["HSET", &format!("repository::{repo}::blobs::{digest}"), "mediatype", JSON]);
 }
 
 fn keys_of(c: &mut Connection, digest: &str) -> Vec<String> {
@@ -47,14 +44,14 @@ fn plain_writes_are_indexed_and_purge_leaves_no_key() {
     registry_set_descriptor(&mut c, "team/a", D1, 1);
     registry_set_descriptor(&mut c, "team/b", D1, 1);
     // An older registry: SADD alone, several members at once, one of them no digest.
-    query(&mut c, &["SADD", "repository::old/app::blobs", D1, D2, "not-a-digest"]);
+    cmd(&mut c, &["SADD", "repository::old/app::blobs", D1, D2, "not-a-digest"]);
     // In a transaction and from a script, too.
     let _: Value = redis::pipe().atomic().cmd("SADD").arg("repository::multi/app::blobs").arg(D1).query(&mut c).unwrap();
-    query(&mut c, &["EVAL", "return redis.call('SADD', KEYS[1], ARGV[1])", "1", "repository::lua/app::blobs", D1]);
+    cmd(&mut c, &["EVAL", "return redis.call('SADD', KEYS[1], ARGV[1])", "1", "repository::lua/app::blobs", D1]);
     assert_eq!(indexed(&mut c, D1), ["lua/app", "multi/app", "old/app", "team/a", "team/b"]);
     assert_eq!(indexed(&mut c, D2), ["old/app"]);
 
-    assert_eq!(query(&mut c, &["LAYERCACHE.PURGE", D1]), Value::Int(1));
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.PURGE", D1]), Value::Int(1));
     assert_eq!(keys_of(&mut c, D1), Vec::<String>::new(), "no key of the purged digest");
     // The other digest and the odd member stay.
     let left: Vec<String> = redis::cmd("SMEMBERS").arg("repository::old/app::blobs").query(&mut c).unwrap();
@@ -83,10 +80,10 @@ fn ttl_reaches_the_keys_plain_commands_write() {
     let s = distribution(&["ttl", "500"]);
     let mut c = s.client();
     registry_set_descriptor(&mut c, "team/a", D1, 1);
-    query(&mut c, &["SADD", "repository::old/app::blobs", D2]);
+    cmd(&mut c, &["SADD", "repository::old/app::blobs", D2]);
     // Keys outside distribution's names are left alone.
-    query(&mut c, &["HSET", "other::hash", "f", "v"]);
-    query(&mut c, &["SADD", "repository::not a repo::blobs", D2]);
+    cmd(&mut c, &["HSET", "other::hash", "f", "v"]);
+    cmd(&mut c, &["SADD", "repository::not a repo::blobs", D2]);
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
     assert_eq!(keys.len(), 8, "{keys:?}");
     for key in &keys {
@@ -103,7 +100,7 @@ fn ttl_reaches_the_keys_plain_commands_write() {
 fn learning_switched_off_leaves_plain_writes_alone() {
     let s = distribution(&["ttl", "500", "learn", "no"]);
     let mut c = s.client();
-    assert_eq!(query(&mut c, &["CONFIG", "GET", "layercache.learn"]), Value::Array(vec![
+    assert_eq!(cmd(&mut c, &["CONFIG", "GET", "layercache.learn"]), Value::Array(vec![
         Value::BulkString(b"layercache.learn".to_vec()),
         Value::BulkString(b"no".to_vec()),
     ]));
@@ -112,10 +109,10 @@ fn learning_switched_off_leaves_plain_writes_alone() {
     let ttl: i64 = redis::cmd("TTL").arg(format!("blobs::{D1}")).query(&mut c).unwrap();
     assert_eq!(ttl, -1);
     // PURGE then finds no repository: the registry's membership stays.
-    query(&mut c, &["LAYERCACHE.PURGE", D1]);
-    assert_eq!(query(&mut c, &["SISMEMBER", "repository::team/a::blobs", D1]), Value::Int(1));
+    cmd(&mut c, &["LAYERCACHE.PURGE", D1]);
+    assert_eq!(cmd(&mut c, &["SISMEMBER", "repository::team/a::blobs", D1]), Value::Int(1));
     // Switched on at run time, it learns again.
-    query(&mut c, &["CONFIG", "SET", "layercache.learn", "yes"]);
+    cmd(&mut c, &["CONFIG", "SET", "layercache.learn", "yes"]);
     registry_set_descriptor(&mut c, "team/b", D1, 1);
     assert_eq!(indexed(&mut c, D1), ["team/b"]);
 }
@@ -150,8 +147,8 @@ fn index_walks_memberships_written_before_the_module() {
     for n in 0..300u64 {
         registry_set_descriptor(&mut c, &format!("team-{}/app", n % 10), &digest(n % 30), n);
     }
-    query(&mut c, &["SADD", "repository::old/app::blobs", &digest(0), &digest(1)]);
-    query(&mut c, &["MODULE", "LOAD", module_path().to_str().unwrap(), "scheme", "distribution"]);
+    cmd(&mut c, &["SADD", "repository::old/app::blobs", &digest(0), &digest(1)]);
+    cmd(&mut c, &["MODULE", "LOAD", module_path().to_str().unwrap(), "scheme", "distribution"]);
 
     let (mut cursor, mut indexed_total, mut calls) = ("0".to_string(), 0, 0);
     loop {

@@ -154,18 +154,3 @@ fn interop_with_plain_commands() {
     assert_eq!(fields, vec![Some("/module/path".into()), Some("123".into())]);
 }
 
-#[test]
-fn info_counts_calls_hits_misses_and_rejects() {
-    let s = Server::start();
-    let mut c = s.client();
-    run(&mut c, &["LAYERCACHE.ADD", "a/b", D1]).unwrap();
-    run(&mut c, &["LAYERCACHE.CONTAINS", "a/b", D1]).unwrap();
-    run(&mut c, &["LAYERCACHE.CONTAINS", "a/b", D2]).unwrap();
-    run(&mut c, &["LAYERCACHE.CONTAINS", "a/b", D3]).unwrap();
-    error(&mut c, &[b"LAYERCACHE.CONTAINS", b"A", D1.as_bytes()]);
-    assert_eq!(info_counter(&mut c, "contains_calls"), Ok(4));
-    assert_eq!(info_counter(&mut c, "contains_hits"), Ok(1));
-    assert_eq!(info_counter(&mut c, "contains_misses"), Ok(2));
-    assert_eq!(info_counter(&mut c, "contains_rejected"), Ok(1));
-    assert_eq!(info_counter(&mut c, "add_calls"), Ok(1));
-}

@@ -25,6 +25,14 @@ pub fn run<A: AsRef<[u8]>>(c: &mut Connection, args: &[A]) -> redis::RedisResult
     cmd.query(c)
 }
 
+/// Runs a command that must succeed (the test fails with the error otherwise).
+pub fn cmd<A: AsRef<[u8]>>(c: &mut Connection, args: &[A]) -> Value {
+    run(c, args).unwrap_or_else(|e| {
+        let args: Vec<_> = args.iter().map(|a| String::from_utf8_lossy(a.as_ref()).into_owned()).collect();
+        panic!("{args:?}: {e}")
+    })
+}
+
 /// A field of `INFO <section>`, or an error naming what is missing.
 pub fn info_field(c: &mut Connection, section: &str, field: &str) -> Result<String, String> {
     let info: String = redis::cmd("INFO").arg(section).query(c).map_err(|e| e.to_string())?;

@@ -8,7 +8,7 @@ mod report;
 mod rng;
 mod server;
 
-pub use data::{bulk, digest, info_counter, info_field, run, wait_until};
+pub use data::{bulk, cmd, digest, info_counter, info_field, run, wait_until};
 pub use report::write_section;
 pub use rng::Rng;
 pub use server::{free_port, module_path, scheme, server_binary, server_version, Options, Scheme, Server, Version};

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 pub use layercache_kit::*;
-use redis::Connection;
+use redis::{Connection, Value};
 
 pub const D1: &str = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
 pub const D2: &str = "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752";
@@ -111,4 +111,14 @@ fn contents_of(c: &mut Connection, key: &str) -> String {
     };
     items.sort();
     format!("{key} {kind} {items:?}")
+}
+
+/// Every string in a reply, flattened.
+pub fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::Array(items) | Value::Set(items) => items.iter().flat_map(strings).collect(),
+        Value::SimpleString(s) => vec![s.clone()],
+        Value::BulkString(b) => vec![String::from_utf8_lossy(b).into_owned()],
+        _ => vec![],
+    }
 }

@@ -1,4 +1,6 @@
-//! Behaviour that depends on the server version. Run against every server of
+//! Loading the module (DESIGN.md section 4): at startup or with MODULE LOAD, its
+//! arguments and their refusals, the refusal in cluster mode with the distribution
+//! scheme, and what depends on the server version. Run against every server of
 //! `make test-matrix`; on Redis 6.x this is the only suite that runs, since the module
 //! must refuse to load there.
 
@@ -123,4 +125,65 @@ fn acl_categories_where_the_server_supports_them() {
         assert!(e.starts_with("NOPERM"), "{cmd}: {e}");
     }
     assert!(snapshot(&mut c) == before);
+}
+
+#[test]
+fn refuses_to_load_in_cluster_mode_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = dir.path().join("nodes.conf").to_string_lossy().into_owned();
+    let log = Server::try_with(Options {
+        args: vec!["--cluster-enabled".into(), "yes".into(), "--cluster-config-file".into(), nodes],
+        dir: Some(dir),
+        ..Options::scheme(Scheme::Distribution)
+    })
+    .err()
+    .expect("a cluster-enabled server must not start with the distribution scheme");
+    assert!(log.contains("layercache: not loaded") && log.contains("Redis Cluster"), "{log}");
+    assert!(log.contains("scheme blob"), "the log names the fix: {log}");
+}
+
+/// Redis 7 refuses `MODULE LOAD` unless `enable-module-command` allows it.
+fn module_command() -> Vec<String> {
+    vec!["--enable-module-command".into(), "local".into()]
+}
+
+#[test]
+fn module_load_into_a_running_server() {
+    let s = Server::with(Options { module: false, args: module_command(), ..Options::default() });
+    let mut c = s.client();
+    assert!(error(&mut c, &[b"LAYERCACHE.CONTAINS", b"a/b", D1.as_bytes()]).starts_with("ERR unknown command"));
+    let path = module_path().to_string_lossy().into_owned();
+    assert_eq!(run(&mut c, &["MODULE", "LOAD", &path, "ttl", "30", "scheme", scheme().name()]).unwrap(), Value::Okay);
+    assert_eq!(run(&mut c, &["LAYERCACHE.ADD", "a/b", D1]).unwrap(), Value::Int(1));
+    assert_eq!(run(&mut c, &["CONFIG", "GET", "layercache.ttl"]).unwrap(), Value::Array(vec![
+        Value::BulkString(b"layercache.ttl".to_vec()),
+        Value::BulkString(b"30".to_vec()),
+    ]));
+    let modules = strings(&run(&mut c, &["MODULE", "LIST"]).unwrap());
+    assert!(modules.iter().any(|m| m == "layercache"), "{modules:?}");
+}
+
+#[test]
+fn bad_load_arguments_refuse_the_module_with_a_reason() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["ttl", "-1"], "ttl must be 0..315360000 seconds, got '-1'"),
+        (&["ttl", "1e3"], "ttl must be 0..315360000 seconds, got '1e3'"),
+        (&["ttl", "315360001"], "ttl must be 0..315360000 seconds, got '315360001'"),
+        (&["ttl"], "argument 'ttl' needs a value"),
+        (&["colour", "blue"], "unknown argument 'colour'"),
+        (&["scheme", "compact"], "scheme must be distribution or blob, got 'compact'"),
+    ];
+    for (args, reason) in cases {
+        let log = Server::try_with(Options { module_args: args.iter().map(|a| a.to_string()).collect(), ..Options::default() })
+            .err()
+            .unwrap_or_else(|| panic!("loaded with {args:?}"));
+        assert!(log.contains(&format!("layercache: not loaded: {reason}")), "{args:?}: {log}");
+    }
+    // And at run time, into a live server that keeps serving.
+    let s = Server::with(Options { module: false, args: module_command(), ..Options::default() });
+    let mut c = s.client();
+    let path = module_path().to_string_lossy().into_owned();
+    assert!(run(&mut c, &["MODULE", "LOAD", &path, "ttl", "-1"]).is_err());
+    assert!(s.log().contains("layercache: not loaded: ttl must be"));
+    assert_eq!(run(&mut c, &["PING"]).unwrap(), Value::SimpleString("PONG".into()));
 }
