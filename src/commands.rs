@@ -1,6 +1,6 @@
 //! The command handlers, flat as Redis's own `t_set.c`: parse, then ask the store,
 //! then reply. A handler either replies itself and returns how many hits and misses it
-//! saw, or returns an error that `dispatch` turns into the reply, having changed
+//! saw, or returns an error that `lib.rs` turns into the reply, having changed
 //! nothing: the store checks every key before its first write.
 //!
 //! The handlers hold the semantics, once for both key schemes; `store` says where each

@@ -32,7 +32,6 @@ mod store;
 
 use api::{Args, Ctx};
 use command_info::{COMMANDS, COUNT};
-use config::Scheme;
 use error::Error;
 
 /// Rust allocations are Redis allocations, so `used_memory` and `maxmemory` see them.
@@ -42,23 +41,17 @@ static ALLOCATOR: RedisAlloc = RedisAlloc;
 api::module!(c"layercache", load);
 
 fn load(ctx: &Ctx, args: &Args) -> Result<(), String> {
-    // A panic (a bug) goes to the Redis log, not to a stderr nobody reads; `dispatch`
+    // A panic (a bug) goes to the Redis log, not to a stderr nobody reads; `Module::run`
     // then answers the command with an error.
     panic::set_hook(Box::new(|info| api::log(None, c"warning", &format!("layercache: panic: {info}"))));
 
     let load_args: Vec<&[u8]> = (0..args.len()).map(|i| args.bytes(i)).collect();
     config::load(ctx, &load_args)?;
-    if ctx.cluster() && config::scheme() == Scheme::Distribution {
-        return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \
-                    load the module with `scheme blob` (loadmodule liblayercache.so scheme blob) to run in a cluster"
-            .into());
-    }
-    ctx.signal_modified_keys_explicitly();
     store::load(ctx)?;
+    ctx.signal_modified_keys_explicitly();
     let callbacks = api::callbacks::<Module>();
     for (command, callback) in COMMANDS.iter().zip(callbacks) {
-        // Keys are arguments only in the blob scheme; there Redis routes by them.
-        let keys = if config::scheme() == Scheme::Blob { command.keys } else { &[] };
+        let keys = if store::store().keys_are_arguments() { command.keys } else { &[] };
         api::register_command(ctx, command, keys, callback)?;
     }
     api::register_info(ctx, info::write)

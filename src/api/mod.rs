@@ -38,7 +38,7 @@ pub(crate) use module::module;
 pub use module::{callbacks, on_load, register_command, register_info, Commands, InfoCtx, MAX_COMMANDS};
 pub use string::{name_of, ArgString, Args, AsString, Field, RString};
 
-/// Key permission flags for [`User::check`]: RM_ACLCheckKeyPermissions accepts only
+/// Key permission flags for [`Ctx::check_key`]: RM_ACLCheckKeyPermissions accepts only
 /// the ACCESS / INSERT / UPDATE / DELETE key-spec flags (EINVAL otherwise).
 pub const KEY_READ: u64 = raw::REDISMODULE_CMD_KEY_ACCESS as u64;
 pub const KEY_INSERT: u64 = raw::REDISMODULE_CMD_KEY_INSERT as u64;

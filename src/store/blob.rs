@@ -22,6 +22,10 @@ fn field<'c>(ctx: &'c Ctx, repo: RepoArg) -> RString<'c> {
 }
 
 impl Store for Blob {
+    fn keys_are_arguments(&self) -> bool {
+        true
+    }
+
     fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
         ctx.hash_exists(&digest.arg, &field(ctx, repo))
     }

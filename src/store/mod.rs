@@ -74,9 +74,14 @@ pub struct RepoView<'c> {
 
 /// The storage of one key scheme.
 pub trait Store: Sync {
-    /// At load: what the scheme needs beyond its commands.
+    /// At load: what the scheme needs beyond its commands, or why it cannot run here.
     fn on_load(&self, _ctx: &Ctx) -> Result<(), String> {
         Ok(())
+    }
+    /// Whether the commands name their keys as arguments (declared to Redis as key
+    /// specs, so that it checks ACL key patterns and routes in a cluster).
+    fn keys_are_arguments(&self) -> bool {
+        false
     }
     /// Runs one command's handler, `run` (a command that writes when `writes`), with
     /// the scheme's bookkeeping around it.

@@ -52,9 +52,6 @@ const MAX_SADDS: usize = 1024;
 static PENDING: Mutex<Pending> =
     Mutex::new(Pending { index: BTreeSet::new(), expire: BTreeSet::new(), sadds: VecDeque::new(), scheduled: false });
 
-/// Set by [`load`]: this server learns (the `distribution` scheme).
-static LOADED: AtomicBool = AtomicBool::new(false);
-
 /// Set while the module itself writes (its commands, and the learned writes): those
 /// writes keep the index themselves and are not learned again.
 static IN_MODULE: AtomicBool = AtomicBool::new(false);
@@ -82,7 +79,6 @@ fn learning(ctx: Option<&Ctx>) -> bool {
 
 /// Subscribes to plain writes; called at load in the `distribution` scheme.
 pub fn load(ctx: &Ctx) -> Result<(), String> {
-    LOADED.store(true, Ordering::Relaxed);
     api::subscribe_to_writes(ctx, on_write)?;
     // Our own RedisModule_Call commands are never a registry's SADD.
     api::register_filter(ctx, note_sadd)
@@ -148,9 +144,6 @@ fn apply_scheduled(ctx: &Ctx) {
 
 /// Writes what is pending: the learned index entries and the expiry of learned keys.
 pub fn apply(ctx: &Ctx) {
-    if !LOADED.load(Ordering::Relaxed) {
-        return; // the `blob` scheme learns nothing: no lock to take
-    }
     let (index, expire) = {
         let mut pending = pending();
         if pending.index.is_empty() && pending.expire.is_empty() {

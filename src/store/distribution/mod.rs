@@ -70,6 +70,11 @@ fn index_entry(index: &WriteKey, repo: &dyn AsString) -> Result<bool, Error> {
 
 impl Store for Distribution {
     fn on_load(&self, ctx: &Ctx) -> Result<(), String> {
+        if ctx.cluster() {
+            return Err("the distribution key scheme derives key names from arguments, which Redis Cluster cannot route; \
+                        load the module with `scheme blob` (loadmodule liblayercache.so scheme blob) to run in a cluster"
+                .into());
+        }
         learn::load(ctx)
     }
 
