@@ -66,16 +66,13 @@ impl api::Commands for Module {
     /// Runs command `i` of [`COMMANDS`]: the handler, then counters. Redis has checked
     /// the arity (from the command info) before calling. A panic (a bug; never client
     /// input) is logged and answered with an error instead of unwinding into Redis.
+    #[inline(always)] // into each command's callback, where `i` is a constant
     fn run(i: usize, ctx: &Ctx, args: &Args) {
         // i < COUNT: the callbacks registered are the first COUNT.
         let (command, stats) = (&COMMANDS[i], &info::STATS[i]);
         let handler = commands::handler(command.id);
-        let mut result = None;
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| {
-            store::store().command(ctx, command.writes(), &mut || result = Some(handler(ctx, args)));
-        }));
-        // No result: the handler panicked (what it left behind went with the closure).
-        let result = result.unwrap_or_else(|| Err(Error::Internal("ERR layercache internal error, see the server log".into())));
+        let result = panic::catch_unwind(AssertUnwindSafe(|| store::command(ctx, command.writes(), || handler(ctx, args))))
+            .unwrap_or_else(|_| Err(Error::Internal("ERR layercache internal error, see the server log".into())));
         stats.record(&result);
         if let Err(e) = result {
             ctx.reply_error(&e.reply());

@@ -83,11 +83,6 @@ pub trait Store: Sync {
     fn keys_are_arguments(&self) -> bool {
         false
     }
-    /// Runs one command's handler, `run` (a command that writes when `writes`), with
-    /// the scheme's bookkeeping around it.
-    fn command(&self, _ctx: &Ctx, _writes: bool, run: &mut dyn FnMut()) {
-        run()
-    }
     /// Whether `repo` holds `digest`.
     fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error>;
     /// Whether `repo` holds each of `digests` (arguments `first..`).
@@ -125,6 +120,17 @@ pub trait Store: Sync {
 pub fn load(ctx: &Ctx) -> Result<(), String> {
     FIELDS.iter().for_each(|field| field.init());
     store().on_load(ctx)
+}
+
+/// Runs one command's handler, `run` (a command that writes when `writes`), with its
+/// scheme's bookkeeping around it (the `distribution` scheme's learning). Static, not
+/// a `Store` method, so that it costs the commands nothing they do not use.
+#[inline(always)]
+pub fn command<T>(ctx: &Ctx, writes: bool, run: impl FnOnce() -> T) -> T {
+    match config::scheme() {
+        Scheme::Distribution => distribution::command(ctx, writes, run),
+        Scheme::Blob => run(),
+    }
 }
 
 /// The store of the configured scheme (fixed at load).

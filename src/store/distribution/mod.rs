@@ -68,6 +68,17 @@ fn index_entry(index: &WriteKey, repo: &dyn AsString) -> Result<bool, Error> {
     index.hsetnx(repo, &EMPTY)
 }
 
+/// Around each command: one that writes first writes what was learned (on servers
+/// without post-notification jobs it may still be pending), so PURGE sees it; and no
+/// command's own writes are learned again.
+#[inline(always)]
+pub(super) fn command<T>(ctx: &Ctx, writes: bool, run: impl FnOnce() -> T) -> T {
+    if writes {
+        learn::apply(ctx);
+    }
+    learn::as_module(run)
+}
+
 impl Store for Distribution {
     fn on_load(&self, ctx: &Ctx) -> Result<(), String> {
         if ctx.cluster() {
@@ -76,16 +87,6 @@ impl Store for Distribution {
                 .into());
         }
         learn::load(ctx)
-    }
-
-    /// A command that writes first writes what was learned (on servers without
-    /// post-notification jobs it may still be pending), so PURGE sees it; and no
-    /// command's own writes are learned again.
-    fn command(&self, ctx: &Ctx, writes: bool, run: &mut dyn FnMut()) {
-        if writes {
-            learn::apply(ctx);
-        }
-        learn::as_module(run)
     }
 
     fn contains(&self, ctx: &Ctx, repo: RepoArg, digest: DigestArg) -> Result<bool, Error> {
