@@ -35,17 +35,6 @@ pub(crate) fn start(cpu: Option<u32>, wrapper: &[&str], module: Option<&[&str]>)
     })
 }
 
-/// redis-server without the module, with `--name value` settings.
-pub(crate) fn start_plain(cpu: Option<u32>, settings: &[&str]) -> Result<Server> {
-    let server = start(cpu, &[], None)?;
-    let mut c = server.connect()?;
-    for pair in settings.chunks(2) {
-        let [name, value] = pair else { return Err(format!("{pair:?}: a setting needs a value")) };
-        redis::cmd("CONFIG").arg("SET").arg(name.trim_start_matches("--")).arg(*value).query::<()>(&mut c).map_err(|e| e.to_string())?;
-    }
-    Ok(server)
-}
-
 /// The server's CPU seconds so far (user + system).
 pub(crate) fn server_cpu(c: &mut redis::Connection) -> Result<f64> {
     let user: f64 = info_field(c, "cpu", "used_cpu_user")?.parse().map_err(|_| "used_cpu_user")?;

@@ -19,7 +19,7 @@ pub(crate) fn learn_cost(runs: u64) -> Result<String> {
     for _ in 0..runs {
         for (i, (_, module)) in variants.iter().enumerate() {
             let server = match module {
-                None => start_plain(Some(0), &[])?,
+                None => start(Some(0), &[], None)?,
                 Some(args) => start(Some(0), &[], Some(args))?,
             };
             let mut c = server.connect()?;

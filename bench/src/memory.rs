@@ -25,7 +25,7 @@ pub(crate) fn memory() -> Result<String> {
     let mut table = String::from("| what | bytes per item |\n|---|---:|\n");
     for (label, commands) in variants {
         // The plain variants on a server without the module (which would index them).
-        let server = if label.contains("plain") { start_plain(None, &[])? } else { start(None, &[], Some(&[]))? };
+        let server = if label.contains("plain") { start(None, &[], None)? } else { start(None, &[], Some(&[]))? };
         let mut c = server.connect()?;
         let before = used_memory(&mut c)?;
         let all = (0..REPOS).flat_map(|r| (0..PER_REPO).map(move |k| (r, r * PER_REPO + k)));

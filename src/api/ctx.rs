@@ -41,7 +41,7 @@ impl Ctx {
     /// Whether this server is a replica or loading its data (AOF or RDB): then writes
     /// come from the primary or the file, not from clients.
     pub fn replica_or_loading(&self) -> bool {
-        flags(self.ptr) & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+        replica_or_loading_of(self.ptr)
     }
 
     /// Whether the server runs in Redis Cluster mode.
@@ -102,7 +102,11 @@ fn flags(ctx: *mut RedisModuleCtx) -> c_int {
     unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) }
 }
 
+fn replica_or_loading_of(ctx: *mut RedisModuleCtx) -> bool {
+    flags(ctx) & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+}
+
 /// [`Ctx::replica_or_loading`] where there is no context (a command filter).
 pub fn replica_or_loading() -> bool {
-    flags(std::ptr::null_mut()) & (raw::REDISMODULE_CTX_FLAGS_SLAVE | raw::REDISMODULE_CTX_FLAGS_LOADING) as c_int != 0
+    replica_or_loading_of(std::ptr::null_mut())
 }
