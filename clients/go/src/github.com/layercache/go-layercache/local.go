@@ -40,6 +40,7 @@ type ticket struct {
 type local struct {
 	max    int
 	served atomic.Int64 // Stats answered from the tier
+	stored atomic.Int64 // Stat replies stored
 
 	mu       sync.Mutex
 	active   bool
@@ -124,6 +125,7 @@ func (l *local) finish(t *ticket, desc distribution.Descriptor, err error) {
 	}
 	l.remove(t.key)
 	l.entries[t.key] = l.lru.PushFront(&entry{key: t.key, desc: desc, miss: err != nil})
+	l.stored.Add(1)
 	index(l.byDigest, t.key.dgst, t.key)
 	index(l.byRepo, t.key.repo, t.key)
 	if l.lru.Len() > l.max {

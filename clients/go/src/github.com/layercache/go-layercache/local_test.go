@@ -82,8 +82,10 @@ func TestLocalTierCachecheck(t *testing.T) {
 		t.Run(scheme, func(t *testing.T) {
 			p := tiered(t, Options{Addrs: []string{server(t, scheme)}})
 			cachecheck.CheckBlobDescriptorCache(t, p)
-			if n, _ := p.local.size(); n == 0 {
-				t.Fatal("cachecheck left nothing in the tier: it was not used")
+			// Not what the tier holds at the end: the invalidations of cachecheck's
+			// last writes may still arrive and drop what it stored after them.
+			if p.local.stored.Load() == 0 {
+				t.Fatal("cachecheck stored nothing in the tier: it was not used")
 			}
 		})
 	}
