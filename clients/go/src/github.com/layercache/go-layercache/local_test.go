@@ -91,25 +91,36 @@ func TestLocalTierCachecheck(t *testing.T) {
 	}
 }
 
-// fence writes a key the instances track and waits until each has seen its
-// invalidation: every change before it has then reached them too (Redis sends a
-// connection's invalidations in order).
+// fence writes a key in every tracked prefix and waits until each instance has seen
+// all of them: every change before it has then reached them too. One key is not
+// enough: Redis sends broadcast invalidations once per event loop, one message per
+// prefix in the prefixes' order, so a change in the fence's loop (an eviction its SET
+// made) to a key of a later prefix (`sha256:` after `blobs::`) arrives after it. The
+// keys are written in one MULTI, so they share a loop with anything they could race;
+// each fence deletes the last one's keys.
 type fence struct {
 	c    redis.Conn
 	n    int64
-	seen []*atomic.Int64 // the last fence each instance saw
+	seen [][]*atomic.Int64 // per instance, per tracked prefix: the last fence seen
 }
+
+func fenceKey(prefix string, n int64) string { return fmt.Sprintf("%sfence:%d", prefix, n) }
 
 func newFence(c redis.Conn, instances ...*provider) *fence {
 	f := &fence{c: c}
 	for _, p := range instances {
-		seen := &atomic.Int64{}
+		var seen []*atomic.Int64
+		for range trackedPrefixes {
+			seen = append(seen, &atomic.Int64{})
+		}
 		f.seen = append(f.seen, seen)
 		p.local.mu.Lock()
 		p.local.seen = func(key string) {
-			if s := strings.TrimPrefix(key, "blobs::fence:"); s != key {
-				if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > seen.Load() {
-					seen.Store(n)
+			for i, prefix := range trackedPrefixes {
+				if s := strings.TrimPrefix(key, prefix+"fence:"); s != key {
+					if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > seen[i].Load() {
+						seen[i].Store(n)
+					}
 				}
 			}
 		}
@@ -121,11 +132,23 @@ func newFence(c redis.Conn, instances ...*provider) *fence {
 func (f *fence) wait(t *testing.T) {
 	t.Helper()
 	f.n++
-	if _, err := f.c.Do("SET", fmt.Sprintf("blobs::fence:%d", f.n), 1, "PX", 10000); err != nil {
+	f.c.Send("MULTI")
+	for _, prefix := range trackedPrefixes {
+		f.c.Send("DEL", fenceKey(prefix, f.n-1))
+		f.c.Send("SET", fenceKey(prefix, f.n), 1)
+	}
+	if _, err := f.c.Do("EXEC"); err != nil {
 		t.Fatal(err)
 	}
 	for _, seen := range f.seen {
-		waitFor(t, 10*time.Second, "an instance to see the fence", func() bool { return seen.Load() >= f.n })
+		waitFor(t, 10*time.Second, "an instance to see the fence", func() bool {
+			for _, s := range seen {
+				if s.Load() < f.n {
+					return false
+				}
+			}
+			return true
+		})
 	}
 }
 
