@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"math/rand"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -124,9 +123,11 @@ func invalidationDelays(writer, reader cache.BlobDescriptorCacheProvider, n int)
 			if start.After(deadline) {
 				return nil, fmt.Errorf("the reader still answers size %d 5 s after the write", desc.Size)
 			}
-			// Let the tracking connection's goroutine (and the proxy's, in this process)
-			// run: a poll that keeps its processor busy would delay what it measures.
-			runtime.Gosched()
+			// Park between polls so that the tracking connection's goroutine (and the
+			// proxy's, in this process) run: Gosched would keep this goroutine on the run
+			// queue, which the scheduler serves before it polls the network, so the
+			// invalidation would wait for the runtime's 10 ms fallback poll.
+			time.Sleep(time.Microsecond)
 		}
 	}
 	return delays, nil
