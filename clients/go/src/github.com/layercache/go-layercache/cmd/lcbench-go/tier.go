@@ -126,7 +126,8 @@ func invalidationDelays(writer, reader cache.BlobDescriptorCacheProvider, n int)
 			// Park between polls so that the tracking connection's goroutine (and the
 			// proxy's, in this process) run: Gosched would keep this goroutine on the run
 			// queue, which the scheduler serves before it polls the network, so the
-			// invalidation would wait for the runtime's 10 ms fallback poll.
+			// invalidation waited until some other poll of the network (p99 2.4-3.2 ms
+			// at 0.5 ms, against 0.07-0.22 ms parked).
 			time.Sleep(time.Microsecond)
 		}
 	}
