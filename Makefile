@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind test-registry test-go bench bench-instructions bench-go clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-go go bench bench-instructions bench-go clean
 
 all: release
 
@@ -49,40 +49,34 @@ test: build lint
 test-matrix: deps
 	scripts/test-matrix.sh
 
+# distribution 2.8's registry (v2.8.3 from the Go module proxy) with the layercache
+# provider, as build/registry/registry-2.8 (scripts/build-registry.sh).
+registry: go
+	@scripts/deps.sh patch:patch
+	scripts/build-registry.sh
+
 # A real registry (Debian's docker-registry, distribution 2.8.2) and skopeo on the
 # module's Redis: push, pull, garbage collection and the README's recipes; then the
-# registry built with the Go provider on an ACL user, through Sentinel failovers (plain
-# and TLS), a Redis outage, resharding and a failover on Redis Cluster, and with the
-# local tier on two registries.
-test-registry: release
-	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 patch:patch $(GO_DEPS) $(REGISTRY_BUILD_DEPS)
+# registry built with the Go provider (make registry), on an ACL user, through Sentinel
+# failovers (plain and TLS), a Redis outage, resharding and a failover on Redis Cluster,
+# and with the local tier on two registries.
+test-registry: release registry
+	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 openssl:openssl
 	scripts/test-registry.py --with-provider
 	scripts/test-registry-ha.py
 
-# The Go cache provider for distribution (clients/go), built in GOPATH mode against
-# Debian's distribution 2.8.2 and redigo: distribution's cachecheck suite, interop with
-# distribution's own redis provider, in both key schemes.
-GOCODE = /usr/share/gocode/src/github.com
-GO_DEPS = go:golang-go $(GOCODE)/docker/distribution:golang-github-docker-distribution-dev \
-	$(GOCODE)/gomodule/redigo:golang-github-gomodule-redigo-dev \
-	$(GOCODE)/FZambia/sentinel:golang-github-fzambia-sentinel-dev $(GOCODE)/mna/redisc:golang-github-mna-redisc-dev \
-	openssl:openssl
-# What building distribution's cmd/registry needs beyond the library (docker-registry's
-# Build-Depends in Debian).
-REGISTRY_BUILD_DEPS = $(GOCODE)/aws/aws-sdk-go:golang-github-aws-aws-sdk-go-dev \
-	$(GOCODE)/bshuster-repo/logrus-logstash-hook:golang-github-bshuster-repo-logrus-logstash-hook-dev \
-	$(GOCODE)/bugsnag/bugsnag-go:golang-github-bugsnag-bugsnag-go-dev \
-	$(GOCODE)/docker/go-metrics:golang-github-docker-go-metrics-dev \
-	$(GOCODE)/docker/libtrust:golang-github-docker-libtrust-dev \
-	$(GOCODE)/gorilla/handlers:golang-github-gorilla-handlers-dev \
-	$(GOCODE)/ncw/swift:golang-github-ncw-swift-dev \
-	$(GOCODE)/Shopify/logrus-bugsnag:golang-github-shopify-logrus-bugsnag-dev \
-	$(GOCODE)/spf13/cobra:golang-github-spf13-cobra-dev
-GO_ENV = GO111MODULE=off GOPATH=$(CURDIR)/clients/go:/usr/share/gocode LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so
-test-go: release
-	@scripts/deps.sh $(GO_DEPS)
-	$(GO_ENV) go vet github.com/layercache/go-layercache
-	$(GO_ENV) go test -v -count=1 github.com/layercache/go-layercache
+# The Go provider (clients/go, a Go module): go vet, then its tests against real
+# redis-servers with the release module: distribution 2.8's cachecheck, interop with
+# distribution's own redis provider, topologies and the local tier.
+GO_TEST = cd clients/go && LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -count=1
+test-go: release go
+	@scripts/deps.sh openssl:openssl
+	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
+	$(GO_TEST) ./...
+
+# Go 1.23 or later, with the Go module proxy (Debian 12's golang-go is 1.19).
+go:
+	@command -v go >/dev/null || { echo "go not found: install Go 1.23 or later" >&2; exit 1; }
 
 # The integration commands against redis-server under valgrind memcheck; fails on an
 # invalid access or a definite leak with a frame in the module.
@@ -101,8 +95,7 @@ bench-instructions: deps
 
 # Latency of the Go provider against distribution's redis provider through a delay
 # proxy (0.5 ms and 2 ms round trips); writes its section of BENCHMARKS.md.
-bench-go: release
-	@scripts/deps.sh $(GO_DEPS)
+bench-go: release go
 	scripts/bench-go.sh
 
 clean:

@@ -274,16 +274,8 @@ def push_and_pull(work, registry, rng):
 
 
 def build_patched_registry(work):
-    """distribution's cmd/registry from Debian's source tree, with the provider patch."""
-    tree = os.path.join(work, "gopath", "src", "github.com", "docker", "distribution")
-    shutil.copytree("/usr/share/gocode/src/github.com/docker/distribution", tree, symlinks=True)
-    patch = os.path.join(ROOT, "clients", "go", "registry", "app.go.patch")
-    out = subprocess.run(["patch", "-p1", "-i", patch], cwd=tree, capture_output=True, text=True)
-    check(out.returncode == 0, f"the provider patch applies to Debian's distribution {out.stderr.strip()}")
-    binary = os.path.join(work, "registry")
-    gopath = os.pathsep.join([os.path.join(work, "gopath"), os.path.join(ROOT, "clients", "go"), "/usr/share/gocode"])
-    env = dict(os.environ, GO111MODULE="off", GOPATH=gopath)
-    out = subprocess.run(["go", "build", "-o", binary, "github.com/docker/distribution/cmd/registry"],
-                         env=env, capture_output=True, text=True)
-    check(out.returncode == 0, f"cmd/registry built with the patch {out.stderr.strip()[-2000:]}")
-    return binary
+    """distribution 2.8's registry (v2.8.3 from the Go module proxy) with the provider
+    patch, as `make registry` builds it (scripts/build-registry.sh)."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "build-registry.sh")], capture_output=True, text=True)
+    check(out.returncode == 0, f"the registry built with the provider {out.stderr.strip()[-2000:]}")
+    return os.path.join(ROOT, "build", "registry", "registry-2.8")

@@ -1,65 +1,27 @@
-package layercache
+package dist2
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/docker/distribution"
 	"github.com/docker/distribution/registry/storage/cache/cachecheck"
-	"github.com/gomodule/redigo/redis"
-	"github.com/mna/redisc"
+	layercache "github.com/layercache/go-layercache"
+	"github.com/layercache/go-layercache/internal/redistest"
 	"github.com/opencontainers/go-digest"
 )
-
-// startCluster starts masters*(1+replicas) cluster-enabled servers with moduleArgs
-// (nil: no module) and joins them with redis-cli --cluster create; their addresses,
-// once every node reports cluster_state:ok.
-func startCluster(t *testing.T, masters, replicas int, moduleArgs []string) []string {
-	t.Helper()
-	var addrs []string
-	for i := 0; i < masters*(1+replicas); i++ {
-		// The bus on a free port of its own: the default, port + 10000, may be taken or
-		// past 65535.
-		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-			"--cluster-port", fmt.Sprint(freePort(t))}
-		if moduleArgs != nil {
-			argv = append(argv, append([]string{"--loadmodule", os.Getenv("LAYERCACHE_MODULE")}, moduleArgs...)...)
-		}
-		addrs = append(addrs, startProcess(t, freePort(t), "Ready to accept connections", argv).addr)
-	}
-	create := append([]string{"--cluster", "create"}, addrs...)
-	create = append(create, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
-	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
-	}
-	for _, addr := range addrs {
-		waitFor(t, 60*time.Second, addr+" cluster_state:ok", func() bool {
-			c, err := redis.Dial("tcp", addr)
-			if err != nil {
-				return false
-			}
-			defer c.Close()
-			info, err := redis.String(c.Do("CLUSTER", "INFO"))
-			return err == nil && strings.Contains(info, "cluster_state:ok")
-		})
-	}
-	return addrs
-}
 
 // On a 3-master, 3-replica cluster in the blob scheme: distribution's cachecheck, the
 // CVE-2026-35172 sequence, and a repository SetDescriptor whose alias digest hashes to
 // another slot (the module's CROSSSLOT, then one-key commands).
 func TestCluster(t *testing.T) {
-	addrs := startCluster(t, 3, 1, []string{"scheme", "blob"})
-	o := Options{Addrs: addrs[:3]}
-	cachecheck.CheckBlobDescriptorCache(t, newProvider(t, o))
+	nodes := redistest.StartCluster(t, 3, 1, []string{"scheme", "blob"})
+	o := layercache.Options{Addrs: redistest.Addrs(nodes[:3])}
+	cachecheck.CheckBlobDescriptorCache(t, provider(t, o))
 
-	p := newProvider(t, o)
+	p := provider(t, o)
 	a, _ := p.RepositoryScoped("team/a")
 	b, _ := p.RepositoryScoped("team/b")
 	for _, r := range []distribution.BlobDescriptorService{a, b} {
@@ -79,7 +41,7 @@ func TestCluster(t *testing.T) {
 
 	var alias digest.Digest
 	for n := 0; alias == ""; n++ {
-		if d := digest.Digest(fmt.Sprintf("sha512:%0128x", n)); redisc.Slot(string(d)) != redisc.Slot(string(blob)) {
+		if d := digest.Digest(fmt.Sprintf("sha512:%0128x", n)); nodes[0].Slot(t, string(d)) != nodes[0].Slot(t, string(blob)) {
 			alias = d
 		}
 	}
@@ -100,8 +62,8 @@ func TestCluster(t *testing.T) {
 
 // A cluster whose nodes lack the module is refused at start, naming the node.
 func TestClusterWithoutTheModule(t *testing.T) {
-	addrs := startCluster(t, 3, 0, nil)
-	_, err := New(Options{Addrs: addrs})
+	nodes := redistest.StartCluster(t, 3, 0, nil)
+	_, err := New(layercache.Options{Addrs: redistest.Addrs(nodes)})
 	if err == nil || !strings.Contains(err.Error(), "does not have the layercache module loaded") {
 		t.Fatalf("New on a cluster without the module: %v", err)
 	}

@@ -5,8 +5,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
-	"github.com/docker/distribution"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -16,52 +16,66 @@ type entryKey struct {
 	dgst digest.Digest
 }
 
-// entry is one Stat reply: a descriptor, or a miss (ErrBlobUnknown).
+// entry is one Stat reply: a descriptor, or a miss (ErrUnknown).
 type entry struct {
 	key  entryKey
-	desc distribution.Descriptor
+	desc Descriptor
 	miss bool
 }
 
 // ticket is a read in flight whose reply may be stored; an invalidation of its key
-// before the reply arrives voids it.
+// (or a reset) before the reply arrives voids it.
 type ticket struct {
 	key   entryKey
+	epoch uint64
 	valid bool
 }
 
-// local is the in-process tier: up to max Stat replies (hits and misses), least
-// recently used evicted first. It serves and stores only while tracking is active
-// (Redis reports every change to the tracked prefixes on the tracking connection), and
-// empties whenever tracking starts, stops or Redis flushes. An entry depends on the
-// keys its command reads: a global Stat on the blob's descriptor key, a repository
-// Stat on that too and on the repository's set and its repository hash (scheme
-// distribution), or on the digest key alone (scheme blob).
-type local struct {
-	max    int
-	served atomic.Int64 // Stats answered from the tier
-	stored atomic.Int64 // Stat replies stored
+// tier is the in-process tier, and why an entry it serves is still fresh: it holds up
+// to max Stat replies (hits and misses), least recently used evicted first, and
+//
+//   - serves only within its lease: the tracking connection (tracking.go) renews it
+//     each time a PING it sent comes back, to the PING's sending time plus the lease.
+//     Redis writes an invalidation to that connection before it replies to the write,
+//     so every change acknowledged before the PING was sent has been heard when the
+//     PONG is; a silent connection (a black hole) stops the tier within the lease;
+//   - stores a reply only if no invalidation of its keys (nor a reset) came between
+//     the read's start and its reply, and only if the reply came from the server the
+//     tier tracks (the same epoch: a connection to a deposed master is another epoch);
+//   - empties whenever tracking starts or stops, Redis flushes, or the master changes.
+//
+// An entry depends on the keys its command reads: a global Stat on the blob's
+// descriptor key, a repository Stat on that too and on the repository's set and its
+// repository hash (scheme distribution), or on the digest key alone (scheme blob).
+type tier struct {
+	max           int
+	lease         time.Duration
+	served        atomic.Int64 // Stats answered from the tier
+	stored        atomic.Int64 // Stat replies stored
+	invalidations atomic.Int64 // key names Redis reported changed
+	sessions      atomic.Int64 // tracking sessions started
 
-	mu       sync.Mutex
-	active   bool
-	lru      *list.List // of *entry, most recently used first
-	entries  map[entryKey]*list.Element
-	byDigest map[digest.Digest]map[entryKey]bool
-	byRepo   map[string]map[entryKey]bool
-	inflight map[*ticket]bool
+	mu         sync.Mutex
+	epoch      uint64     // the server tracked; 0: not tracking
+	leaseUntil time.Time  // serving until
+	lru        *list.List // of *entry, most recently used first
+	entries    map[entryKey]*list.Element
+	byDigest   map[digest.Digest]map[entryKey]bool
+	byRepo     map[string]map[entryKey]bool
+	inflight   map[*ticket]bool
 	// seen, when set (tests), hears every key name an invalidation carried, after the
 	// entries depending on it were dropped.
 	seen func(key string)
 }
 
-func newLocal(max int) *local {
-	l := &local{max: max}
+func newTier(max int, lease time.Duration) *tier {
+	l := &tier{max: max, lease: lease}
 	l.clear()
 	return l
 }
 
 // clear drops every entry and voids every read in flight; mu held or not yet shared.
-func (l *local) clear() {
+func (l *tier) clear() {
 	l.lru = list.New()
 	l.entries = map[entryKey]*list.Element{}
 	l.byDigest = map[digest.Digest]map[entryKey]bool{}
@@ -72,55 +86,73 @@ func (l *local) clear() {
 	l.inflight = map[*ticket]bool{}
 }
 
-// setActive empties the tier and says whether it may serve: true once tracking is on
-// (and again after a flush), false when the tracking connection is lost.
-func (l *local) setActive(active bool) {
+// reset empties the tier and says which server it tracks now (0: none; it stores
+// nothing and does not serve until tracking is back and renews the lease).
+func (l *tier) reset(epoch uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.clear()
-	l.active = active
+	if epoch != l.epoch {
+		l.leaseUntil = time.Time{}
+	}
+	l.epoch = epoch
+}
+
+// renew extends the lease to until, if the tier still tracks epoch.
+func (l *tier) renew(epoch uint64, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.epoch == epoch && until.After(l.leaseUntil) {
+		l.leaseUntil = until
+	}
+}
+
+// serving reports whether the tier may answer now; mu held.
+func (l *tier) serving() bool {
+	return l.epoch != 0 && time.Now().Before(l.leaseUntil)
 }
 
 // get returns the stored reply for k, if the tier holds one and may serve it.
-func (l *local) get(k entryKey) (desc distribution.Descriptor, ok bool, err error) {
+func (l *tier) get(k entryKey) (desc Descriptor, ok bool, err error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[k]
-	if !ok || !l.active {
+	if !ok || !l.serving() {
 		return desc, false, nil
 	}
 	l.lru.MoveToFront(e)
 	l.served.Add(1)
 	v := e.Value.(*entry)
 	if v.miss {
-		return desc, true, distribution.ErrBlobUnknown
+		return desc, true, ErrUnknown
 	}
 	return v.desc, true, nil
 }
 
 // begin registers a read of k about to be sent; nil when the tier is not active.
-func (l *local) begin(k entryKey) *ticket {
+func (l *tier) begin(k entryKey) *ticket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.active {
+	if l.epoch == 0 {
 		return nil
 	}
-	t := &ticket{key: k, valid: true}
+	t := &ticket{key: k, epoch: l.epoch, valid: true}
 	l.inflight[t] = true
 	return t
 }
 
-// finish stores the reply of t's read, a descriptor or ErrBlobUnknown, unless an
-// invalidation of its keys (or a reset) came between begin and now: the reply may
-// then predate a change, and Redis will not report that change again.
-func (l *local) finish(t *ticket, desc distribution.Descriptor, err error) {
+// finish stores the reply of t's read, a descriptor or ErrUnknown, from the server of
+// epoch, unless an invalidation of its keys (or a reset) came between begin and now
+// (the reply may then predate a change, and Redis will not report that change again),
+// or the reply is not from the server tracked.
+func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, err error) {
 	if t == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inflight, t)
-	if !t.valid || !l.active || err != nil && err != distribution.ErrBlobUnknown {
+	if !t.valid || t.epoch != l.epoch || epoch != l.epoch || err != nil && err != ErrUnknown {
 		return
 	}
 	l.remove(t.key)
@@ -148,7 +180,7 @@ func unindex[K comparable](m map[K]map[entryKey]bool, by K, k entryKey) {
 }
 
 // remove drops the entry of k, if any; mu held.
-func (l *local) remove(k entryKey) {
+func (l *tier) remove(k entryKey) {
 	e, ok := l.entries[k]
 	if !ok {
 		return
@@ -161,7 +193,7 @@ func (l *local) remove(k entryKey) {
 
 // drop removes the stored entries and voids the reads in flight that depend on a
 // changed key: stored are those entries, match says which reads.
-func (l *local) drop(stored map[entryKey]bool, match func(entryKey) bool) {
+func (l *tier) drop(stored map[entryKey]bool, match func(entryKey) bool) {
 	for k := range stored {
 		l.remove(k)
 	}
@@ -174,19 +206,20 @@ func (l *local) drop(stored map[entryKey]bool, match func(entryKey) bool) {
 
 // dropDigest forgets every reply about dgst, global and of every repository: what the
 // provider's own writes to dgst call at once.
-func (l *local) dropDigest(dgst digest.Digest) {
+func (l *tier) dropDigest(dgst digest.Digest) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.dropDigestLocked(dgst)
 }
 
-func (l *local) dropDigestLocked(dgst digest.Digest) {
+func (l *tier) dropDigestLocked(dgst digest.Digest) {
 	l.drop(copyKeys(l.byDigest[dgst]), func(k entryKey) bool { return k.dgst == dgst })
 }
 
 // invalidated drops what depends on the keys Redis reports changed (the key names of
 // an invalidation message).
-func (l *local) invalidated(keys []string) {
+func (l *tier) invalidated(keys []string) {
+	l.invalidations.Add(int64(len(keys)))
 	l.mu.Lock()
 	for _, key := range keys {
 		repo, dgst, ok := dependents(key)
@@ -244,17 +277,17 @@ func dependents(key string) (repo string, dgst digest.Digest, ok bool) {
 	return "", digest.Digest(key), true // scheme blob: the key is the digest
 }
 
-// holds reports whether the tier would answer k now (tests).
-func (l *local) holds(k entryKey) bool {
+// holds reports whether the tier would answer k now.
+func (l *tier) holds(k entryKey) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	_, ok := l.entries[k]
-	return ok && l.active
+	return ok && l.serving()
 }
 
-// size is how many entries the tier holds, and whether it may serve.
-func (l *local) size() (int, bool) {
+// stats are the tier's counters, and whether it may serve now.
+func (l *tier) stats() (served, entries, invalidations int64, serving bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.lru.Len(), l.active
+	return l.served.Load(), int64(l.lru.Len()), l.invalidations.Load(), l.serving()
 }

@@ -13,38 +13,35 @@ import (
 	"time"
 
 	"github.com/docker/distribution"
-	"github.com/docker/distribution/registry/storage/cache/cachecheck"
 	dredis "github.com/docker/distribution/registry/storage/cache/redis"
+	garyburd "github.com/garyburd/redigo/redis"
 	"github.com/gomodule/redigo/redis"
+	"github.com/layercache/go-layercache/internal/redistest"
 	"github.com/opencontainers/go-digest"
 )
 
-// tiered is a provider with the local tier on, once its tracking is active.
-func tiered(t *testing.T, o Options) *provider {
+// tiered is a Client with the local tier on, once it serves.
+func tiered(t *testing.T, o Options) *Client {
 	t.Helper()
 	o.LocalEntries = 1000
 	if o.Logf == nil {
 		o.Logf = t.Logf
 	}
-	p := newProvider(t, o)
-	waitFor(t, 10*time.Second, "tracking active", func() bool { _, active := p.local.size(); return active })
-	return p
+	c := newClient(t, o)
+	redistest.WaitFor(t, 10*time.Second, "the tier serving", func() bool { return c.Stats().TierServing })
+	return c
 }
 
-// stat is p's Stat (repo "") or repository Stat.
-func stat(p *provider, repo string, dgst digest.Digest) (distribution.Descriptor, error) {
+// stat is c's Stat (repo "") or repository Stat.
+func stat(c *Client, repo string, dgst digest.Digest) (Descriptor, error) {
 	if repo == "" {
-		return p.Stat(ctx, dgst)
+		return c.Stat(ctx, dgst)
 	}
-	r, err := p.RepositoryScoped(repo)
-	if err != nil {
-		return distribution.Descriptor{}, err
-	}
-	return r.Stat(ctx, dgst)
+	return c.RepoStat(ctx, repo, dgst)
 }
 
 // truth is the server's own answer to a Stat (repo "") or repository Stat.
-func truth(t *testing.T, c redis.Conn, repo string, dgst digest.Digest) (distribution.Descriptor, error) {
+func truth(t *testing.T, c redis.Conn, repo string, dgst digest.Digest) (Descriptor, error) {
 	t.Helper()
 	var reply []interface{}
 	var err error
@@ -54,41 +51,16 @@ func truth(t *testing.T, c redis.Conn, repo string, dgst digest.Digest) (distrib
 		reply, err = redis.Values(c.Do("LAYERCACHE.REPOSTAT", repo, dgst))
 	}
 	if err == redis.ErrNil {
-		return distribution.Descriptor{}, distribution.ErrBlobUnknown
+		return Descriptor{}, ErrUnknown
 	}
 	if err != nil {
 		t.Fatalf("the server's answer: %v", err)
 	}
-	var desc distribution.Descriptor
+	var desc Descriptor
 	if _, err := redis.Scan(reply, &desc.Digest, &desc.Size, &desc.MediaType); err != nil {
 		t.Fatal(err)
 	}
 	return desc, nil
-}
-
-func dialT(t *testing.T, addr string) redis.Conn {
-	t.Helper()
-	c, err := redis.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// distribution's cachecheck, unmodified, with the tier on, in both schemes.
-func TestLocalTierCachecheck(t *testing.T) {
-	for _, scheme := range schemes {
-		t.Run(scheme, func(t *testing.T) {
-			p := tiered(t, Options{Addrs: []string{server(t, scheme)}})
-			cachecheck.CheckBlobDescriptorCache(t, p)
-			// Not what the tier holds at the end: the invalidations of cachecheck's
-			// last writes may still arrive and drop what it stored after them.
-			if p.local.stored.Load() == 0 {
-				t.Fatal("cachecheck stored nothing in the tier: it was not used")
-			}
-		})
-	}
 }
 
 // fence writes a key in every tracked prefix and waits until each instance has seen
@@ -99,23 +71,24 @@ func TestLocalTierCachecheck(t *testing.T) {
 // keys are written in one MULTI, so they share a loop with anything they could race;
 // each fence deletes the last one's keys.
 type fence struct {
-	c    redis.Conn
-	n    int64
-	seen [][]*atomic.Int64 // per instance, per tracked prefix: the last fence seen
+	clients []*Client
+	c       redis.Conn
+	n       int64
+	seen    [][]*atomic.Int64 // per instance, per tracked prefix: the last fence seen
 }
 
 func fenceKey(prefix string, n int64) string { return fmt.Sprintf("%sfence:%d", prefix, n) }
 
-func newFence(c redis.Conn, instances ...*provider) *fence {
-	f := &fence{c: c}
+func newFence(c redis.Conn, instances ...*Client) *fence {
+	f := &fence{c: c, clients: instances}
 	for _, p := range instances {
 		var seen []*atomic.Int64
 		for range trackedPrefixes {
 			seen = append(seen, &atomic.Int64{})
 		}
 		f.seen = append(f.seen, seen)
-		p.local.mu.Lock()
-		p.local.seen = func(key string) {
+		p.tier.mu.Lock()
+		p.tier.seen = func(key string) {
 			for i, prefix := range trackedPrefixes {
 				if s := strings.TrimPrefix(key, prefix+"fence:"); s != key {
 					if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > seen[i].Load() {
@@ -124,7 +97,7 @@ func newFence(c redis.Conn, instances ...*provider) *fence {
 				}
 			}
 		}
-		p.local.mu.Unlock()
+		p.tier.mu.Unlock()
 	}
 	return f
 }
@@ -132,6 +105,10 @@ func newFence(c redis.Conn, instances ...*provider) *fence {
 func (f *fence) wait(t *testing.T) {
 	t.Helper()
 	f.n++
+	var sessions []int64
+	for _, c := range f.clients {
+		sessions = append(sessions, c.tier.sessions.Load())
+	}
 	f.c.Send("MULTI")
 	for _, prefix := range trackedPrefixes {
 		f.c.Send("DEL", fenceKey(prefix, f.n-1))
@@ -140,8 +117,14 @@ func (f *fence) wait(t *testing.T) {
 	if _, err := f.c.Do("EXEC"); err != nil {
 		t.Fatal(err)
 	}
-	for _, seen := range f.seen {
-		waitFor(t, 10*time.Second, "an instance to see the fence", func() bool {
+	for i, seen := range f.seen {
+		// Seen every fence key, or tracking started over since (a flush): the tier was
+		// emptied after the fence, and tracks everything after it.
+		c := f.clients[i]
+		redistest.WaitFor(t, 10*time.Second, "an instance to see the fence", func() bool {
+			if c.tier.sessions.Load() > sessions[i] && c.Stats().TierServing {
+				return true
+			}
 			for _, s := range seen {
 				if s.Load() < f.n {
 					return false
@@ -178,8 +161,8 @@ func TestLocalTierNoStaleRead(t *testing.T) {
 }
 
 func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
-	s := startRedis(t, "scheme", scheme)
-	d := dialT(t, s.addr)
+	s := redistest.Start(t, "scheme", scheme)
+	d := s.Dial(t)
 	info, err := redis.String(d.Do("INFO", "memory"))
 	if err != nil {
 		t.Fatal(err)
@@ -189,9 +172,9 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	if _, err := d.Do("CONFIG", "SET", "maxmemory", used+2<<20, "maxmemory-policy", "allkeys-lru"); err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Addrs: []string{s.addr}}
+	o := Options{Addrs: []string{s.Addr}}
 	writer, reader := tiered(t, o), tiered(t, o)
-	stock := dredis.NewRedisBlobDescriptorCacheProvider(distributionProvider(s.addr))
+	stock := dredis.NewRedisBlobDescriptorCacheProvider(&garyburd.Pool{Dial: func() (garyburd.Conn, error) { return garyburd.Dial("tcp", s.Addr) }})
 	f := newFence(d, writer, reader)
 
 	repos := []string{"team-a/app", "team-b/app", "team-c/web"}
@@ -201,8 +184,8 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	}
 	alias := func(d digest.Digest) digest.Digest { return digest.SHA512.FromString(string(d)) }
 	mediatypes := []string{"application/octet-stream", "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.config.v1+json"}
-	randDesc := func(d digest.Digest) distribution.Descriptor {
-		return distribution.Descriptor{Digest: d, Size: rng.Int63n(1 << 30), MediaType: mediatypes[rng.Intn(len(mediatypes))]}
+	randDesc := func(d digest.Digest) Descriptor {
+		return Descriptor{Digest: d, Size: rng.Int63n(1 << 30), MediaType: mediatypes[rng.Intn(len(mediatypes))]}
 	}
 	// A key the scheme stores blob d's state in, for plain DEL, TTL and the like.
 	someKey := func(d digest.Digest) string {
@@ -252,9 +235,9 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 		return infoField(info, "evicted_keys")
 	}
 	var checks, fromTier, retried, fences, fillers int
-	check := func(i int, p *provider, who, repo string, dgst digest.Digest, since int64, op string) {
+	check := func(i int, p *Client, who, repo string, dgst digest.Digest, since int64, op string) {
 		for attempt := 0; ; attempt++ {
-			if p.local.holds(entryKey{repo, dgst}) {
+			if p.tier.holds(entryKey{repo, dgst}) {
 				fromTier++
 			}
 			got, gotErr := stat(p, repo, dgst)
@@ -278,7 +261,6 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	for i := 0; i < ops; i++ {
 		dgst := digests[rng.Intn(len(digests))]
 		repo := repos[rng.Intn(len(repos))]
-		w, _ := writer.RepositoryScoped(repo)
 		var op string
 		var err error
 		ownWrite := true
@@ -291,14 +273,14 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 			check(i, reader, "the reader", readRepo, dgst, evicted(), "read")
 			continue
 		case n < 550:
-			op, err = "repository SetDescriptor", w.SetDescriptor(ctx, dgst, randDesc(dgst))
+			op, err = "repository SetDescriptor", writer.RepoSetDescriptor(ctx, repo, dgst, randDesc(dgst))
 		case n < 580:
 			a := alias(dgst)
-			op, err = "repository SetDescriptor with an alias", w.SetDescriptor(ctx, dgst, randDesc(a))
+			op, err = "repository SetDescriptor with an alias", writer.RepoSetDescriptor(ctx, repo, dgst, randDesc(a))
 		case n < 630:
 			op, err = "SetDescriptor", writer.SetDescriptor(ctx, dgst, randDesc(dgst))
 		case n < 680:
-			op, err = "repository Clear (REPOCLEAR)", w.Clear(ctx, dgst)
+			op, err = "repository Clear (REPOCLEAR)", writer.RepoClear(ctx, repo, dgst)
 		case n < 710:
 			op, err = "Clear", writer.Clear(ctx, dgst)
 		case n < 740:
@@ -308,7 +290,8 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 			ownWrite = false
 			if scheme == "distribution" {
 				sr, _ := stock.RepositoryScoped(repo)
-				op, err = "a stock registry's repository SetDescriptor", sr.SetDescriptor(ctx, dgst, randDesc(dgst))
+				dd := randDesc(dgst)
+				op, err = "a stock registry's repository SetDescriptor", sr.SetDescriptor(ctx, dgst, distribution.Descriptor{Digest: dd.Digest, Size: dd.Size, MediaType: dd.MediaType})
 			} else {
 				op = "HSET of a repository field"
 				_, err = d.Do("HSET", dgst, "repo:"+repo, mediatypes[rng.Intn(len(mediatypes))])
@@ -320,7 +303,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 			op, ownWrite = "TTL expiry", false
 			key := someKey(dgst)
 			if _, err = d.Do("PEXPIRE", key, 1+rng.Intn(3)); err == nil {
-				waitFor(t, 5*time.Second, key+" to expire", func() bool { n, _ := redis.Int(d.Do("EXISTS", key)); return n == 0 })
+				redistest.WaitFor(t, 5*time.Second, key+" to expire", func() bool { n, _ := redis.Int(d.Do("EXISTS", key)); return n == 0 })
 			}
 		case n < 999:
 			op, ownWrite = "filler (eviction)", false
@@ -330,7 +313,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 			op, ownWrite = "FLUSHALL", false
 			_, err = d.Do("FLUSHALL")
 		}
-		if err != nil && err != distribution.ErrBlobUnknown {
+		if err != nil && err != ErrUnknown {
 			t.Fatalf("op %d (%s): %v", i, op, err)
 		}
 		before := evicted()
@@ -365,14 +348,12 @@ func infoField(info, name string) int64 {
 func TestLocalTierClearedBlobStaysCleared(t *testing.T) {
 	for _, scheme := range schemes {
 		t.Run(scheme, func(t *testing.T) {
-			s := server(t, scheme)
-			o := Options{Addrs: []string{s}}
+			s := redistest.Start(t, "scheme", scheme)
+			o := Options{Addrs: []string{s.Addr}}
 			writer, reader := tiered(t, o), tiered(t, o)
-			f := newFence(dialT(t, s), writer, reader)
-			wa, _ := writer.RepositoryScoped("team/a")
-			wb, _ := writer.RepositoryScoped("team/b")
-			for _, r := range []distribution.BlobDescriptorService{wa, wb} {
-				if err := r.SetDescriptor(ctx, blob, desc); err != nil {
+			f := newFence(s.Dial(t), writer, reader)
+			for _, repo := range []string{"team/a", "team/b"} {
+				if err := writer.RepoSetDescriptor(ctx, repo, blob, desc); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -382,18 +363,18 @@ func TestLocalTierClearedBlobStaysCleared(t *testing.T) {
 					t.Fatalf("team/a before the clear: %v, %v", got, err)
 				}
 			}
-			if reader.local.served.Load() != 1 {
-				t.Fatalf("the tier served %d Stats, want 1", reader.local.served.Load())
+			if n := reader.Stats().TierServed; n != 1 {
+				t.Fatalf("the tier served %d Stats, want 1", n)
 			}
-			if err := wa.Clear(ctx, blob); err != nil {
+			if err := writer.RepoClear(ctx, "team/a", blob); err != nil {
 				t.Fatal(err)
 			}
-			if err := wb.SetDescriptor(ctx, blob, desc); err != nil {
+			if err := writer.RepoSetDescriptor(ctx, "team/b", blob, desc); err != nil {
 				t.Fatal(err)
 			}
 			f.wait(t)
-			for _, p := range []*provider{writer, reader} {
-				if _, err := stat(p, "team/a", blob); err != distribution.ErrBlobUnknown {
+			for _, p := range []*Client{writer, reader} {
+				if _, err := stat(p, "team/a", blob); err != ErrUnknown {
 					t.Fatalf("team/a sees the blob team/b cached again: %v", err)
 				}
 				if got, err := stat(p, "team/b", blob); err != nil || !reflect.DeepEqual(got, desc) {
@@ -406,6 +387,7 @@ func TestLocalTierClearedBlobStaysCleared(t *testing.T) {
 
 // trackingClient is the id of p's tracking connection on the server c is to.
 func trackingClient(t *testing.T, c redis.Conn) string {
+	t.Helper()
 	list, err := redis.String(c.Do("CLIENT", "LIST", "TYPE", "pubsub"))
 	if err != nil {
 		t.Fatal(err)
@@ -423,27 +405,26 @@ func trackingClient(t *testing.T, c redis.Conn) string {
 // is back; a change meanwhile (whose invalidation nobody hears) is read from Redis. The
 // same when Redis restarts. Then the tier fills again.
 func TestLocalTierTrackingLost(t *testing.T) {
-	s := startRedis(t)
-	var log logs
-	p := tiered(t, Options{Addrs: []string{s.addr}, Logf: log.logf})
-	repo, _ := p.RepositoryScoped("team/app")
-	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
+	s := redistest.Start(t)
+	var log redistest.Logs
+	p := tiered(t, Options{Addrs: []string{s.Addr}, Logf: log.Logf})
+	if err := p.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
 		t.Fatal(err)
 	}
-	c := dialT(t, s.addr)
+	c := s.Dial(t)
 	f := newFence(c, p)
 	fill := func(what string) {
 		t.Helper()
-		waitFor(t, 10*time.Second, "tracking active "+what, func() bool { _, active := p.local.size(); return active })
+		redistest.WaitFor(t, 10*time.Second, "the tier serving "+what, func() bool { return p.Stats().TierServing })
 		// The invalidation of the last write may still be on its way: one arriving
 		// after the miss below would drop the entry it stored.
 		f.wait(t)
-		before := p.local.served.Load()
+		before := p.Stats().TierServed
 		for i := 0; i < 2; i++ {
-			stat(p, "team/app", blob)
+			stat(p, "team/app", blob) //nolint:errcheck
 		}
-		if n, _ := p.local.size(); n != 1 || p.local.served.Load() != before+1 {
-			t.Fatalf("%s: the tier holds %d entries and served %d; want 1 and 1", what, n, p.local.served.Load()-before)
+		if s := p.Stats(); s.TierEntries != 1 || s.TierServed != before+1 {
+			t.Fatalf("%s: the tier holds %d entries and served %d; want 1 and 1", what, s.TierEntries, s.TierServed-before)
 		}
 	}
 	fill("at start")
@@ -456,28 +437,28 @@ func TestLocalTierTrackingLost(t *testing.T) {
 	if _, err := c.Do("HSET", "repository::team/app::blobs::"+string(blob), "mediatype", "application/octet-stream"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the tier to stop", func() bool { n, active := p.local.size(); return n == 0 && !active })
+	redistest.WaitFor(t, 5*time.Second, "the tier to stop", func() bool { s := p.Stats(); return s.TierEntries == 0 && !s.TierServing })
 	if got, err := stat(p, "team/app", blob); err != nil || got.MediaType != "application/octet-stream" {
 		t.Fatalf("after CLIENT KILL: %v, %v; want the changed mediatype", got, err)
 	}
 	fill("after CLIENT KILL")
 	t.Logf("tracking back %v after CLIENT KILL", time.Since(started))
 
-	s.kill()
-	waitFor(t, 5*time.Second, "the tier to stop", func() bool { n, active := p.local.size(); return n == 0 && !active })
-	back := startProcess(t, s.port, "Ready to accept connections", []string{"--loadmodule", os.Getenv("LAYERCACHE_MODULE")})
-	defer back.kill()
+	s.Kill()
+	redistest.WaitFor(t, 5*time.Second, "the tier to stop", func() bool { s := p.Stats(); return s.TierEntries == 0 && !s.TierServing })
+	back := redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)})
+	defer back.Kill()
 	// The new server is empty: a miss, from Redis or from the tier once it is back.
-	waitFor(t, 10*time.Second, "the provider to reach the new server", func() bool {
+	redistest.WaitFor(t, 10*time.Second, "the provider to reach the new server", func() bool {
 		_, err := stat(p, "team/app", blob)
-		return err == distribution.ErrBlobUnknown && !p.breaker.open()
+		return err == ErrUnknown && !p.Stats().BreakerOpen
 	})
-	if err := repo.SetDescriptor(ctx, blob, desc); err != nil {
+	if err := p.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
 		t.Fatal(err)
 	}
-	f.c = dialT(t, s.addr) // the fence's connection went with the old server
+	f.c = back.Dial(t) // the fence's connection went with the old server
 	fill("after the restart")
-	if n := log.count("local tier off"); n != 2 {
-		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.lines)
+	if n := log.Count("local tier off"); n != 2 {
+		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.Lines)
 	}
 }

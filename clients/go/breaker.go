@@ -1,0 +1,128 @@
+package layercache
+
+import (
+	"sync"
+	"time"
+)
+
+// breaker is what happens when Redis hangs, is black-holed, refuses connections or
+// cannot serve: the registry fails open, and pays Redis's timeout as few times as it
+// can. There is one breaker per server (per master on a cluster, so one node's fault
+// touches only its slots).
+//
+//   - Closed: calls go to Redis. A connection failure makes it suspect: from then on
+//     one call at a time goes to Redis (the others are misses at once) until a call
+//     succeeds, which clears it, or FailAfter consecutive failures open it. So after the
+//     first failure at most FailAfter-1 more calls pay a timeout; calls already in
+//     flight when the fault began pay theirs, as nothing could have known.
+//   - Open: every call is a miss at once. After the window one call probes; never two
+//     at once. The probe's success closes the breaker; its failure doubles the window
+//     (BackoffMin up to BackoffMax). Results of calls admitted before it opened
+//     (stragglers) change nothing.
+//
+// Only connection failures count (dial errors, timeouts, broken connections, and the
+// replies of a server that cannot serve: LOADING, READONLY, MASTERDOWN, CLUSTERDOWN,
+// max clients); error replies about the call do not. Each state change is logged once.
+type breaker struct {
+	name      string // in log lines: "" or the node's address
+	failAfter int
+	min, max  time.Duration
+	logf      func(format string, args ...interface{})
+
+	mu       sync.Mutex
+	failures int           // consecutive, while closed
+	trial    bool          // suspect: the one call admitted is in flight
+	window   time.Duration // 0: closed
+	until    time.Time     // open: no probe before this
+	probe    uint64        // open: the token of the probe in flight, 0 none
+	tokens   uint64
+	opens    int64 // times opened
+}
+
+// pass is an admitted call's token, given back to done.
+type pass struct {
+	probe uint64 // the probe's token; 0 for a call admitted while closed
+	trial bool   // the one call admitted while suspect
+}
+
+func newBreaker(name string, o Options) *breaker {
+	return &breaker{name: name, failAfter: o.FailAfter, min: o.BackoffMin, max: o.BackoffMax, logf: o.Logf}
+}
+
+// allow reports whether a call may go to Redis now; an admitted call must report its
+// outcome to done with the pass.
+func (b *breaker) allow() (pass, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.window == 0 && b.failures == 0:
+		return pass{}, true
+	case b.window == 0: // suspect
+		if b.trial {
+			return pass{}, false
+		}
+		b.trial = true
+		return pass{trial: true}, true
+	case b.probe != 0 || time.Now().Before(b.until):
+		return pass{}, false
+	}
+	b.tokens++
+	b.probe = b.tokens
+	return pass{probe: b.probe}, true
+}
+
+// done records the outcome of an admitted call: failed means Redis could not be
+// reached or could not serve; err says why.
+func (b *breaker) done(p pass, failed bool, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.trial {
+		b.trial = false
+	}
+	if b.window != 0 {
+		if p.probe == 0 || p.probe != b.probe {
+			return // a straggler from before the breaker opened
+		}
+		b.probe = 0
+		if !failed {
+			b.window, b.failures = 0, 0
+			b.logf("layercache: Redis%s answers again; the cache is back in use", b.where())
+			return
+		}
+		b.window = min(2*b.window, b.max)
+		b.until = time.Now().Add(b.window)
+		return
+	}
+	if !failed {
+		b.failures = 0
+		return
+	}
+	b.failures++
+	if b.failures >= b.failAfter {
+		b.window, b.until, b.opens = b.min, time.Now().Add(b.min), b.opens+1
+		b.logf("layercache: Redis%s unreachable after %d failed calls (last: %v); the registry serves from storage, retrying after %v, up to every %v",
+			b.where(), b.failures, err, b.min, b.max)
+	}
+}
+
+// reset closes the breaker without a probe: the server it guarded was replaced (a new
+// master).
+func (b *breaker) reset() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.failures, b.window, b.probe = 0, 0, 0
+}
+
+func (b *breaker) where() string {
+	if b.name == "" {
+		return ""
+	}
+	return " at " + b.name
+}
+
+// state reports whether calls are being skipped, and how often the breaker opened.
+func (b *breaker) state() (open bool, opens int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.window != 0, b.opens
+}

@@ -1,0 +1,376 @@
+// Package layercache is the version-free core of the layercache provider for CNCF
+// distribution: the LAYERCACHE.* commands of the layercache Redis module, one round trip
+// and one atomic step each, over one node, Sentinel or Redis Cluster, failing open
+// through a breaker, with an optional local tier kept exact by Redis's tracking. The
+// adapters (dist2 for distribution 2.8 and Harbor) turn it into each line's
+// BlobDescriptorCacheProvider.
+package layercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/redis/go-redis/v9"
+)
+
+// Descriptor is what the cache holds of a blob: its digest, size and mediatype.
+type Descriptor struct {
+	Digest    digest.Digest
+	Size      int64
+	MediaType string
+}
+
+var (
+	// ErrUnknown: the cache holds no such descriptor (or Redis was skipped).
+	ErrUnknown = errors.New("layercache: blob unknown to the cache")
+	// ErrUnavailable is what a Clear returns while Redis is skipped (the breaker is
+	// open): a delete must not succeed while the cache may still hold the descriptor.
+	ErrUnavailable = errors.New("layercache: Redis unavailable, cache skipped")
+)
+
+// Client runs the module's commands for a registry. It is safe for concurrent use.
+type Client struct {
+	o       Options
+	topo    topology
+	replies *replyLog
+	// tier and tracker are the local tier, nil when it is off.
+	tier    *tier
+	tracker *tracker
+}
+
+// topology is where a call about a key goes: one server (a node, or the master the
+// sentinels name) or the cluster node of the key's slot.
+type topology interface {
+	route(ctx context.Context, key string) route
+	// skipped hears of a call its breaker skipped (a cluster refreshes its slot map).
+	skipped()
+	breakers() []*breaker
+	close() error
+}
+
+// route is the server a call goes to: its breaker, and how to run a command there.
+type route struct {
+	breaker *breaker
+	// run runs a command; epoch says which server answered (0: none, or a cluster).
+	run func(ctx context.Context, args ...interface{}) (reply interface{}, epoch uint64, err error)
+	// failed hears of a connection failure of the server of epoch, or of a reply of a
+	// server that cannot serve (unavailable).
+	failed func(epoch uint64, unavailable bool)
+}
+
+// New returns a Client for the Redis o describes, which must have the layercache module
+// loaded. A node is not dialled, nor are sentinels asked: an unreachable Redis is
+// reported by the first calls (and the breaker's log), and the registry serves from
+// storage meanwhile. A cluster is asked for its slots and each master for its scheme,
+// which must be blob; a cluster that does not answer is logged, not an error.
+func New(o Options) (*Client, error) {
+	o = o.withDefaults()
+	if len(o.Addrs) == 0 {
+		return nil, errors.New("layercache: no Redis address")
+	}
+	c := &Client{o: o, replies: newReplyLog(o.Logf)}
+	var err error
+	if o.cluster() {
+		if o.LocalEntries > 0 {
+			return nil, errors.New("layercache: the local tier is not available on Redis Cluster")
+		}
+		c.topo, err = newCluster(o)
+		return c, err
+	}
+	d, err := newDirect(o)
+	if err != nil {
+		return nil, err
+	}
+	c.topo = d
+	if o.LocalEntries > 0 {
+		c.tier = newTier(o.LocalEntries, o.LocalLease)
+		c.tracker = newTracker(c.tier, d, o)
+		go c.tracker.run()
+	}
+	return c, nil
+}
+
+// Close ends tracking and closes every connection.
+func (c *Client) Close() error {
+	if c.tracker != nil {
+		c.tracker.close()
+	}
+	return c.topo.close()
+}
+
+// Stat returns the global descriptor of dgst (LAYERCACHE.STAT); ErrUnknown when the
+// cache holds none.
+func (c *Client) Stat(ctx context.Context, dgst digest.Digest) (Descriptor, error) {
+	return c.stat(ctx, entryKey{"", dgst}, "LAYERCACHE.STAT", dgst)
+}
+
+// RepoStat returns the descriptor as repo sees it (LAYERCACHE.REPOSTAT): ErrUnknown
+// unless the repository holds the blob.
+func (c *Client) RepoStat(ctx context.Context, repo string, dgst digest.Digest) (Descriptor, error) {
+	return c.stat(ctx, entryKey{repo, dgst}, "LAYERCACHE.REPOSTAT", repo, dgst)
+}
+
+// SetDescriptor stores the global descriptor of dgst (LAYERCACHE.SETDESCRIPTOR): digest
+// and size overwritten, mediatype only if absent. A write Redis skipped is as if the
+// cache had evicted it.
+func (c *Client) SetDescriptor(ctx context.Context, dgst digest.Digest, d Descriptor) error {
+	defer c.forget(dgst)
+	return c.write(ctx, dgst, "LAYERCACHE.SETDESCRIPTOR", dgst, d.Digest, d.Size, d.MediaType)
+}
+
+// write runs a write that replies OK; a skipped write is as if the cache had evicted it.
+func (c *Client) write(ctx context.Context, dgst digest.Digest, args ...interface{}) error {
+	if _, _, err := c.call(ctx, dgst, args...); err != nil && !errors.Is(err, errSkipped) {
+		return err
+	}
+	return nil
+}
+
+// RepoSetDescriptor records that repo holds the blob, its descriptor and the
+// repository's mediatype, under both digests when they differ by algorithm, in one step
+// (LAYERCACHE.REPOSETDESCRIPTOR). On a cluster whose slots split the two digests, the
+// same writes go as one-key commands.
+func (c *Client) RepoSetDescriptor(ctx context.Context, repo string, dgst digest.Digest, d Descriptor) error {
+	defer c.forget(dgst, d.Digest)
+	err := c.write(ctx, dgst, "LAYERCACHE.REPOSETDESCRIPTOR", repo, dgst, d.Digest, d.Size, d.MediaType)
+	if code, _ := ReplyCode(err); code != "CROSSSLOT" {
+		return err
+	}
+	// Redis refused the two keys and nothing was written. dgst's membership, repository
+	// mediatype and descriptor (whose digest is the alias), then the alias's own.
+	if err := c.write(ctx, dgst, "LAYERCACHE.REPOSETDESCRIPTOR", repo, dgst, dgst, d.Size, d.MediaType); err != nil {
+		return err
+	}
+	if err := c.write(ctx, dgst, "LAYERCACHE.SETDESCRIPTOR", dgst, d.Digest, d.Size, d.MediaType); err != nil {
+		return err
+	}
+	return c.write(ctx, d.Digest, "LAYERCACHE.REPOSETDESCRIPTOR", repo, d.Digest, d.Digest, d.Size, d.MediaType)
+}
+
+// Clear removes the global descriptor of dgst (LAYERCACHE.CLEAR); ErrUnknown when
+// there was none, ErrUnavailable when Redis was skipped.
+func (c *Client) Clear(ctx context.Context, dgst digest.Digest) error {
+	defer c.forget(dgst)
+	return c.removed(ctx, dgst, "LAYERCACHE.CLEAR", dgst)
+}
+
+// RepoClear removes repo's membership, its mediatype and the global descriptor in one
+// step (LAYERCACHE.REPOCLEAR), so another repository caching the blob again cannot make
+// it visible here (CVE-2026-35172); ErrUnknown unless the repository held it.
+func (c *Client) RepoClear(ctx context.Context, repo string, dgst digest.Digest) error {
+	defer c.forget(dgst)
+	return c.removed(ctx, dgst, "LAYERCACHE.REPOCLEAR", repo, dgst)
+}
+
+// Do runs any command on the server of key's slot, through its breaker, within one
+// timeout (tools and tests; a skipped call is ErrUnavailable).
+func (c *Client) Do(ctx context.Context, key digest.Digest, args ...interface{}) (interface{}, error) {
+	reply, _, err := c.call(ctx, key, args...)
+	if errors.Is(err, errSkipped) {
+		return nil, ErrUnavailable
+	}
+	return reply, err
+}
+
+// stat is a Stat through the local tier: its stored reply when it may serve one;
+// otherwise Redis's, which it then stores unless tier.go's rules say not to.
+func (c *Client) stat(ctx context.Context, k entryKey, args ...interface{}) (Descriptor, error) {
+	if c.tier == nil {
+		d, _, err := c.descriptor(ctx, k.dgst, args...)
+		return d, err
+	}
+	if d, ok, err := c.tier.get(k); ok {
+		return d, err
+	}
+	t := c.tier.begin(k)
+	d, epoch, err := c.descriptor(ctx, k.dgst, args...)
+	c.tier.finish(t, epoch, d, err)
+	return d, err
+}
+
+// forget drops the tier's replies about the digests a write touched, once the write is
+// done: the instance reads its own writes at once.
+func (c *Client) forget(dgsts ...digest.Digest) {
+	if c.tier != nil {
+		for _, d := range dgsts {
+			c.tier.dropDigest(d)
+		}
+	}
+}
+
+// errSkipped: the breaker did not let the call through.
+var errSkipped = errors.New("layercache: call skipped")
+
+// call runs one command about dgst (in a cluster, on the node of dgst's slot) through
+// that server's breaker, within one timeout: the context's deadline, else ReadTimeout.
+// epoch says which server answered (0: none did).
+func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface{}) (reply interface{}, epoch uint64, err error) {
+	for i, a := range args {
+		if d, ok := a.(digest.Digest); ok {
+			args[i] = string(d)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.o.ReadTimeout)
+	defer cancel()
+	r := c.topo.route(ctx, string(dgst))
+	p, ok := r.breaker.allow()
+	if !ok {
+		c.topo.skipped()
+		return nil, 0, errSkipped
+	}
+	reply, epoch, err = r.run(ctx, args...)
+	failed, unavailable := failure(err)
+	r.breaker.done(p, failed, err)
+	if failed {
+		r.failed(epoch, unavailable)
+		return nil, 0, err
+	}
+	if code, _ := ReplyCode(err); code != "" && code != "CROSSSLOT" { // CROSSSLOT: RepoSetDescriptor's to handle
+		c.replies.seen(err)
+	}
+	return reply, epoch, err
+}
+
+// failure says whether err is Redis failing (not an error reply about the call, nor
+// the caller giving up), and whether it is a reply of a server that cannot serve.
+func failure(err error) (failed, unavailable bool) {
+	switch {
+	case err == nil || err == redis.Nil:
+		return false, false
+	case errors.Is(err, context.Canceled):
+		return false, false // the registry's request went away
+	case errors.Is(err, redis.ErrClosed):
+		return false, false // the client was replaced (a new master) while the call ran
+	}
+	if code, message := ReplyCode(err); code != "" {
+		switch code {
+		case "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN":
+			return true, true
+		case "WRONGPASS", "NOAUTH": // the connection could not be opened
+			return true, false
+		case "ERR":
+			return strings.Contains(message, "max number of clients"), false
+		}
+		return false, false
+	}
+	return true, false
+}
+
+// descriptor runs a command that replies [digest, size, mediatype] or nil; a skipped
+// or failed call is a miss (ErrUnknown), as is a nil reply.
+func (c *Client) descriptor(ctx context.Context, dgst digest.Digest, args ...interface{}) (Descriptor, uint64, error) {
+	reply, epoch, err := c.call(ctx, dgst, args...)
+	switch {
+	case err == redis.Nil:
+		return Descriptor{}, epoch, ErrUnknown
+	case errors.Is(err, errSkipped):
+		return Descriptor{}, 0, ErrUnknown
+	case err != nil:
+		return Descriptor{}, 0, err
+	}
+	values, ok := reply.([]interface{})
+	if ok && len(values) == 3 {
+		d, ok1 := values[0].(string)
+		size, ok2 := values[1].(int64)
+		mediatype, ok3 := values[2].(string)
+		if ok1 && ok2 && ok3 {
+			return Descriptor{Digest: digest.Digest(d), Size: size, MediaType: mediatype}, epoch, nil
+		}
+	}
+	return Descriptor{}, 0, fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
+}
+
+// removed runs a removal that replies 1 or 0; 0 is ErrUnknown, a skipped call
+// ErrUnavailable.
+func (c *Client) removed(ctx context.Context, dgst digest.Digest, args ...interface{}) error {
+	reply, _, err := c.call(ctx, dgst, args...)
+	if errors.Is(err, errSkipped) {
+		return ErrUnavailable
+	}
+	if err != nil {
+		return err
+	}
+	if n, ok := reply.(int64); !ok || n == 0 {
+		return ErrUnknown
+	}
+	return nil
+}
+
+// ReplyCode splits an error reply into its code (the module's DIGEST_INVALID,
+// NAME_INVALID, SIZE_INVALID, or Redis's NOPERM, OOM, ...) and message; "" when err is
+// not an error reply.
+func ReplyCode(err error) (code, message string) {
+	var reply redis.Error
+	if err == nil || !errors.As(err, &reply) || err == redis.Nil {
+		return "", ""
+	}
+	code, message, _ = strings.Cut(reply.Error(), " ")
+	return code, message
+}
+
+// replyLog logs error replies once per code per minute and counts them: an ACL user
+// without a command (NOPERM) or a full Redis (OOM) must not leave the cache silently
+// doing nothing.
+type replyLog struct {
+	logf   func(format string, args ...interface{})
+	mu     sync.Mutex
+	last   map[string]time.Time
+	counts map[string]int64
+}
+
+func newReplyLog(logf func(format string, args ...interface{})) *replyLog {
+	return &replyLog{logf: logf, last: map[string]time.Time{}, counts: map[string]int64{}}
+}
+
+func (l *replyLog) seen(err error) {
+	code, _ := ReplyCode(err)
+	if code == "" {
+		code = "OTHER"
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.counts[code]++
+	if now := time.Now(); now.Sub(l.last[code]) >= time.Minute {
+		l.last[code] = now
+		l.logf("layercache: Redis replies %v (%d %s replies so far; logged once a minute per code)", err, l.counts[code], code)
+	}
+}
+
+// Stats are the Client's counters.
+type Stats struct {
+	// TierServed counts Stats answered by the local tier; TierEntries is how many it
+	// holds; TierServing whether it may serve now; TierInvalidations counts the key
+	// names Redis reported changed.
+	TierServed, TierEntries, TierInvalidations int64
+	TierServing                                bool
+	// BreakerOpen: calls to some server are being skipped; BreakerOpens counts openings.
+	BreakerOpen  bool
+	BreakerOpens int64
+	// ErrorReplies counts error replies by code (NOPERM, OOM, ...).
+	ErrorReplies map[string]int64
+}
+
+// Stats returns the Client's counters now.
+func (c *Client) Stats() Stats {
+	var s Stats
+	if c.tier != nil {
+		s.TierServed, s.TierEntries, s.TierInvalidations, s.TierServing = c.tier.stats()
+	}
+	for _, b := range c.topo.breakers() {
+		open, opens := b.state()
+		s.BreakerOpen = s.BreakerOpen || open
+		s.BreakerOpens += opens
+	}
+	c.replies.mu.Lock()
+	s.ErrorReplies = make(map[string]int64, len(c.replies.counts))
+	for code, n := range c.replies.counts {
+		s.ErrorReplies[code] = n
+	}
+	c.replies.mu.Unlock()
+	return s
+}

@@ -1,0 +1,167 @@
+package layercache
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/layercache/go-layercache/internal/redistest"
+	"github.com/opencontainers/go-digest"
+)
+
+var (
+	ctx     = context.Background()
+	blob    = digest.Digest("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+	desc    = Descriptor{Digest: blob, Size: 2797, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}
+	schemes = []string{"distribution", "blob"}
+)
+
+// newClient is New(o), closed at the end of the test.
+func newClient(t *testing.T, o Options) *Client {
+	t.Helper()
+	c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Fail open: with the server gone, calls fail fast (after FailAfter errors, misses that
+// touch no network), the log says so once; when the server is back, the cache resumes
+// within one back-off window.
+func TestFailOpen(t *testing.T) {
+	s := redistest.Start(t)
+	var log redistest.Logs
+	c := newClient(t, Options{Addrs: []string{s.Addr}, BackoffMin: 200 * time.Millisecond, BackoffMax: time.Second, Logf: log.Logf})
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	s.Kill()
+	failures, worst := 0, time.Duration(0)
+	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(time.Millisecond) {
+		began := time.Now()
+		_, err := c.RepoStat(ctx, "team/app", blob)
+		if took := time.Since(began); took > worst {
+			worst = took
+		}
+		if err != ErrUnknown {
+			failures++
+		}
+	}
+	// The first FailAfter calls fail; then one probe per window (200 ms, 400, 800, 1 s,
+	// ...): about six in three seconds, each refused at once.
+	if failures < 3 || failures > 12 {
+		t.Fatalf("%d calls reached the dead server in 3 s; want FailAfter plus one probe per window", failures)
+	}
+	if worst > 500*time.Millisecond {
+		t.Fatalf("a call during the outage took %v", worst)
+	}
+	if err := c.RepoClear(ctx, "team/app", blob); err == nil || err == ErrUnknown {
+		t.Fatalf("Clear during the outage: %v", err)
+	}
+	if n := log.Count("unreachable"); n != 1 {
+		t.Fatalf("logged the outage %d times: %q", n, log.Lines)
+	}
+	t.Logf("outage: %d calls reached the server, worst call %v", failures, worst)
+
+	// The server back on its port (empty: it saved nothing): within one window (1 s)
+	// the provider writes and reads through it again.
+	redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)})
+	started := time.Now()
+	for c.RepoSetDescriptor(ctx, "team/app", blob, desc) != nil || c.Stats().BreakerOpen {
+		if time.Since(started) > 3*time.Second {
+			t.Fatalf("the cache did not resume within 3 s of the server's return: %q", log.Lines)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got, err := c.RepoStat(ctx, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+		t.Fatalf("after the return: %v, %v", got, err)
+	}
+	if n := log.Count("answers again"); n != 1 {
+		t.Fatalf("logged the return %d times: %q", n, log.Lines)
+	}
+	t.Logf("resumed %v after the server was back", time.Since(started))
+}
+
+// A server that answers READONLY (it was demoted to a replica) gets a new client: the
+// connections that heard it are closed, none returns to a pool.
+func TestReadonlyConnectionDropped(t *testing.T) {
+	primary, replica := redistest.Start(t), redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{replica.Addr}})
+	if err := c.SetDescriptor(ctx, blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	d := c.topo.(*direct)
+	before, _ := d.current()
+	replica.Do(t, "REPLICAOF", "127.0.0.1", primary.Port)
+	err := c.SetDescriptor(ctx, blob, desc)
+	if err == nil || !strings.HasPrefix(err.Error(), "READONLY") {
+		t.Fatalf("a write to the replica: %v", err)
+	}
+	after, _ := d.current()
+	if after == before || before.client.PoolStats().TotalConns != 0 {
+		t.Fatalf("the READONLY server's client was kept (%d connections)", before.client.PoolStats().TotalConns)
+	}
+}
+
+// Through Sentinel: the provider finds the master, and after a failover (SENTINEL
+// FAILOVER) it writes and reads on the new one at once, the old master's connections
+// closed when the sentinels announce it. A second instance with the local tier, which
+// held the descriptor, tracks the new master and reads its descriptor.
+func TestSentinelFailover(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port))
+	sentinels := redistest.Addrs(redistest.Sentinels(t, primary, 3, ""))
+	var log redistest.Logs
+	o := Options{Addrs: sentinels, MasterName: "layercache", BackoffMin: 100 * time.Millisecond, BackoffMax: 500 * time.Millisecond, Logf: log.Logf}
+	c, tier := newClient(t, o), tiered(t, o)
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		if got, err := tier.RepoStat(ctx, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+			t.Fatalf("the tiered instance before the failover: %v, %v", got, err)
+		}
+	}
+	if !tier.tier.holds(entryKey{"team/app", blob}) {
+		t.Fatal("the tier does not hold the descriptor before the failover")
+	}
+	redistest.ReplicaSynced(t, sentinels[0])
+	s, err := redis.Dial("tcp", sentinels[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Do("SENTINEL", "FAILOVER", "layercache"); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 30*time.Second, "the replica promoted", func() bool { return redistest.MasterPort(sentinels[0]) == replica.Port })
+	// The next write goes to the new master: the announcement moved both instances.
+	redistest.WaitFor(t, 5*time.Second, "the provider on the new master", func() bool {
+		cur, _ := c.topo.(*direct).current()
+		return cur != nil && cur.addr == replica.Addr
+	})
+	other := Descriptor{Digest: blob, Size: 1, MediaType: "text/plain"}
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, other); err != nil {
+		t.Fatal(err)
+	}
+	got, err := redis.Values(replica.Dial(t).Do("LAYERCACHE.REPOSTAT", "team/app", blob))
+	if err != nil || len(got) != 3 || fmt.Sprint(got[1]) != "1" {
+		t.Fatalf("the new master's REPOSTAT: %v, %v", got, err)
+	}
+	if d, err := c.RepoStat(ctx, "team/app", blob); err != nil || !reflect.DeepEqual(d, other) {
+		t.Fatalf("Stat through Sentinel after the failover: %v, %v", d, err)
+	}
+	redistest.WaitFor(t, 30*time.Second, "the tier serving the new master's descriptor", func() bool {
+		got, err := tier.RepoStat(ctx, "team/app", blob)
+		return err == nil && reflect.DeepEqual(got, other) && tier.Stats().TierServing
+	})
+	if n := log.Count("the master moved"); n < 2 {
+		t.Fatalf("the move logged %d times for two instances: %q", n, log.Lines)
+	}
+}

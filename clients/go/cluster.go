@@ -1,0 +1,169 @@
+package layercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// clusterTopology is a Redis Cluster through go-redis's ClusterClient, which follows
+// MOVED, ASK and TRYAGAIN, so resharding and failover are the cluster's business. Each
+// master has a breaker of its own: a fault of one node touches only its slots. While a
+// node's breaker skips calls, the slot map is refreshed (at most every refreshGap), so
+// a replica promoted in its place serves its slots as soon as the cluster says so.
+type clusterTopology struct {
+	o      Options
+	client *redis.ClusterClient
+	// unmapped guards the calls made while the slot map cannot be had.
+	unmapped *breaker
+	mapped   atomic.Bool
+
+	mu       sync.Mutex
+	nodes    map[string]*breaker
+	reloaded atomic.Int64 // unix nanoseconds of the last refresh asked
+}
+
+const refreshGap = 250 * time.Millisecond
+
+// newCluster connects to the cluster o's addresses seed, and checks that every master
+// runs the layercache module in the blob scheme (the only one valid in a cluster): a
+// cluster that answers otherwise is an error; one that does not answer is logged, and
+// the provider starts failing open.
+func newCluster(o Options) (*clusterTopology, error) {
+	if o.MasterName != "" {
+		return nil, errors.New("layercache: a cluster has no Sentinel master name")
+	}
+	if o.DB != 0 {
+		return nil, errors.New("layercache: Redis Cluster has only database 0")
+	}
+	serverTLS, _, err := o.tlsConfigs()
+	if err != nil {
+		return nil, err
+	}
+	node := o.serverOptions("", serverTLS)
+	client := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 o.Addrs,
+		Username:              node.Username,
+		Password:              node.Password,
+		MaxRedirects:          3,
+		MaxRetries:            -1,
+		DialTimeout:           node.DialTimeout,
+		ReadTimeout:           node.ReadTimeout,
+		WriteTimeout:          node.WriteTimeout,
+		ContextTimeoutEnabled: true,
+		PoolSize:              node.PoolSize,
+		PoolTimeout:           node.PoolTimeout,
+		MaxIdleConns:          node.MaxIdleConns,
+		ConnMaxIdleTime:       node.ConnMaxIdleTime,
+		TLSConfig:             serverTLS,
+		DisableIdentity:       true,
+	})
+	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*breaker{}}
+	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+o.ReadTimeout)
+	defer cancel()
+	err = client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		return nodeScheme(ctx, node)
+	})
+	var refused *schemeError
+	switch {
+	case errors.As(err, &refused):
+		client.Close()
+		return nil, err
+	case err == nil:
+		c.mapped.Store(true)
+	default:
+		o.Logf("layercache: Redis Cluster at %s not reachable at start (%v); the registry serves from storage until it is", strings.Join(o.Addrs, ","), err)
+	}
+	return c, nil
+}
+
+// schemeError: a master that cannot serve the provider.
+type schemeError struct{ msg string }
+
+func (e *schemeError) Error() string { return e.msg }
+
+func nodeScheme(ctx context.Context, node *redis.Client) error {
+	addr := node.Options().Addr
+	setting, err := node.ConfigGet(ctx, "layercache.scheme").Result()
+	if code, _ := ReplyCode(err); code != "" {
+		return &schemeError{fmt.Sprintf("layercache: cluster master %s: CONFIG GET layercache.scheme: %v (the provider's user needs +config|get)", addr, err)}
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("cluster master %s: %w", addr, err)
+	case setting["layercache.scheme"] == "":
+		return &schemeError{fmt.Sprintf("layercache: cluster master %s does not have the layercache module loaded", addr)}
+	case setting["layercache.scheme"] != "blob":
+		return &schemeError{fmt.Sprintf("layercache: cluster master %s runs the layercache module in scheme %q; a cluster needs scheme blob", addr, setting["layercache.scheme"])}
+	}
+	return nil
+}
+
+// route is the breaker of the master of key's slot, as the slot map says now; until
+// there is a slot map, the cluster's own, whose call asks for the map first.
+func (c *clusterTopology) route(ctx context.Context, key string) route {
+	failed := func(uint64, bool) { c.refresh() }
+	if !c.mapped.Load() {
+		return route{breaker: c.unmapped, failed: failed, run: func(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {
+			if _, err := c.client.MasterForKey(ctx, key); err != nil {
+				return nil, 0, err
+			}
+			c.mapped.Store(true)
+			return c.run(ctx, args...)
+		}}
+	}
+	node, err := c.client.MasterForKey(ctx, key) // from the map go-redis holds
+	if err != nil {
+		return route{breaker: c.unmapped, failed: failed, run: func(context.Context, ...interface{}) (interface{}, uint64, error) {
+			return nil, 0, err
+		}}
+	}
+	return route{breaker: c.node(node.Options().Addr), run: c.run, failed: failed}
+}
+
+func (c *clusterTopology) run(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {
+	reply, err := c.client.Do(ctx, args...).Result()
+	return reply, 0, err
+}
+
+func (c *clusterTopology) node(addr string) *breaker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b := c.nodes[addr]
+	if b == nil {
+		b = newBreaker(addr, c.o)
+		c.nodes[addr] = b
+	}
+	return b
+}
+
+// refresh asks for the slot map again, in the background, at most every refreshGap:
+// a master that died answers nothing, so without this its slots would stay mapped to
+// it after its replica took over.
+func (c *clusterTopology) refresh() {
+	now := time.Now().UnixNano()
+	last := c.reloaded.Load()
+	if now-last >= int64(refreshGap) && c.reloaded.CompareAndSwap(last, now) {
+		c.client.ReloadState(context.Background())
+	}
+}
+
+func (c *clusterTopology) skipped() { c.refresh() }
+
+func (c *clusterTopology) breakers() []*breaker {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	all := []*breaker{c.unmapped}
+	for _, b := range c.nodes {
+		all = append(all, b)
+	}
+	return all
+}
+
+func (c *clusterTopology) close() error { return c.client.Close() }

@@ -1,0 +1,312 @@
+// Package redistest starts what the provider's tests run against: redis-servers with
+// the layercache module, sentinels, TLS certificates, on free loopback ports, each
+// ended by its pid at the end of its test.
+package redistest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+// Server is a redis-server (or sentinel) the test started.
+type Server struct {
+	cmd  *exec.Cmd
+	Addr string
+	Port int
+	Dir  string
+}
+
+// Module is the layercache module the tests load: $LAYERCACHE_MODULE, else the
+// checkout's release build (make release).
+func Module(t testing.TB) string {
+	module := os.Getenv("LAYERCACHE_MODULE")
+	if module == "" {
+		_, file, _, _ := runtime.Caller(0)
+		module = filepath.Join(filepath.Dir(file), "..", "..", "..", "..", "target", "release", "liblayercache.so")
+	}
+	if _, err := os.Stat(module); err != nil {
+		t.Fatalf("the layercache module: %v (make release builds it; LAYERCACHE_MODULE names another)", err)
+	}
+	return module
+}
+
+// Start starts $REDIS_SERVER on a free loopback port with the layercache module and
+// moduleArgs (module arguments, then `--option value` server options), and waits until
+// its log says it is ready.
+func Start(t testing.TB, moduleArgs ...string) *Server {
+	t.Helper()
+	return StartProcess(t, FreePort(t), "Ready to accept connections", append([]string{"--loadmodule", Module(t)}, moduleArgs...))
+}
+
+// StartProcess runs the server binary with --port port and argv, until ready appears in
+// its log; argv may start with a configuration file (a sentinel's).
+func StartProcess(t testing.TB, port int, ready string, argv []string) *Server {
+	t.Helper()
+	binary := os.Getenv("REDIS_SERVER")
+	if binary == "" {
+		binary = "redis-server"
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, "redis.log")
+	argv = append(argv, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir, "--logfile", log)
+	cmd := exec.Command(binary, argv...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{cmd: cmd, Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir}
+	t.Cleanup(s.Kill)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if text, _ := os.ReadFile(log); strings.Contains(string(text), ready) {
+			return s
+		}
+	}
+	text, _ := os.ReadFile(log)
+	t.Fatalf("%s %v did not start:\n%s", binary, argv, text)
+	return nil
+}
+
+// Kill ends the server (SIGKILL, by its pid), at once.
+func (s *Server) Kill() {
+	if s.cmd.ProcessState == nil {
+		s.cmd.Process.Signal(syscall.SIGCONT) //nolint:errcheck // a stopped server must be able to die
+		s.cmd.Process.Kill()                  //nolint:errcheck
+		s.cmd.Wait()                          //nolint:errcheck
+	}
+}
+
+// Stop and Continue freeze and thaw the server (SIGSTOP, SIGCONT): a hung server.
+func (s *Server) Stop()     { s.cmd.Process.Signal(syscall.SIGSTOP) } //nolint:errcheck
+func (s *Server) Continue() { s.cmd.Process.Signal(syscall.SIGCONT) } //nolint:errcheck
+
+// Log is the server's log so far.
+func (s *Server) Log() string {
+	text, _ := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	return string(text)
+}
+
+// Dial is a plain connection to the server, closed at the end of the test.
+func (s *Server) Dial(t testing.TB) redis.Conn {
+	t.Helper()
+	c, err := redis.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// Do runs one command on a new connection.
+func (s *Server) Do(t testing.TB, args ...interface{}) interface{} {
+	t.Helper()
+	reply, err := s.Dial(t).Do(args[0].(string), args[1:]...)
+	if err != nil {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return reply
+}
+
+// FreePort is a loopback port free now.
+func FreePort(t testing.TB) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Sentinels starts n sentinels watching primary as master "layercache" (quorum 2, down
+// after 1 s), with extra configuration lines (TLS, passwords).
+func Sentinels(t testing.TB, primary *Server, n int, extra string) []*Server {
+	t.Helper()
+	var all []*Server
+	for i := 0; i < n; i++ {
+		conf := filepath.Join(t.TempDir(), "sentinel.conf")
+		text := fmt.Sprintf("sentinel monitor layercache 127.0.0.1 %d 2\nsentinel down-after-milliseconds layercache 1000\n"+
+			"sentinel failover-timeout layercache 10000\n%s", primary.Port, extra)
+		if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, StartProcess(t, FreePort(t), "+monitor master", []string{conf, "--sentinel"}))
+	}
+	return all
+}
+
+// Addrs are the servers' addresses.
+func Addrs(servers []*Server) []string {
+	var addrs []string
+	for _, s := range servers {
+		addrs = append(addrs, s.Addr)
+	}
+	return addrs
+}
+
+// ReplicaSynced waits until the sentinel at addr knows a replica of "layercache" whose
+// link to the master is up.
+func ReplicaSynced(t testing.TB, sentinel string) {
+	t.Helper()
+	WaitFor(t, 30*time.Second, "the replica in sync, known to the sentinels", func() bool {
+		c, err := redis.Dial("tcp", sentinel)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		replicas, err := redis.Values(c.Do("SENTINEL", "REPLICAS", "layercache"))
+		if err != nil || len(replicas) == 0 {
+			return false
+		}
+		fields, _ := redis.StringMap(replicas[0], nil)
+		return fields["master-link-status"] == "ok"
+	})
+}
+
+// MasterPort is the port the sentinel at addr names as master (0: none).
+func MasterPort(sentinel string) int {
+	c, err := redis.Dial("tcp", sentinel)
+	if err != nil {
+		return 0
+	}
+	defer c.Close()
+	a, err := redis.Strings(c.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "layercache"))
+	if err != nil || len(a) != 2 {
+		return 0
+	}
+	var port int
+	fmt.Sscan(a[1], &port)
+	return port
+}
+
+// WaitFor polls ok until it holds, at first every 20 µs, backing off to every 50 ms;
+// it fails the test after limit.
+func WaitFor(t testing.TB, limit time.Duration, what string, ok func() bool) {
+	t.Helper()
+	pause := 20 * time.Microsecond
+	for deadline := time.Now().Add(limit); !ok(); time.Sleep(pause) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		if pause < 50*time.Millisecond {
+			pause *= 2
+		}
+	}
+}
+
+// Logs collects what a provider logs.
+type Logs struct {
+	mu    sync.Mutex
+	Lines []string
+}
+
+func (l *Logs) Logf(format string, args ...interface{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.Lines = append(l.Lines, fmt.Sprintf(format, args...))
+}
+
+// Count is how many lines hold substr.
+func (l *Logs) Count(substr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.Lines {
+		if strings.Contains(line, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// Certificates makes a CA and a server and a client certificate it signs (for
+// 127.0.0.1 and localhost) with openssl, in a directory of the test's.
+func Certificates(t testing.TB) string {
+	t.Helper()
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("openssl", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	key := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"}
+	run(append([]string{"req", "-x509", "-new", "-days", "2", "-subj", "/CN=layercache test CA", "-keyout", "ca.key", "-out", "ca.crt"}, key...)...)
+	if err := os.WriteFile(filepath.Join(dir, "san.ext"), []byte("subjectAltName=IP:127.0.0.1,DNS:localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"server", "client"} {
+		run(append([]string{"req", "-new", "-subj", "/CN=" + name, "-keyout", name + ".key", "-out", name + ".csr"}, key...)...)
+		run("x509", "-req", "-days", "2", "-in", name+".csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+			"-extfile", "san.ext", "-out", name+".crt")
+	}
+	return dir
+}
+
+// StartTLS starts a TLS-only server with the module (port 0, client certificates
+// required): Port and Addr are its tls-port.
+func StartTLS(t testing.TB, certs string, moduleArgs ...string) *Server {
+	t.Helper()
+	port := FreePort(t)
+	argv := append([]string{"--loadmodule", Module(t)}, moduleArgs...)
+	argv = append(argv, "--tls-cert-file", filepath.Join(certs, "server.crt"), "--tls-key-file", filepath.Join(certs, "server.key"),
+		"--tls-ca-cert-file", filepath.Join(certs, "ca.crt"), "--tls-auth-clients", "yes", "--tls-port", fmt.Sprint(port))
+	s := StartProcess(t, 0, "Ready to accept connections", argv)
+	s.Port, s.Addr = port, fmt.Sprintf("127.0.0.1:%d", port)
+	return s
+}
+
+// StartCluster starts masters*(1+replicas) cluster-enabled servers with moduleArgs
+// (nil: no module) and joins them with redis-cli --cluster create; they are returned
+// masters first, once every node reports cluster_state:ok.
+func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*Server {
+	t.Helper()
+	var nodes []*Server
+	for i := 0; i < masters*(1+replicas); i++ {
+		// The bus on a free port of its own: the default, port + 10000, may be taken or
+		// past 65535.
+		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+			"--cluster-port", fmt.Sprint(FreePort(t))}
+		if moduleArgs != nil {
+			argv = append(argv, append([]string{"--loadmodule", Module(t)}, moduleArgs...)...)
+		}
+		nodes = append(nodes, StartProcess(t, FreePort(t), "Ready to accept connections", argv))
+	}
+	create := append([]string{"--cluster", "create"}, Addrs(nodes)...)
+	create = append(create, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
+	if out, err := exec.Command("redis-cli", create...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, n := range nodes {
+		WaitFor(t, 60*time.Second, n.Addr+" cluster_state:ok", func() bool {
+			c, err := redis.Dial("tcp", n.Addr)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			info, err := redis.String(c.Do("CLUSTER", "INFO"))
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+	}
+	return nodes
+}
+
+// Slot is the cluster slot of key, as the node s says (CLUSTER KEYSLOT).
+func (s *Server) Slot(t testing.TB, key string) int {
+	t.Helper()
+	n, err := redis.Int(s.Dial(t).Do("CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}

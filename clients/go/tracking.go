@@ -1,0 +1,180 @@
+package layercache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// tracker keeps the local tier's one tracking connection to the current server: it
+// turns broadcast tracking on for the tracked prefixes, redirected to itself (RESP2
+// delivers invalidations as messages on `__redis__:invalidate`, so the connection
+// subscribes there), PINGs it every quarter of the lease, renews the tier's lease with
+// each PONG, and reads invalidations until the connection fails or goes silent for a
+// lease, or the server changes (a Sentinel failover, or a server that could not serve
+// replaced). The tier is reset at each of those.
+type tracker struct {
+	tier *tier
+	d    *direct
+	o    Options
+	stop chan struct{}
+	done chan struct{}
+}
+
+func newTracker(t *tier, d *direct, o Options) *tracker {
+	tr := &tracker{tier: t, d: d, o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	d.onChange = func() { t.reset(0) }
+	return tr
+}
+
+// run keeps tracking until close, trying again a second after a failure.
+func (t *tracker) run() {
+	defer close(t.done)
+	logged := ""
+	quiet := false // a new session after a flush, not logged
+	for {
+		s, changed := t.d.current()
+		var err error
+		active := false
+		if s == nil {
+			err = fmt.Errorf("no master known yet")
+			t.d.server(context.Background()) //nolint:errcheck // asks the sentinels, bounded
+		} else {
+			active, err = t.session(s, changed, quiet)
+		}
+		quiet = err == errFlushed
+		t.tier.reset(0)
+		select {
+		case <-t.stop:
+			return
+		default:
+		}
+		if err == errFlushed {
+			continue // emptied, as a flush wants; tracking again at once
+		}
+		// Once per state change, not once a second while Redis is down.
+		if why := fmt.Sprint(err); active || why != logged {
+			t.o.Logf("layercache: local tier off and emptied until tracking resumes: %s", why)
+			logged = why
+		}
+		select {
+		case <-t.stop:
+			return
+		case <-changed:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// session tracks s until the connection ends or s is no longer the current server;
+// active says whether tracking got as far as on.
+func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (active bool, err error) {
+	options := t.o.serverOptions(s.addr, t.d.tlsConfig)
+	options.PoolSize = 1
+	options.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
+		id, err := cn.ClientID(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("CLIENT ID: %w", err)
+		}
+		args := []interface{}{"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST"}
+		for _, p := range trackedPrefixes {
+			args = append(args, "PREFIX", p)
+		}
+		cmd := redis.NewCmd(ctx, args...)
+		if err := cn.Process(ctx, cmd); err != nil {
+			return fmt.Errorf("CLIENT TRACKING: %w", err)
+		}
+		return nil
+	}
+	client := redis.NewClient(options)
+	defer client.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub := client.Subscribe(ctx, "__redis__:invalidate")
+	defer sub.Close()
+	if _, err := sub.ReceiveTimeout(ctx, t.o.DialTimeout+t.o.ReadTimeout); err != nil {
+		return false, fmt.Errorf("tracking %s: %w", s.addr, err)
+	}
+	select {
+	case <-t.stop:
+		return false, nil
+	case <-changed:
+		return false, nil
+	default:
+	}
+	t.tier.reset(s.epoch)
+	t.tier.sessions.Add(1)
+	if !quiet {
+		t.o.Logf("layercache: local tier on (tracking %s)", s.addr)
+	}
+
+	var mu sync.Mutex
+	sent := map[string]time.Time{}
+	pinged := make(chan struct{})
+	defer close(pinged)
+	go func() {
+		tick := time.NewTicker(t.o.LocalLease / 4)
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-pinged:
+				return
+			case <-tick.C:
+			}
+			payload := strconv.Itoa(n)
+			mu.Lock()
+			sent[payload] = time.Now()
+			mu.Unlock()
+			if sub.Ping(ctx, payload) != nil {
+				return
+			}
+		}
+	}()
+	for {
+		msg, err := sub.ReceiveTimeout(ctx, t.o.LocalLease)
+		if err != nil && strings.Contains(err.Error(), "unsupported pubsub message payload: <nil>") {
+			// FLUSHALL or FLUSHDB: everything changed. go-redis cannot read the message
+			// (a null payload) and reconnects, which may lose invalidations: start over.
+			return true, errFlushed
+		}
+		if err != nil {
+			return true, fmt.Errorf("tracking connection to %s: %w", s.addr, err)
+		}
+		select {
+		case <-t.stop:
+			return true, nil
+		case <-changed:
+			return true, fmt.Errorf("the server changed from %s", s.addr)
+		default:
+		}
+		switch m := msg.(type) {
+		case *redis.Pong:
+			mu.Lock()
+			at, ok := sent[m.Payload]
+			delete(sent, m.Payload)
+			mu.Unlock()
+			if ok {
+				t.tier.renew(s.epoch, at.Add(t.o.LocalLease))
+			}
+		case *redis.Message:
+			t.tier.invalidated(m.PayloadSlice)
+		default:
+			return true, fmt.Errorf("unexpected message on the tracking connection: %v", msg)
+		}
+	}
+}
+
+// errFlushed: Redis flushed the database; the session ends and the tier empties.
+var errFlushed = errors.New("flushed")
+
+// close ends tracking for good.
+func (t *tracker) close() {
+	close(t.stop)
+	<-t.done
+}

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make registry: distribution's registry with layercache's provider, built from the Go
+# module proxy into build/registry/. For 2.8 (v2.8.3): distribution's module copied to
+# build/registry/distribution-v2.8.3, clients/go/registry/dist2/distribution.patch applied,
+# and clients/go/registry/dist2 (whose go.mod points at that copy) built as
+# build/registry/registry-2.8.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$PWD/build/registry
+mkdir -p "$out"
+
+tree=$out/distribution-v2.8.3
+if [ ! -f "$tree/.patched" ]; then
+  src=$(cd clients/go && go mod download -json github.com/docker/distribution@v2.8.3+incompatible | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$tree" && cp -r "$src" "$tree" && chmod -R u+w "$tree"
+  patch -s -p1 -d "$tree" -i "$PWD/clients/go/registry/dist2/distribution.patch"
+  printf 'module github.com/docker/distribution\n\ngo 1.16\n' >"$tree/go.mod"
+  touch "$tree/.patched"
+fi
+(cd clients/go/registry/dist2 && go build -o "$out/registry-2.8" .)
+echo "build-registry: $out/registry-2.8"
