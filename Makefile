@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-go go bench bench-instructions bench-go clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-go test-faults go bench bench-instructions bench-go clean
 
 all: release
 
@@ -72,7 +72,12 @@ GO_TEST = cd clients/go && LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayerca
 test-go: release go
 	@scripts/deps.sh openssl:openssl
 	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
-	$(GO_TEST) ./...
+	$(GO_TEST) $$(go list ./... | grep -v /faults)
+
+# The fault suite (clients/go/faults): each case starts its own servers, sentinels and
+# proxies, prints one row of the fault table and asserts DESIGN.md's bounds.
+test-faults: release go
+	$(GO_TEST) -v ./faults/ | grep -v '^20[0-9][0-9]/\|^redis: '
 
 # Go 1.23 or later, with the Go module proxy (Debian 12's golang-go is 1.19).
 go:

@@ -38,6 +38,10 @@ type Client struct {
 	o       Options
 	topo    topology
 	replies *replyLog
+	// paid holds the registry requests (their contexts) whose call already failed on
+	// a connection: a request pays at most one timeout, so the write-back distribution
+	// sends after a failed Stat, in the same request, is skipped.
+	paid sync.Map
 	// tier and tracker are the local tier, nil when it is off.
 	tier    *tier
 	tracker *tracker
@@ -215,6 +219,10 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 			args[i] = string(d)
 		}
 	}
+	if _, ok := c.paid.Load(ctx); ok {
+		return nil, 0, errSkipped
+	}
+	request := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.o.ReadTimeout)
 	defer cancel()
 	r := c.topo.route(ctx, string(dgst))
@@ -228,6 +236,11 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 	r.breaker.done(p, failed, err)
 	if failed {
 		r.failed(epoch, unavailable)
+		if request.Done() != nil { // not Background: a request, which ends
+			if _, dup := c.paid.LoadOrStore(request, true); !dup {
+				context.AfterFunc(request, func() { c.paid.Delete(request) })
+			}
+		}
 		return nil, 0, err
 	}
 	if code, _ := ReplyCode(err); code != "" && code != "CROSSSLOT" { // CROSSSLOT: RepoSetDescriptor's to handle

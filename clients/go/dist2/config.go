@@ -128,4 +128,3 @@ func parseBool(key string, value interface{}) (bool, error) {
 	}
 	return false, fmt.Errorf("layercache: storage.cache.%s must be true or false, not %v", key, value)
 }
-

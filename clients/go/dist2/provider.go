@@ -28,7 +28,7 @@ type Provider struct {
 }
 
 var (
-	_ cache.BlobDescriptorCacheProvider = &Provider{}
+	_ cache.BlobDescriptorCacheProvider  = &Provider{}
 	_ distribution.BlobDescriptorService = &repository{}
 )
 

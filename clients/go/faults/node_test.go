@@ -1,0 +1,194 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	layercache "github.com/layercache/go-layercache"
+	"github.com/layercache/go-layercache/internal/redistest"
+	"github.com/opencontainers/go-digest"
+)
+
+// serverFault runs the load against one server while fault holds for hold, then heal
+// (nil: the fault stays); it asserts the bounds and the breaker's logging, and
+// reports the row.
+func serverFault(t *testing.T, name string, addr string, fault, heal func(), hold time.Duration) row {
+	t.Helper()
+	o := options(addr)
+	log := logs(&o)
+	c := client(t, o)
+	warm(t, c)
+	l := startLoad(c, workers, nil)
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	fault()
+	time.Sleep(hold)
+	end := time.Now()
+	if heal != nil {
+		heal()
+		redistest.WaitFor(t, 10*time.Second, "hits again after "+name, func() bool { return !l.firstHit(end, nil).IsZero() })
+	}
+	l.halt()
+	r := measure(name, l.between(start, end), start.Add(2*timeout))
+	if heal != nil {
+		r.recovered = l.firstHit(end, nil).Sub(end)
+		if r.recovered > o.BackoffMax+margin {
+			t.Errorf("%s: hits again %v after the fault, over one back-off window (%v)", name, r.recovered, o.BackoffMax)
+		}
+		if n := log.Count("answers again"); n != 1 {
+			t.Errorf("%s: logged the return %d times: %q", name, n, log.Lines)
+		}
+	}
+	bounded(t, r, workers)
+	if n := log.Count("unreachable"); n != 1 {
+		t.Errorf("%s: logged the fault %d times: %q", name, n, log.Lines)
+	}
+	report(t, r)
+	return r
+}
+
+func TestHungServer(t *testing.T) {
+	s := redistest.Start(t)
+	serverFault(t, "hung server (SIGSTOP 3 s)", s.Addr, s.Stop, s.Continue, 3*time.Second)
+}
+
+func TestBlackHoleHealing(t *testing.T) {
+	s := redistest.Start(t)
+	p := redistest.NewProxy(t, s.Addr)
+	serverFault(t, "black hole, healing after 3 s", p.Addr, p.BlackHole, p.Heal, 3*time.Second)
+}
+
+func TestBlackHoleForGood(t *testing.T) {
+	s := redistest.Start(t)
+	p := redistest.NewProxy(t, s.Addr)
+	serverFault(t, "black hole, for good", p.Addr, p.BlackHole, nil, 3*time.Second)
+}
+
+func TestKilledServer(t *testing.T) {
+	s := redistest.Start(t)
+	restart := func() { redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)}) }
+	serverFault(t, "killed server, restarted after 3 s", s.Addr, s.Kill, restart, 3*time.Second)
+}
+
+// A provider quiet for a while (its pool full of idle connections) meets a hung
+// server: its first request pays one timeout, not one per idle connection.
+func TestQuietProviderMeetsHungServer(t *testing.T) {
+	s := redistest.Start(t)
+	o := options(s.Addr)
+	c := client(t, o)
+	warm(t, c)
+	l := startLoad(c, workers, nil) // sixteen connections in the pool
+	time.Sleep(300 * time.Millisecond)
+	l.halt()
+	time.Sleep(2 * time.Second)
+	s.Stop()
+	defer s.Continue()
+	l = &load{c: c}
+	start := time.Now()
+	first := l.one(digests[0])
+	for time.Since(start) < 2*time.Second {
+		l.one(digests[1])
+	}
+	r := measure("quiet provider meets a hung server", l.between(start, time.Now()), start.Add(3*timeout))
+	r.note = "first request " + ms(first.took) + " ms"
+	if first.took > timeout+margin {
+		t.Errorf("the first request after the quiet took %v, over one timeout", first.took)
+	}
+	if r.paid > 3+3 { // FailAfter, then one probe per window (0.25, 0.5, 1 s)
+		t.Errorf("%d sequential requests paid a timeout in 2 s", r.paid)
+	}
+	report(t, r)
+}
+
+// A slow server (20 ms on every exchange) is not a failure: the breaker stays closed.
+func TestSlowServer(t *testing.T) {
+	s := redistest.Start(t)
+	p := redistest.NewProxy(t, s.Addr)
+	o := options(p.Addr)
+	c := client(t, o)
+	warm(t, c)
+	p.Delay(20 * time.Millisecond)
+	l := startLoad(c, workers, nil)
+	start := time.Now()
+	time.Sleep(2 * time.Second)
+	l.halt()
+	r := measure("slow server (20 ms per exchange)", l.between(start, time.Now()), start)
+	r.openP99 = 0
+	if st := c.Stats(); st.BreakerOpens != 0 || r.errors != 0 || r.p50 < 20*time.Millisecond {
+		t.Errorf("slow server: breaker opened %d times, %d errors, p50 %v", st.BreakerOpens, r.errors, r.p50)
+	}
+	report(t, r)
+}
+
+// A server at its client limit refuses new connections ("max number of clients
+// reached", then closes them): that is a failure, the refused connection is never
+// pooled, and the cache is back once the limit is raised.
+func TestMaxClients(t *testing.T) {
+	s := redistest.Start(t)
+	admin := s.Dial(t)
+	fault := func() {
+		admin.Do("CONFIG", "SET", "maxclients", 1)                    //nolint:errcheck
+		admin.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") //nolint:errcheck
+	}
+	heal := func() { admin.Do("CONFIG", "SET", "maxclients", 10000) } //nolint:errcheck
+	r := serverFault(t, "max clients (CONFIG SET maxclients 1)", s.Addr, fault, heal, 2*time.Second)
+	if r.paid > 0 {
+		t.Errorf("a refused connection cost a timeout %d times", r.paid)
+	}
+}
+
+// Error replies are not connection failures: NOPERM (an ACL user without
+// LAYERCACHE.REPOSTAT) and OOM (a full Redis that refuses writes) leave the breaker
+// closed, and are logged once per code per minute and counted.
+func TestErrorReplies(t *testing.T) {
+	for _, c := range []struct {
+		name, code string
+		setup      func(s *redistest.Server, o *layercache.Options)
+		fresh      bool // ask about blobs never cached, so each request writes back
+	}{
+		{"NOPERM (ACL user without layercache.repostat)", "NOPERM", func(s *redistest.Server, o *layercache.Options) {
+			rule := "registry on >secret -@all +layercache.reposetdescriptor ~blobs::* ~repository::*"
+			if _, err := s.Dial(t).Do("ACL", redis.Args{"SETUSER"}.AddFlat(strings.Fields(rule))...); err != nil {
+				t.Fatal(err)
+			}
+			o.Username, o.Password = "registry", "secret"
+		}, false},
+		{"OOM (maxmemory 1, noeviction)", "OOM", func(s *redistest.Server, o *layercache.Options) {
+			s.Do(t, "CONFIG", "SET", "maxmemory", 1, "maxmemory-policy", "noeviction")
+		}, true},
+	} {
+		t.Run(c.code, func(t *testing.T) {
+			s := redistest.Start(t)
+			o := options(s.Addr)
+			log := logs(&o)
+			c.setup(s, &o)
+			cl := client(t, o)
+			var pick func(i int) digest.Digest
+			if c.fresh {
+				pick = func(i int) digest.Digest { return digest.FromString(fmt.Sprint("fresh ", i)) }
+			}
+			l := startLoad(cl, workers, pick)
+			start := time.Now()
+			time.Sleep(2 * time.Second)
+			l.halt()
+			r := measure(c.name, l.between(start, time.Now()), start)
+			st := cl.Stats()
+			r.note = fmt.Sprintf("%d %s replies counted, %d logged", st.ErrorReplies[c.code], c.code, log.Count(c.code))
+			if st.BreakerOpens != 0 || st.ErrorReplies[c.code] == 0 || log.Count(c.code) != 1 {
+				t.Errorf("%s: breaker opened %d times, %d replies counted, logged %d times: %q", c.name, st.BreakerOpens,
+					st.ErrorReplies[c.code], log.Count(c.code), log.Lines)
+			}
+			if r.max > timeout {
+				t.Errorf("%s: a request took %v", c.name, r.max)
+			}
+			report(t, r)
+		})
+	}
+}
+
+// ctx is a background context for the checks.
+var ctx = context.Background()
