@@ -54,6 +54,7 @@ fn load(ctx: &Ctx, args: &Args) -> Result<(), String> {
         let keys = if store::store().keys_are_arguments() { command.keys } else { &[] };
         api::register_command(ctx, command, keys, callback)?;
     }
+    api::announce_dataset_events(ctx)?;
     api::register_info(ctx, info::write)
 }
 

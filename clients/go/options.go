@@ -76,6 +76,10 @@ type Options struct {
 	LocalLease time.Duration
 }
 
+// DefaultLocalLease is the default Options.LocalLease: a tier whose tracking
+// connection goes silent serves at most this long.
+const DefaultLocalLease = 500 * time.Millisecond
+
 // withDefaults returns o with every zero field that has a default set to it.
 func (o Options) withDefaults() Options {
 	setDuration := func(d *time.Duration, def time.Duration) {
@@ -88,7 +92,7 @@ func (o Options) withDefaults() Options {
 	setDuration(&o.WriteTimeout, o.ReadTimeout)
 	setDuration(&o.BackoffMin, 500*time.Millisecond)
 	setDuration(&o.BackoffMax, 8*time.Second)
-	setDuration(&o.LocalLease, 500*time.Millisecond)
+	setDuration(&o.LocalLease, DefaultLocalLease)
 	if o.FailAfter == 0 {
 		o.FailAfter = 3
 	}

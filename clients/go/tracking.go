@@ -15,7 +15,7 @@ import (
 // tracker keeps the local tier's one tracking connection to the current server: it
 // turns broadcast tracking on for the tracked prefixes, redirected to itself (RESP2
 // delivers invalidations as messages on `__redis__:invalidate`, so the connection
-// subscribes there), PINGs it every quarter of the lease, renews the tier's lease with
+// subscribes there, and to the module's `__layercache__:events`), PINGs it every quarter of the lease, renews the tier's lease with
 // each PONG, and reads invalidations until the connection fails or goes silent for a
 // lease, or the server changes (a Sentinel failover, or a server that could not serve
 // replaced). The tier is reset at each of those.
@@ -96,10 +96,12 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 	defer client.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	sub := client.Subscribe(ctx, "__redis__:invalidate")
+	sub := client.Subscribe(ctx, invalidations, datasetEvents)
 	defer sub.Close()
-	if _, err := sub.ReceiveTimeout(ctx, t.o.DialTimeout+t.o.ReadTimeout); err != nil {
-		return false, fmt.Errorf("tracking %s: %w", s.addr, err)
+	for range 2 { // the two subscriptions confirmed
+		if _, err := sub.ReceiveTimeout(ctx, t.o.DialTimeout+t.o.ReadTimeout); err != nil {
+			return false, fmt.Errorf("tracking %s: %w", s.addr, err)
+		}
 	}
 	select {
 	case <-t.stop:
@@ -163,12 +165,24 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 				t.tier.renew(s.epoch, at.Add(t.o.LocalLease))
 			}
 		case *redis.Message:
+			if m.Channel == datasetEvents {
+				t.tier.reset(s.epoch) // SWAPDB, or a dataset loaded: everything may have changed
+				continue
+			}
 			t.tier.invalidated(m.PayloadSlice)
 		default:
 			return true, fmt.Errorf("unexpected message on the tracking connection: %v", msg)
 		}
 	}
 }
+
+// invalidations is where Redis delivers broadcast tracking's invalidations (RESP2);
+// datasetEvents where the module announces SWAPDB and loads, which Redis does not
+// report to tracking clients (Redis 7.0 sends nothing for SWAPDB).
+const (
+	invalidations = "__redis__:invalidate"
+	datasetEvents = "__layercache__:events"
+)
 
 // errFlushed: Redis flushed the database; the session ends and the tier empties.
 var errFlushed = errors.New("flushed")

@@ -112,3 +112,46 @@ pub fn after_notification(ctx: &Ctx, job: Job) -> bool {
         }
     }
 }
+
+/// The channel where the module announces what Redis does not report to tracking
+/// clients: `swapdb <a> <b>` after SWAPDB (Redis 7.0 sends tracking clients nothing
+/// for it) and `loaded` after the dataset was loaded (an RDB or AOF, or a replica's
+/// sync). The Go provider's local tier subscribes to it and empties at each message.
+const EVENTS_CHANNEL: &[u8] = b"__layercache__:events";
+
+extern "C" fn on_dataset_event(ctx: *mut RedisModuleCtx, eid: raw::RedisModuleEvent, subevent: u64, data: *mut c_void) {
+    let message = if eid.id == raw::REDISMODULE_EVENT_SWAPDB {
+        if data.is_null() {
+            return;
+        }
+        // SAFETY: for a SwapDB event Redis passes a RedisModuleSwapDbInfo, live for
+        // this call.
+        let info = unsafe { &*data.cast::<raw::RedisModuleSwapDbInfo>() };
+        format!("swapdb {} {}", info.dbnum_first, info.dbnum_second)
+    } else if subevent == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
+        "loaded".to_owned()
+    } else {
+        return;
+    };
+    // SAFETY: the event's context, live for this call.
+    let ctx = unsafe { Ctx::new(ctx) };
+    let (channel, message) = (ctx.string(EVENTS_CHANNEL), ctx.string(message.as_bytes()));
+    // SAFETY: the event's context and two strings it owns until they drop.
+    unsafe { raw::RedisModule_PublishMessage.unwrap()(ctx.as_ptr(), channel.as_ptr(), message.as_ptr()) };
+}
+
+/// Publishes SWAPDB and the end of loading on [`EVENTS_CHANNEL`].
+pub fn announce_dataset_events(ctx: &Ctx) -> Result<(), String> {
+    // redismodule.h defines the events as static structs, not symbols: the same here.
+    let swapdb = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_SWAPDB, dataver: 1 };
+    let loading = raw::RedisModuleEvent { id: raw::REDISMODULE_EVENT_LOADING, dataver: 1 };
+    // SAFETY: the load context; a callback of the C signature.
+    let subscribed = unsafe {
+        let subscribe = raw::RedisModule_SubscribeToServerEvent.unwrap();
+        subscribe(ctx.as_ptr(), swapdb, Some(on_dataset_event)) == OK && subscribe(ctx.as_ptr(), loading, Some(on_dataset_event)) == OK
+    };
+    if !subscribed {
+        return Err("cannot subscribe to the SwapDB and Loading server events".into());
+    }
+    Ok(())
+}

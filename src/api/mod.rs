@@ -32,7 +32,7 @@ pub(crate) use call::call;
 pub use call::Reply;
 pub use config::{load_configs, register_bool, register_enum, register_numeric, BoolConfig, EnumConfig, NumericConfig};
 pub use ctx::{replica_or_loading, Ctx};
-pub use events::{after_notification, register_filter, subscribe_to_writes, FilterArgs};
+pub use events::{after_notification, announce_dataset_events, register_filter, subscribe_to_writes, FilterArgs};
 pub use key::{KeyType, WriteKey};
 pub(crate) use module::module;
 pub use module::{callbacks, on_load, register_command, register_info, Commands, InfoCtx, MAX_COMMANDS};
