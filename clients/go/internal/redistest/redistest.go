@@ -276,7 +276,7 @@ func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*S
 		// The bus on a free port of its own: the default, port + 10000, may be taken or
 		// past 65535.
 		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-			"--cluster-port", fmt.Sprint(FreePort(t))}
+			"--cluster-port", fmt.Sprint(FreePort(t)), "--repl-diskless-sync-delay", "0"}
 		if moduleArgs != nil {
 			argv = append(argv, append([]string{"--loadmodule", Module(t)}, moduleArgs...)...)
 		}
@@ -296,6 +296,18 @@ func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*S
 			defer c.Close()
 			info, err := redis.String(c.Do("CLUSTER", "INFO"))
 			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+	}
+	// A replica that never synced may not be promoted (cluster-replica-validity-factor).
+	for _, n := range nodes {
+		WaitFor(t, 60*time.Second, n.Addr+" a master, or a replica in sync", func() bool {
+			c, err := redis.Dial("tcp", n.Addr)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			info, err := redis.String(c.Do("INFO", "replication"))
+			return err == nil && (strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up"))
 		})
 	}
 	return nodes

@@ -1,0 +1,226 @@
+package faults
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+	"github.com/layercache/go-layercache/internal/redistest"
+	"github.com/opencontainers/go-digest"
+)
+
+// clusterSet is a 3-master, 3-replica cluster in scheme blob.
+type clusterSet struct {
+	nodes   []*redistest.Server
+	masters []*redistest.Server
+}
+
+func startCluster(t *testing.T) *clusterSet {
+	t.Helper()
+	// As a cache cluster should run: the masters that hold their slots serve them while
+	// another's are uncovered (before its replica's promotion).
+	c := &clusterSet{nodes: redistest.StartCluster(t, 3, 1, []string{"scheme", "blob", "--cluster-require-full-coverage", "no"})}
+	for _, n := range c.nodes {
+		if role, _ := redis.Values(n.Dial(t).Do("ROLE")); len(role) > 0 && fmt.Sprintf("%s", role[0]) == "master" {
+			c.masters = append(c.masters, n)
+		}
+	}
+	if len(c.masters) != 3 {
+		t.Fatalf("%d masters", len(c.masters))
+	}
+	return c
+}
+
+// master is the port of the master that serves key now, as node says.
+func masterPort(t *testing.T, node *redistest.Server, key string) int {
+	t.Helper()
+	c := node.Dial(t)
+	slot, err := redis.Int(c.Do("CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges, err := redis.Values(c.Do("CLUSTER", "SLOTS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range ranges {
+		entry, _ := r.([]interface{})
+		from, _ := redis.Int(entry[0], nil)
+		to, _ := redis.Int(entry[1], nil)
+		if slot >= from && slot <= to {
+			master, _ := entry[2].([]interface{})
+			port, _ := redis.Int(master[1], nil)
+			return port
+		}
+	}
+	return 0
+}
+
+// replicaOf is the replica of master.
+func (c *clusterSet) replicaOf(t *testing.T, master *redistest.Server) *redistest.Server {
+	t.Helper()
+	for _, n := range c.nodes {
+		info, _ := redis.String(n.Dial(t).Do("INFO", "replication"))
+		if strings.Contains(info, fmt.Sprintf("master_port:%d", master.Port)) {
+			return n
+		}
+	}
+	t.Fatalf("no replica of %s", master.Addr)
+	return nil
+}
+
+// promoted is when replica reported itself master, polled every 10 ms until limit.
+func promoted(t *testing.T, replica *redistest.Server, limit time.Duration) time.Time {
+	t.Helper()
+	var at time.Time
+	redistest.WaitFor(t, limit, replica.Addr+" promoted", func() bool {
+		c, err := redis.Dial("tcp", replica.Addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		role, _ := redis.Values(c.Do("ROLE"))
+		if len(role) > 0 && fmt.Sprintf("%s", role[0]) == "master" {
+			at = time.Now()
+			return true
+		}
+		return false
+	})
+	return at
+}
+
+// On a cluster, a fault of one master touches only its slots: the healthy masters'
+// slots keep answering at normal latency, the faulty one's requests are bounded, and
+// after a failover its slots are hits again within a second of the promotion.
+func TestClusterOneMaster(t *testing.T) {
+	for _, fault := range []string{"hung 12 s", "killed", "black-holed 6 s"} {
+		t.Run(fault, func(t *testing.T) {
+			set := startCluster(t)
+			faulty := set.masters[0]
+			replica := set.replicaOf(t, faulty)
+			var proxy *redistest.Proxy
+			if fault == "black-holed 6 s" { // clients reach it through the proxy; the cluster bus does not
+				proxy = redistest.NewProxy(t, faulty.Addr)
+				port, key := strings.Split(proxy.Addr, ":")[1], faultySlotKey(t, set, faulty)
+				faulty.Do(t, "CONFIG", "SET", "cluster-announce-port", port)
+				redistest.WaitFor(t, 10*time.Second, "the proxy announced", func() bool {
+					return fmt.Sprint(masterPort(t, set.masters[1], key)) == port
+				})
+			}
+			c := client(t, options(redistest.Addrs(set.masters)...))
+			warm(t, c)
+			onFaulty := map[digest.Digest]bool{}
+			for _, d := range digests {
+				owner := masterPort(t, set.masters[1], string(d))
+				onFaulty[d] = owner == faulty.Port || proxy != nil && fmt.Sprint(owner) == strings.Split(proxy.Addr, ":")[1]
+			}
+			l := startLoad(c, workers, nil)
+			time.Sleep(500 * time.Millisecond)
+			start := time.Now()
+			var end, promotedAt time.Time
+			switch fault {
+			case "hung 12 s":
+				faulty.Stop()
+				promotedAt = promoted(t, replica, 30*time.Second)
+				time.Sleep(time.Until(start.Add(12 * time.Second)))
+				end = time.Now()
+				faulty.Continue()
+			case "killed":
+				faulty.Kill()
+				promotedAt = promoted(t, replica, 30*time.Second)
+				time.Sleep(2 * time.Second)
+				end = time.Now()
+			default:
+				proxy.BlackHole()
+				time.Sleep(6 * time.Second)
+				end = time.Now()
+				proxy.Heal()
+			}
+			time.Sleep(time.Second)
+			l.halt()
+			var healthy, bad []request
+			for _, q := range l.between(start, end) {
+				if onFaulty[q.dgst] {
+					bad = append(bad, q)
+				} else {
+					healthy = append(healthy, q)
+				}
+			}
+			h := measure("cluster, one master "+fault+": healthy slots", healthy, start)
+			h.openP99 = 0
+			hits := 0
+			for _, q := range healthy {
+				if q.hit {
+					hits++
+				}
+			}
+			h.note = fmt.Sprintf("%.2f%% hits", 100*float64(hits)/float64(max(len(healthy), 1)))
+			if h.errors != 0 || hits < len(healthy)*99/100 || h.p99 > 20*time.Millisecond {
+				t.Errorf("%s: healthy slots had %d errors, %d hits of %d, p99 %v", fault, h.errors, hits, len(healthy), h.p99)
+			}
+			report(t, h)
+
+			f := measure("cluster, one master "+fault+": its slots", bad, start.Add(2*timeout))
+			if fault == "killed" {
+				f.openP99 = 0 // refused at once: the breaker need not open
+			}
+			if !promotedAt.IsZero() {
+				f.recovered = l.firstHit(promotedAt, func(q request) bool { return onFaulty[q.dgst] }).Sub(promotedAt)
+				f.note = fmt.Sprintf("promoted %s ms after the fault", ms(promotedAt.Sub(start)))
+				if f.recovered < 0 || f.recovered > time.Second+margin {
+					t.Errorf("%s: its slots were hits again %v after the promotion", fault, f.recovered)
+				}
+			} else {
+				f.recovered = l.firstHit(end, func(q request) bool { return onFaulty[q.dgst] }).Sub(end)
+			}
+			if f.max > timeout+margin {
+				t.Errorf("%s: a request to the faulty slots took %v", fault, f.max)
+			}
+			report(t, f)
+		})
+	}
+}
+
+// faultySlotKey is one of the digests the master serves.
+func faultySlotKey(t *testing.T, set *clusterSet, master *redistest.Server) string {
+	t.Helper()
+	for _, d := range digests {
+		if masterPort(t, set.masters[1], string(d)) == master.Port {
+			return string(d)
+		}
+	}
+	t.Fatal("no digest on the master")
+	return ""
+}
+
+// Every master hung: every request bounded, the breakers open within a timeout, and
+// the cache is back once they are.
+func TestClusterAllMastersHung(t *testing.T) {
+	set := startCluster(t)
+	o := options(redistest.Addrs(set.masters)...)
+	log := logs(&o)
+	c := client(t, o)
+	warm(t, c)
+	l := startLoad(c, workers, nil)
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	for _, m := range set.masters {
+		m.Stop()
+	}
+	time.Sleep(3 * time.Second)
+	end := time.Now()
+	for _, m := range set.masters {
+		m.Continue()
+	}
+	redistest.WaitFor(t, 10*time.Second, "hits again", func() bool { return !l.firstHit(end, nil).IsZero() })
+	l.halt()
+	r := measure("cluster, all masters hung 3 s", l.between(start, end), start.Add(2*timeout))
+	r.recovered = l.firstHit(end, nil).Sub(end)
+	r.note = fmt.Sprintf("%d breakers opened", log.Count("unreachable"))
+	if r.max > timeout+margin || r.openP99 > time.Millisecond || log.Count("unreachable") < 3 {
+		t.Errorf("all masters hung: max %v, p99 once open %v, %d breakers opened", r.max, r.openP99, log.Count("unreachable"))
+	}
+	report(t, r)
+}
