@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -69,7 +70,19 @@ func (r row) String() string {
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
 
 func TestMain(m *testing.M) {
+	before := runtime.NumGoroutine()
 	code := m.Run()
+	// Every client, server and proxy of the cases is closed by now: no goroutine of
+	// the provider's may be left (go-redis's, ours), after a grace for those ending.
+	deadline := time.Now().Add(10 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		fmt.Printf("goroutines leaked: %d at start, %d at the end:\n%s\n", before, n, buf[:runtime.Stack(buf, true)])
+		code = 1
+	}
 	fmt.Println("\n| case | requests | errors | p50 / p99 / max ms | p99 once open ms | paid a timeout | recovered ms | writes lost | stale reads | note |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range table {

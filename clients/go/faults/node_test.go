@@ -190,5 +190,36 @@ func TestErrorReplies(t *testing.T) {
 	}
 }
 
+// No connection churn: sixteen concurrent callers on a healthy server, with the
+// default options, open no new connections once warm.
+func TestNoChurn(t *testing.T) {
+	s := redistest.Start(t)
+	c := client(t, layercache.Options{Addrs: []string{s.Addr}})
+	warm(t, c)
+	l := startLoad(c, workers, nil)
+	time.Sleep(time.Second)
+	accepted := func() int64 {
+		info, _ := redis.String(s.Dial(t).Do("INFO", "stats"))
+		var n int64
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "total_connections_received:"); ok {
+				fmt.Sscan(v, &n)
+			}
+		}
+		return n
+	}
+	before, start := accepted(), time.Now()
+	time.Sleep(2 * time.Second)
+	opened := accepted() - before - 1 // the INFO's own connection
+	l.halt()
+	r := measure("healthy server, default options: connections opened", l.between(start, time.Now()), start)
+	r.openP99, r.recovered = 0, -1
+	r.note = fmt.Sprintf("%d new connections in 2 s", opened)
+	if opened != 0 {
+		t.Errorf("16 callers opened %d connections in 2 s once warm", opened)
+	}
+	report(t, r)
+}
+
 // ctx is a background context for the checks.
 var ctx = context.Background()
