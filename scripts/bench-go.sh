@@ -5,7 +5,6 @@
 # without, for distribution's provider in the mix); writes its section of BENCHMARKS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export GO111MODULE=off GOPATH="$PWD/clients/go:/usr/share/gocode"
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 port=$(free_port) plain=$(free_port)
 dir=$(mktemp -d)
@@ -17,7 +16,7 @@ redis-server --port "$plain" --bind 127.0.0.1 --save "" --dir "$dir" --daemonize
 for p in "$port" "$plain"; do
   for _ in $(seq 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done
 done
-go build -o "$dir/lcbench-go" github.com/layercache/go-layercache/cmd/lcbench-go
+(cd clients/go && go build -o "$dir/lcbench-go" ./cmd/lcbench-go)
 "$dir/lcbench-go" -addr "127.0.0.1:$port" -plain-addr "127.0.0.1:$plain" -server "$(command -v redis-server)" \
   -module "$module" -rtt 0.5ms,2ms -n "${N:-400}" -out "${OUT:-BENCHMARKS.md}"
 echo "bench-go: ${OUT:-BENCHMARKS.md} updated"

@@ -16,6 +16,8 @@ pub struct Arg {
 pub enum ArgKind {
     String,
     Integer,
+    /// A word given as it is (`WITHTTL`): its name is the token.
+    Token,
 }
 
 const fn string(name: &'static CStr) -> Arg {
@@ -32,6 +34,10 @@ const fn strings(name: &'static CStr) -> Arg {
 
 const fn optional_integer(name: &'static CStr) -> Arg {
     Arg { name, kind: ArgKind::Integer, multiple: false, optional: true }
+}
+
+const fn optional_token(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::Token, multiple: false, optional: true }
 }
 
 /// Which arguments are keys in the `blob` scheme (where keys are digests), and how the
@@ -190,11 +196,11 @@ pub const COMMANDS: &[Command] = &[
         id: Id::Stat,
         flags: READ,
         acl: ACL_READ,
-        arity: 2,
-        summary: c"Returns a blob's descriptor [digest, size, mediatype], or null when its digest or size is missing.",
+        arity: -2,
+        summary: c"Returns a blob's descriptor [digest, size, mediatype], or null when its digest or size is missing. WITHTTL adds the milliseconds until the first key read expires (-1: none expires).",
         complexity: c"O(1)",
         since: c"0.1.0",
-        args: &[string(c"digest")],
+        args: &[string(c"digest"), optional_token(c"WITHTTL")],
         keys: &[keys(1, 1, RO | ACCESS)],
     },
     Command {
@@ -226,11 +232,11 @@ pub const COMMANDS: &[Command] = &[
         id: Id::RepoStat,
         flags: READ,
         acl: ACL_READ,
-        arity: 3,
-        summary: c"Returns the blob's descriptor as the repository sees it (its own mediatype), or null unless the repository holds it.",
+        arity: -3,
+        summary: c"Returns the blob's descriptor as the repository sees it (its own mediatype), or null unless the repository holds it. WITHTTL adds the milliseconds until the first key read expires (-1: none expires).",
         complexity: c"O(1)",
         since: c"0.1.0",
-        args: &[string(c"repo"), string(c"digest")],
+        args: &[string(c"repo"), string(c"digest"), optional_token(c"WITHTTL")],
         keys: &[keys(2, 2, RO | ACCESS)],
     },
     Command {

@@ -112,10 +112,13 @@ pub fn lookup(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     Ok(reply_meta(ctx, meta))
 }
 
-/// `LAYERCACHE.STAT digest`
+/// `LAYERCACHE.STAT digest [WITHTTL]`
 pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
-    let descriptor = store().stat(ctx, digest_arg(args, 1)?)?;
-    Ok(reply_descriptor(ctx, descriptor.as_ref(), None))
+    let digest = digest_arg(args, 1)?;
+    let with_ttl = with_ttl(args, 2)?;
+    let descriptor = store().stat(ctx, digest)?;
+    let ttl = with_ttl.then(|| store().expiry(ctx, None, digest));
+    Ok(reply_descriptor(ctx, descriptor.as_ref(), None, ttl))
 }
 
 /// `LAYERCACHE.SETDESCRIPTOR digest desc-digest size mediatype`
@@ -134,16 +137,29 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     Ok(hit_if(removed))
 }
 
-/// `LAYERCACHE.REPOSTAT repo digest`: distribution's repository-scoped Stat
+/// `LAYERCACHE.REPOSTAT repo digest [WITHTTL]`: distribution's repository-scoped Stat
 /// (membership, global descriptor, repository mediatype) in one step.
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
+    let with_ttl = with_ttl(args, 3)?;
     let view = store().repo_stat(ctx, repo, digest)?;
     let found = view.and_then(|view| Some((view.descriptor?, view.mediatype.resolve()?)));
     Ok(match &found {
-        Some((descriptor, mediatype)) => reply_descriptor(ctx, Some(descriptor), mediatype.as_ref()),
-        None => reply_descriptor(ctx, None, None),
+        Some((descriptor, mediatype)) => {
+            let ttl = with_ttl.then(|| store().expiry(ctx, Some(repo), digest));
+            reply_descriptor(ctx, Some(descriptor), mediatype.as_ref(), ttl)
+        }
+        None => reply_descriptor(ctx, None, None, None),
     })
+}
+
+/// Whether the optional `WITHTTL` is argument `i` (the last a Stat takes).
+fn with_ttl(args: &Args, i: usize) -> Result<bool, Error> {
+    match args.len() {
+        n if n == i => Ok(false),
+        n if n == i + 1 && args.bytes(i).eq_ignore_ascii_case(b"WITHTTL") => Ok(true),
+        _ => Err(Error::Refused("ERR syntax error".into())),
+    }
 }
 
 /// `LAYERCACHE.REPOSETDESCRIPTOR repo digest desc-digest size mediatype`
@@ -232,17 +248,23 @@ fn reply_meta(ctx: &Ctx, meta: Option<Meta>) -> Tally {
 
 /// Replies `[digest, size, mediatype]`, with `mediatype` in place of the stored one
 /// when given, and `""` when there is none; or null.
-fn reply_descriptor(ctx: &Ctx, descriptor: Option<&Descriptor>, mediatype: Option<&RString>) -> Tally {
+/// A Stat's reply: `[digest, size, mediatype]`, with WITHTTL (`ttl` given) a fourth
+/// element, the milliseconds until the first key read expires (-1: none does); null
+/// for a miss.
+fn reply_descriptor(ctx: &Ctx, descriptor: Option<&Descriptor>, mediatype: Option<&RString>, ttl: Option<Option<i64>>) -> Tally {
     let Some(d) = descriptor else {
         ctx.reply_null();
         return MISS;
     };
-    ctx.reply_array(3);
+    ctx.reply_array(if ttl.is_some() { 4 } else { 3 });
     ctx.reply_string(&d.digest);
     ctx.reply_integer(d.size);
     match mediatype.or(d.mediatype.as_ref()) {
         Some(m) => ctx.reply_string(m),
         None => ctx.reply_bytes(b""),
+    }
+    if let Some(ttl) = ttl {
+        ctx.reply_integer(ttl.unwrap_or(-1));
     }
     HIT
 }

@@ -93,3 +93,46 @@ fn removals_keep_the_expiry_of_what_they_leave() {
         }
     }
 }
+
+/// WITHTTL: a Stat's hit carries the milliseconds until the first key it was read
+/// from expires (-1 when none does), for a cache that keeps the reply (the Go
+/// provider's local tier); a miss stays null; anything else after it is a syntax error.
+#[test]
+fn withttl_gives_the_first_expiry_of_the_keys_read() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "1", OCTET]);
+    let ttl = |c: &mut Connection, args: &[&str]| match cmd(c, args) {
+        Value::Array(v) if v.len() == 4 => match v[3] {
+            Value::Int(ms) => ms,
+            ref other => panic!("{args:?}: fourth element {other:?}"),
+        },
+        other => panic!("{args:?}: {other:?}"),
+    };
+    let stat = ["LAYERCACHE.STAT", D1, "WITHTTL"];
+    let repostat = ["LAYERCACHE.REPOSTAT", "team/app", D1, "withttl"];
+    assert_eq!(ttl(&mut c, &stat), -1);
+    assert_eq!(ttl(&mut c, &repostat), -1);
+    // Each key a REPOSTAT reads: the blob's (STAT's too), and in the distribution scheme
+    // the repository's set and hash.
+    let mut keys = vec![(blob_key(D1), true)];
+    if scheme() == Scheme::Distribution {
+        keys.push(("repository::team/app::blobs".to_string(), false));
+        keys.push((format!("repository::team/app::blobs::{D1}"), false));
+    }
+    for (n, (key, read_by_stat)) in keys.iter().enumerate() {
+        let limit = 50_000 - 1000 * n as i64;
+        cmd(&mut c, &["PEXPIRE", key, &limit.to_string()]);
+        let ms = ttl(&mut c, &repostat);
+        assert!(ms > limit - 5000 && ms <= limit, "{key}: {ms}");
+        if *read_by_stat {
+            let ms = ttl(&mut c, &stat);
+            assert!(ms > limit - 5000 && ms <= limit, "STAT, {key}: {ms}");
+        }
+    }
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/other", D1, "WITHTTL"]), Value::Nil);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", D2, "WITHTTL"]), Value::Nil);
+    for bad in [&["LAYERCACHE.STAT", D1, "WITHTTLS"][..], &["LAYERCACHE.STAT", D1, "WITHTTL", "x"], &["LAYERCACHE.REPOSTAT", "team/app", D1, "TTL"]] {
+        assert_eq!(error_text(&run(&mut c, bad).unwrap_err()), "ERR syntax error", "{bad:?}");
+    }
+}

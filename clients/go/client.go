@@ -185,15 +185,22 @@ func (c *Client) Do(ctx context.Context, key digest.Digest, args ...interface{})
 // otherwise Redis's, which it then stores unless tier.go's rules say not to.
 func (c *Client) stat(ctx context.Context, k entryKey, args ...interface{}) (Descriptor, error) {
 	if c.tier == nil {
-		d, _, err := c.descriptor(ctx, k.dgst, args...)
+		d, _, _, err := c.descriptor(ctx, k.dgst, args...)
 		return d, err
 	}
 	if d, ok, err := c.tier.get(k); ok {
 		return d, err
 	}
 	t := c.tier.begin(k)
-	d, epoch, err := c.descriptor(ctx, k.dgst, args...)
-	c.tier.finish(t, epoch, d, err)
+	// WITHTTL: a hit says when the first key it was read from expires, counted from
+	// before the call was sent, so the tier never serves it past that.
+	sent := time.Now()
+	d, epoch, ttl, err := c.descriptor(ctx, k.dgst, append(args, "WITHTTL")...)
+	var expires time.Time
+	if ttl >= 0 {
+		expires = sent.Add(time.Duration(ttl) * time.Millisecond)
+	}
+	c.tier.finish(t, epoch, d, expires, err)
 	return d, err
 }
 
@@ -274,28 +281,34 @@ func failure(err error) (failed, unavailable bool) {
 	return true, false
 }
 
-// descriptor runs a command that replies [digest, size, mediatype] or nil; a skipped
-// or failed call is a miss (ErrUnknown), as is a nil reply.
-func (c *Client) descriptor(ctx context.Context, dgst digest.Digest, args ...interface{}) (Descriptor, uint64, error) {
+// descriptor runs a command that replies [digest, size, mediatype] (and with WITHTTL
+// the milliseconds until a key read expires, else -1) or nil; a skipped or failed call
+// is a miss (ErrUnknown), as is a nil reply.
+func (c *Client) descriptor(ctx context.Context, dgst digest.Digest, args ...interface{}) (d Descriptor, epoch uint64, ttl int64, err error) {
 	reply, epoch, err := c.call(ctx, dgst, args...)
 	switch {
 	case err == redis.Nil:
-		return Descriptor{}, epoch, ErrUnknown
+		return d, epoch, -1, ErrUnknown
 	case errors.Is(err, errSkipped):
-		return Descriptor{}, 0, ErrUnknown
+		return d, 0, -1, ErrUnknown
 	case err != nil:
-		return Descriptor{}, 0, err
+		return d, 0, -1, err
 	}
-	values, ok := reply.([]interface{})
-	if ok && len(values) == 3 {
-		d, ok1 := values[0].(string)
+	values, _ := reply.([]interface{})
+	ttl = -1
+	if len(values) == 4 {
+		ttl, _ = values[3].(int64)
+		values = values[:3]
+	}
+	if len(values) == 3 {
+		dg, ok1 := values[0].(string)
 		size, ok2 := values[1].(int64)
 		mediatype, ok3 := values[2].(string)
 		if ok1 && ok2 && ok3 {
-			return Descriptor{Digest: digest.Digest(d), Size: size, MediaType: mediatype}, epoch, nil
+			return Descriptor{Digest: digest.Digest(dg), Size: size, MediaType: mediatype}, epoch, ttl, nil
 		}
 	}
-	return Descriptor{}, 0, fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
+	return Descriptor{}, 0, -1, fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
 }
 
 // removed runs a removal that replies 1 or 0; 0 is ErrUnknown, a skipped call

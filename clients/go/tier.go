@@ -21,6 +21,8 @@ type entry struct {
 	key  entryKey
 	desc Descriptor
 	miss bool
+	// expires is when the first key the reply was read from expires (zero: none).
+	expires time.Time
 }
 
 // ticket is a read in flight whose reply may be stored; an invalidation of its key
@@ -42,7 +44,11 @@ type ticket struct {
 //   - stores a reply only if no invalidation of its keys (nor a reset) came between
 //     the read's start and its reply, and only if the reply came from the server the
 //     tier tracks (the same epoch: a connection to a deposed master is another epoch);
-//   - empties whenever tracking starts or stops, Redis flushes, or the master changes.
+//   - never serves a reply past the expiry of a key it was read from (the module's
+//     WITHTTL): Redis reports an expired key only once it deletes it, which may be
+//     long after (or, with active expiry off, never);
+//   - empties whenever tracking starts or stops, Redis flushes, swaps a database
+//     (the module's `__layercache__:events`), or the master changes.
 //
 // An entry depends on the keys its command reads: a global Stat on the blob's
 // descriptor key, a repository Stat on that too and on the repository's set and its
@@ -120,9 +126,13 @@ func (l *tier) get(k entryKey) (desc Descriptor, ok bool, err error) {
 	if !ok || !l.serving() {
 		return desc, false, nil
 	}
+	v := e.Value.(*entry)
+	if !v.expires.IsZero() && !time.Now().Before(v.expires) {
+		l.remove(k)
+		return desc, false, nil
+	}
 	l.lru.MoveToFront(e)
 	l.served.Add(1)
-	v := e.Value.(*entry)
 	if v.miss {
 		return desc, true, ErrUnknown
 	}
@@ -145,7 +155,7 @@ func (l *tier) begin(k entryKey) *ticket {
 // epoch, unless an invalidation of its keys (or a reset) came between begin and now
 // (the reply may then predate a change, and Redis will not report that change again),
 // or the reply is not from the server tracked.
-func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, err error) {
+func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, expires time.Time, err error) {
 	if t == nil {
 		return
 	}
@@ -156,7 +166,7 @@ func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, err error) {
 		return
 	}
 	l.remove(t.key)
-	l.entries[t.key] = l.lru.PushFront(&entry{key: t.key, desc: desc, miss: err != nil})
+	l.entries[t.key] = l.lru.PushFront(&entry{key: t.key, desc: desc, miss: err != nil, expires: expires})
 	l.stored.Add(1)
 	index(l.byDigest, t.key.dgst, t.key)
 	index(l.byRepo, t.key.repo, t.key)

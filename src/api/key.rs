@@ -47,6 +47,19 @@ impl Ctx {
         }
     }
 
+    /// The milliseconds until `key` expires, read as bookkeeping; `None` when it has no
+    /// expiry or does not exist.
+    pub fn pttl(&self, key: &dyn AsString) -> Option<i64> {
+        // SAFETY: valid ctx and key name; the handle is closed before returning.
+        let ms = unsafe {
+            let handle = raw::RedisModule_OpenKey.unwrap()(self.as_ptr(), key.as_string(), QUIET_OPEN);
+            let ms = raw::RedisModule_GetExpire.unwrap()(handle);
+            raw::RedisModule_CloseKey.unwrap()(handle);
+            ms
+        };
+        (ms >= 0).then_some(ms)
+    }
+
     /// Calls `each` with every member of the set, or every field name of the hash, at
     /// `key` (nothing when the key does not exist), read as bookkeeping: no keyspace
     /// stats, no LRU touch. The bytes live for the call only.

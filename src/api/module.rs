@@ -181,9 +181,10 @@ impl RawInfo {
                         (Some(_), _) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_KEY,
                         (None, ArgKind::String) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
                         (None, ArgKind::Integer) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER,
+                        (None, ArgKind::Token) => raw::RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_PURE_TOKEN,
                     },
                     key_spec_index: key_spec.map_or(-1, |i| i as c_int),
-                    token: null,
+                    token: if matches!(arg.kind, ArgKind::Token) { arg.name.as_ptr() } else { null },
                     summary: null,
                     since: null,
                     flags: if arg.multiple { raw::REDISMODULE_CMD_ARG_MULTIPLE as c_int } else { 0 }

@@ -69,6 +69,10 @@ impl Store for Blob {
         delete_descriptor(ctx, &digest.arg)
     }
 
+    fn expiry(&self, ctx: &Ctx, _repo: Option<RepoArg>, digest: DigestArg) -> Option<i64> {
+        ctx.pttl(&digest.arg)
+    }
+
     fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
         let field = field(ctx, repo);
         let Some([Some(held), d, size, mediatype]) = ctx.hash_get(&digest.arg, [&field, &DIGEST, &SIZE, &MEDIATYPE])? else {

@@ -99,6 +99,9 @@ pub trait Store: Sync {
     fn set_descriptor(&self, ctx: &Ctx, digest: DigestArg, descriptor: &NewDescriptor) -> Result<(), Error>;
     /// Removes the descriptor (the meta stays); true if there was one.
     fn clear(&self, ctx: &Ctx, digest: DigestArg) -> Result<bool, Error>;
+    /// The milliseconds until the first key a STAT (`repo` None) or REPOSTAT of
+    /// `digest` reads expires; `None` when none of them expires.
+    fn expiry(&self, ctx: &Ctx, repo: Option<RepoArg>, digest: DigestArg) -> Option<i64>;
     /// The descriptor and the repository's mediatype, or `None` unless `repo` holds it.
     fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error>;
     /// Records that `repo` holds each of `digests`, with the descriptor and the

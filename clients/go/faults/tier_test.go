@@ -144,3 +144,25 @@ func TestTierSwapDB(t *testing.T) {
 	}
 	report(t, row)
 }
+
+// TTL expiry with active expiry off: Redis reports an expired key only when it deletes
+// it, here never; the tier serves an entry no longer than the first of its keys lives
+// (WITHTTL).
+func TestTierTTLExpiry(t *testing.T) {
+	s := redistest.Start(t, "ttl", "1", "--enable-debug-command", "local")
+	s.Do(t, "DEBUG", "SET-ACTIVE-EXPIRE", 0)
+	c := tiered(t, s.Addr) // its write gave every key a TTL of 1 s
+	written := time.Now()
+	r := startReads(c)
+	time.Sleep(2 * time.Second)
+	stale, last := r.stale(written.Add(time.Second), -1)
+	if c.Stats().TierServed == 0 {
+		t.Error("the tier served nothing before the expiry: the case tested nothing")
+	}
+	row := row{name: "TTL expiry, active expiry off (layercache.ttl 1 s)", calls: r.n, stale: stale, recovered: -1}
+	if stale > 0 {
+		row.note = fmt.Sprintf("served %s ms past the expiry", ms(last.Sub(written.Add(time.Second))))
+		t.Errorf("the tier served an entry %d times past its keys' expiry", stale)
+	}
+	report(t, row)
+}

@@ -160,6 +160,14 @@ impl Store for Distribution {
         delete_descriptor(ctx, &blob)
     }
 
+    fn expiry(&self, ctx: &Ctx, repo: Option<RepoArg>, digest: DigestArg) -> Option<i64> {
+        let blob = ctx.pttl(&blob_hash(ctx, digest.digest));
+        let Some(repo) = repo else { return blob };
+        let members = ctx.pttl(&membership_set(ctx, repo.repo));
+        let repo_hash = ctx.pttl(&repository_hash(ctx, repo.repo, digest.digest));
+        [blob, members, repo_hash].into_iter().flatten().min()
+    }
+
     fn repo_stat<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<RepoView<'c>>, Error> {
         let (members, blob) = (membership_set(ctx, repo.repo), blob_hash(ctx, digest.digest));
         let repo_hash = repository_hash(ctx, repo.repo, digest.digest);

@@ -1,0 +1,324 @@
+// Command lcbench-go measures the latency of the layercache provider against
+// distribution's own redis provider with Redis across a network: a delay proxy between
+// client and server adds half the round trip each way, and each operation runs
+// sequentially, reporting p50 and p99. `make bench-go` runs it and writes the table to
+// BENCHMARKS.md.
+//
+//	lcbench-go -addr 127.0.0.1:6379 -rtt 0.5ms,2ms -n 400 -out BENCHMARKS.md
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/distribution"
+	"github.com/docker/distribution/registry/storage/cache"
+	dredis "github.com/docker/distribution/registry/storage/cache/redis"
+	garyburd "github.com/garyburd/redigo/redis"
+	"github.com/opencontainers/go-digest"
+)
+
+// proxy forwards connections to target, delaying every chunk by delay in each direction
+// (so a round trip gains twice delay), in order.
+func proxy(target string, delay time.Duration) (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() {
+		for {
+			client, err := l.Accept()
+			if err != nil {
+				return
+			}
+			server, err := net.Dial("tcp", target)
+			if err != nil {
+				client.Close()
+				continue
+			}
+			go pipe(client, server, delay)
+			go pipe(server, client, delay)
+		}
+	}()
+	return l.Addr().String(), nil
+}
+
+type chunk struct {
+	at   time.Time
+	data []byte
+}
+
+func pipe(from, to net.Conn, delay time.Duration) {
+	queue := make(chan chunk, 1024)
+	go func() {
+		defer to.Close()
+		for c := range queue {
+			waitUntil(c.at)
+			if _, err := to.Write(c.data); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := from.Read(buf)
+		if n > 0 {
+			queue <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
+		}
+		if err != nil {
+			if err != io.EOF {
+				from.Close()
+			}
+			close(queue)
+			return
+		}
+	}
+}
+
+// waitUntil returns at t. time.Sleep alone overshoots by up to a millisecond on some
+// machines (timer slack), which would hide the 0.5 ms case: sleep most of the way, then
+// spin.
+func waitUntil(t time.Time) {
+	if d := time.Until(t) - 1500*time.Microsecond; d > 0 {
+		time.Sleep(d)
+	}
+	for time.Now().Before(t) {
+		runtime.Gosched()
+	}
+}
+
+var ctx = context.Background()
+
+func digestOf(n int) digest.Digest {
+	return digest.Digest(fmt.Sprintf("sha256:%064x", n))
+}
+
+// operation runs one cache operation for iteration i of variant v.
+type operation struct {
+	name string
+	run  func(p cache.BlobDescriptorCacheProvider, i, v int) error
+}
+
+func operations() []operation {
+	desc := func(n int) distribution.Descriptor {
+		return distribution.Descriptor{Digest: digestOf(n), Size: 2797, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}
+	}
+	repo := func(p cache.BlobDescriptorCacheProvider) distribution.BlobDescriptorService {
+		r, err := p.RepositoryScoped("bench/app")
+		if err != nil {
+			log.Fatal(err)
+		}
+		return r
+	}
+	return []operation{
+		{"repository Stat, hit", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
+			_, err := repo(p).Stat(ctx, digestOf(i%100))
+			return err
+		}},
+		{"repository Stat, miss", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
+			if _, err := repo(p).Stat(ctx, digestOf(1_000_000+i)); err != distribution.ErrBlobUnknown {
+				return fmt.Errorf("a miss returned %v", err)
+			}
+			return nil
+		}},
+		{"repository SetDescriptor", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
+			n := 2_000_000 + v*100_000 + i
+			return repo(p).SetDescriptor(ctx, digestOf(n), desc(n))
+		}},
+		{"repository Clear", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
+			return repo(p).Clear(ctx, digestOf(2_000_000+v*100_000+i))
+		}},
+		{"global Stat", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
+			_, err := p.Stat(ctx, digestOf(i%100))
+			return err
+		}},
+	}
+}
+
+// percentiles returns p50 and p99 of xs.
+func percentiles(xs []time.Duration) (time.Duration, time.Duration) {
+	sort.Slice(xs, func(a, b int) bool { return xs[a] < xs[b] })
+	return xs[len(xs)/2], xs[len(xs)*99/100]
+}
+
+// rttName is "0.5ms" for 500 µs.
+func rttName(d time.Duration) string {
+	return fmt.Sprintf("%gms", float64(d)/float64(time.Millisecond))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:6379", "redis-server with the layercache module")
+	rtts := flag.String("rtt", "0.5ms,2ms", "round trips to add, comma-separated")
+	n := flag.Int("n", 400, "operations per measurement")
+	out := flag.String("out", "", "BENCHMARKS.md to write the section into")
+	server := flag.String("server", "redis-server", "the server binary, for the sentinel of the Sentinel table")
+	module := flag.String("module", "", "liblayercache.so, for the cluster nodes of the Cluster tables")
+	clusterSeconds := flag.Float64("throughput-seconds", 5, "how long each 32-client throughput run lasts")
+	mixOps := flag.Int("mix", 4000, "operations of the pull-like mix, per provider and round trip")
+	plainAddr := flag.String("plain-addr", "", "a redis-server without the module, for distribution's provider in the mix")
+	flag.Parse()
+
+	type variant struct {
+		name     string
+		provider func(addr string) cache.BlobDescriptorCacheProvider
+	}
+	variants := []variant{
+		{"distribution, PING per borrow", func(a string) cache.BlobDescriptorCacheProvider {
+			return dredis.NewRedisBlobDescriptorCacheProvider(&garyburd.Pool{
+				Dial:         func() (garyburd.Conn, error) { return garyburd.Dial("tcp", a) },
+				MaxIdle:      4,
+				TestOnBorrow: func(c garyburd.Conn, _ time.Time) error { _, err := c.Do("PING"); return err },
+			})
+		}},
+		{"distribution", func(a string) cache.BlobDescriptorCacheProvider {
+			return dredis.NewRedisBlobDescriptorCacheProvider(&garyburd.Pool{
+				Dial:    func() (garyburd.Conn, error) { return garyburd.Dial("tcp", a) },
+				MaxIdle: 4,
+			})
+		}},
+		{"layercache", func(a string) cache.BlobDescriptorCacheProvider { return plain(a) }},
+	}
+	// The data the hits read: 100 blobs in the repository, written through the module.
+	seed := plain(*addr)
+	for i := 0; i < 100; i++ {
+		r, _ := seed.RepositoryScoped("bench/app")
+		if err := r.SetDescriptor(ctx, digestOf(i), distribution.Descriptor{Digest: digestOf(i), Size: 2797, MediaType: "application/octet-stream"}); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	var durations []time.Duration
+	for _, rtt := range strings.Split(*rtts, ",") {
+		d, err := time.ParseDuration(rtt)
+		if err != nil {
+			log.Fatal(err)
+		}
+		durations = append(durations, d)
+	}
+
+	var table strings.Builder
+	table.WriteString("| operation | added RTT | distribution, PING per borrow p50 / p99 | distribution p50 / p99 | layercache p50 / p99 | p50 speed-up over distribution | target at 2 ms |\n|---|---|---|---|---|---:|---|\n")
+	targets := map[string]float64{"repository Stat, hit": 2.8, "repository SetDescriptor": 3.5, "repository Clear": 1.9}
+	for _, d := range durations {
+		rtt := rttName(d)
+		via, err := proxy(*addr, d/2)
+		if err != nil {
+			log.Fatal(err)
+		}
+		for _, op := range operations() {
+			var p50s, p99s []time.Duration
+			for vi, v := range variants {
+				p := v.provider(via)
+				p.Stat(ctx, digestOf(0)) // a connection in the pool
+				lat := make([]time.Duration, *n)
+				for i := 0; i < *n; i++ {
+					start := time.Now()
+					if err := op.run(p, i, vi); err != nil {
+						log.Fatalf("%s %s: %v", v.name, op.name, err)
+					}
+					lat[i] = time.Since(start)
+				}
+				p50, p99 := percentiles(lat)
+				p50s, p99s = append(p50s, p50), append(p99s, p99)
+			}
+			speedup := float64(p50s[1]) / float64(p50s[2])
+			target := ""
+			if t, ok := targets[op.name]; ok && rtt == "2ms" {
+				met := "met"
+				if speedup < t {
+					met = "**not met**"
+				}
+				target = fmt.Sprintf("≥ %.1f×: %s", t, met)
+			}
+			fmt.Fprintf(&table, "| %s | %s | %s / %s | %s / %s | %s / %s | %.2f× | %s |\n", op.name, rtt,
+				ms(p50s[0]), ms(p99s[0]), ms(p50s[1]), ms(p99s[1]), ms(p50s[2]), ms(p99s[2]), speedup, target)
+			log.Printf("%s at %s: distribution+PING %s, distribution %s, layercache %s ms (p50)", op.name, rtt, ms(p50s[0]), ms(p50s[1]), ms(p50s[2]))
+		}
+	}
+	section := fmt.Sprintf("## Go provider latency\n\n`make bench-go` (`clients/go/.../cmd/lcbench-go`): distribution's redis provider and the "+
+		"layercache provider against one redis-server with the module, through a proxy that delays every packet by half "+
+		"the added round trip each way; one client, operations one after another, %d per measurement, latency in ms. "+
+		"\"PING per borrow\" is distribution's registry pool (`TestOnBorrow` pings); the others use a pool that "+
+		"does not (layercache's `PingIdle`). Speed-up: distribution's p50 (without the PING) over layercache's.\n\n%s",
+		*n, table.String())
+	sentinelRows, err := sentinelTable(*addr, *server, durations, *n)
+	if err != nil {
+		log.Fatal(err)
+	}
+	section += "\nThrough Sentinel: repository Stat hits with the layercache provider on Harbor's pool (its distribution " +
+		"fork's `TestOnBorrow` asks `ROLE` on every borrow) and on the provider's own (`New` with `MasterName`: `ROLE` only " +
+		"on connections idle for longer than `IdleCheck`, a connection that fails or answers `READONLY`/`LOADING` dropped). " +
+		"One sentinel watches the master through the same delay proxy, so it names the proxy's address.\n\n" + sentinelRows
+	tierRows, err := tierTable(*addr, durations, *n)
+	if err != nil {
+		log.Fatal(err)
+	}
+	mixRows, err := mixTable(*addr, *plainAddr, durations, 10_000, *mixOps)
+	if err != nil {
+		log.Fatal(err)
+	}
+	section += "\nThe local tier (`LocalEntries`): repeated repository Stat hits on the provider without and with it (" +
+		"100 digests, all in the tier), and the invalidation delay: a repository SetDescriptor acknowledged on one instance " +
+		"until the other instance's tier has dropped the entry (the start of its first Stat, polled from the tier, that " +
+		"answers the new size). Redis sends the invalidation as it makes the change, before the writer's reply, and both cross " +
+		"half a round trip of proxy, so the entry is mostly gone before the write is acknowledged: a delay of 0 within the " +
+		"poll's step. Latency in ms.\n\n" + tierRows +
+		fmt.Sprintf("\nA pull-like mix: %d operations, 95%% repository Stats on one instance drawn by Zipf (s = 1.1) over 10,000 "+
+			"blobs, 5%% repository SetDescriptors of such blobs by another instance, the same draws for each provider, "+
+			"the tier starting empty. Commands per operation as the server counts them (INFO commandstats; for the module "+
+			"its LAYERCACHE commands, for distribution's provider every command, on a server without the module).\n\n", *mixOps) + mixRows
+	clusterRows, err := clusterTable(*addr, *server, *module, durations, *n, *clusterSeconds)
+	if err != nil {
+		log.Fatal(err)
+	}
+	section += "\nOn Redis Cluster (the blob scheme, 3 masters started by the benchmark): repository Stat hits through a " +
+		"delay proxy in front of each master, which the masters announce (`cluster-announce-port`), so that the provider " +
+		"(redisc, bound to the digest's slot) crosses it as the one-node provider crosses its own; then 32 goroutines of " +
+		"repository Stat hits over 100 digests, without the proxy, on the 3-master cluster and on a 1-master cluster, " +
+		"with the CPU the servers and the benchmark used.\n\n" + clusterRows
+	fmt.Print(section)
+	if *out != "" {
+		if err := writeSection(*out, "go", section); err != nil {
+			log.Fatal(err)
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeSection replaces the text between <!-- name --> and <!-- /name --> in path, or
+// appends it.
+func writeSection(path, name, body string) error {
+	text, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	start, end := "<!-- "+name+" -->", "<!-- /"+name+" -->"
+	block := start + "\n" + body + "\n" + end
+	s := string(text)
+	a, b := strings.Index(s, start), strings.Index(s, end)
+	if a >= 0 && b > a {
+		s = s[:a] + block + s[b+len(end):]
+	} else {
+		s += "\n" + block + "\n"
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}

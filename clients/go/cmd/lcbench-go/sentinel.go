@@ -1,0 +1,153 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/docker/distribution/registry/storage/cache"
+	dredis "github.com/docker/distribution/registry/storage/cache/redis"
+	garyburd "github.com/garyburd/redigo/redis"
+	"github.com/gomodule/redigo/redis"
+	layercache "github.com/layercache/go-layercache"
+	"github.com/layercache/go-layercache/dist2"
+)
+
+// sentinelTable measures repository Stat hits through Sentinel at each round trip:
+// the provider on Harbor's pool (its distribution fork: ROLE on every borrow) against
+// the provider's own (New with MasterName: ROLE only on connections idle for longer
+// than IdleCheck). One sentinel, started from serverBinary, watches the master through
+// the delay proxy, so it names the proxy's address and every client connection crosses
+// it.
+func sentinelTable(addr, serverBinary string, rtts []time.Duration, n int) (string, error) {
+	var table strings.Builder
+	table.WriteString("| added RTT | Harbor's pool (ROLE per borrow) p50 / p99 | layercache's pool p50 / p99 | p50 speed-up | target at 2 ms |\n|---|---|---|---:|---|\n")
+	for _, d := range rtts {
+		via, err := proxy(addr, d/2)
+		if err != nil {
+			return "", err
+		}
+		sentinelAddr, stop, err := startSentinel(serverBinary, via)
+		if err != nil {
+			return "", err
+		}
+		harbor := dredis.NewRedisBlobDescriptorCacheProvider(harborPool(sentinelAddr))
+		ours, err := dist2.New(layercache.Options{Addrs: []string{sentinelAddr}, MasterName: "bench"})
+		if err != nil {
+			stop()
+			return "", err
+		}
+		var p50s, p99s []time.Duration
+		for _, p := range []cache.BlobDescriptorCacheProvider{harbor, ours} {
+			p50, p99, err := measure(p, n)
+			if err != nil {
+				stop()
+				return "", err
+			}
+			p50s, p99s = append(p50s, p50), append(p99s, p99)
+		}
+		stop()
+		speedup := float64(p50s[0]) / float64(p50s[1])
+		target := ""
+		if d == 2*time.Millisecond {
+			target = "≥ 1.9×: met"
+			if speedup < 1.9 {
+				target = "≥ 1.9×: **not met**"
+			}
+		}
+		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.2f× | %s |\n", rttName(d), ms(p50s[0]), ms(p99s[0]), ms(p50s[1]), ms(p99s[1]), speedup, target)
+	}
+	return table.String(), nil
+}
+
+// measure runs n repository Stat hits one after another, after one that fills the
+// pool; their p50 and p99.
+func measure(p cache.BlobDescriptorCacheProvider, n int) (time.Duration, time.Duration, error) {
+	repo, err := p.RepositoryScoped("bench/app")
+	if err != nil {
+		return 0, 0, err
+	}
+	if _, err := repo.Stat(ctx, digestOf(0)); err != nil {
+		return 0, 0, err
+	}
+	lat := make([]time.Duration, n)
+	for i := range lat {
+		start := time.Now()
+		if _, err := repo.Stat(ctx, digestOf(i%100)); err != nil {
+			return 0, 0, err
+		}
+		lat[i] = time.Since(start)
+	}
+	p50, p99 := percentiles(lat)
+	return p50, p99, nil
+}
+
+// harborPool is the pool Harbor's distribution fork builds for
+// `redis.sentinelMasterSet` (FZambia/sentinel there): a new connection asks the
+// sentinel for the master, and every borrow checks ROLE. distribution's own redis
+// provider runs on it, as in Harbor.
+func harborPool(sentinelAddr string) *garyburd.Pool {
+	return &garyburd.Pool{
+		MaxIdle: 4,
+		Dial: func() (garyburd.Conn, error) {
+			s, err := garyburd.Dial("tcp", sentinelAddr)
+			if err != nil {
+				return nil, err
+			}
+			defer s.Close()
+			master, err := garyburd.Strings(s.Do("SENTINEL", "get-master-addr-by-name", "bench"))
+			if err != nil || len(master) != 2 {
+				return nil, fmt.Errorf("sentinel: %v %v", master, err)
+			}
+			return garyburd.Dial("tcp", net.JoinHostPort(master[0], master[1]))
+		},
+		TestOnBorrow: func(c garyburd.Conn, _ time.Time) error {
+			role, err := garyburd.Values(c.Do("ROLE"))
+			if err != nil || len(role) == 0 || fmt.Sprintf("%s", role[0]) != "master" {
+				return errors.New("role check failed")
+			}
+			return nil
+		},
+	}
+}
+
+// startSentinel runs a sentinel watching master (the proxy's address) as "bench", on
+// a free port; its address and a function that kills it.
+func startSentinel(serverBinary, master string) (string, func(), error) {
+	dir, err := os.MkdirTemp("", "lcbench-sentinel-")
+	if err != nil {
+		return "", nil, err
+	}
+	host, port, _ := strings.Cut(master, ":")
+	conf := filepath.Join(dir, "sentinel.conf")
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf("sentinel monitor bench %s %s 1\n", host, port)), 0o644); err != nil {
+		return "", nil, err
+	}
+	sentinelPort, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(serverBinary, conf, "--sentinel", "--port", fmt.Sprint(sentinelPort), "--bind", "127.0.0.1",
+		"--dir", dir, "--logfile", filepath.Join(dir, "sentinel.log"))
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }
+	addr := fmt.Sprintf("127.0.0.1:%d", sentinelPort)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c, err := redis.Dial("tcp", addr); err == nil {
+			named, err := redis.Strings(c.Do("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "bench"))
+			c.Close()
+			if err == nil && len(named) == 2 && named[1] == port {
+				return addr, stop, nil
+			}
+		}
+	}
+	stop()
+	return "", nil, fmt.Errorf("the sentinel on %s did not start", addr)
+}
