@@ -55,10 +55,10 @@ fn command_info_and_docs_describe_every_command() {
         ("layercache.setmeta", 4, &["write", "denyoom", "fast"], "readonly", &["digest", "path", "length"]),
         ("layercache.meta", 2, &["readonly", "fast"], "write", &["digest"]),
         ("layercache.lookup", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
-        ("layercache.stat", 2, &["readonly", "fast"], "write", &["digest"]),
+        ("layercache.stat", -2, &["readonly", "fast"], "write", &["digest", "WITHTTL"]),
         ("layercache.setdescriptor", 5, &["write", "denyoom", "fast"], "readonly", &["digest", "desc-digest", "size", "mediatype"]),
         ("layercache.clear", 2, &["write", "fast"], "denyoom", &["digest"]),
-        ("layercache.repostat", 3, &["readonly", "fast"], "write", &["repo", "digest"]),
+        ("layercache.repostat", -3, &["readonly", "fast"], "write", &["repo", "digest", "WITHTTL"]),
         (
             "layercache.reposetdescriptor",
             6,
@@ -150,3 +150,18 @@ fn module_writes_count_keyspace_stats_as_the_plain_commands_do() {
     assert_eq!(freqs(&mut c), freq_before);
 }
 
+
+/// What Redis does not tell tracking clients (Redis 7.0 sends nothing for SWAPDB), the
+/// module announces on `__layercache__:events`, for client-side caches to empty.
+#[test]
+fn swapdb_is_announced_on_the_events_channel() {
+    let s = Server::start();
+    let mut c = s.client();
+    let mut events = s.client();
+    run(&mut events, &["SUBSCRIBE", "__layercache__:events"]).unwrap();
+    assert_eq!(run(&mut c, &["SWAPDB", "0", "1"]).unwrap(), Value::Okay);
+    events.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let message: redis::Msg = events.as_pubsub().get_message().unwrap();
+    assert_eq!(message.get_channel_name(), "__layercache__:events");
+    assert_eq!(message.get_payload::<String>().unwrap(), "swapdb 0 1");
+}
