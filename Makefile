@@ -67,12 +67,14 @@ test-registry: release registry
 
 # The Go provider (clients/go, a Go module): go vet, then its tests against real
 # redis-servers with the release module: distribution 2.8's cachecheck, interop with
-# distribution's own redis provider, topologies and the local tier.
+# distribution's own redis provider, topologies and the local tier; then a scratch
+# module adds it with go get.
 GO_TEST = cd clients/go && LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -count=1
 test-go: release go
 	@scripts/deps.sh openssl:openssl
 	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
 	$(GO_TEST) $$(go list ./... | grep -v /faults)
+	scripts/go-get-check.sh
 
 # The fault suite (clients/go/faults): each case starts its own servers, sentinels and
 # proxies, prints one row of the fault table and asserts DESIGN.md's bounds.

@@ -165,3 +165,27 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatalf("the move logged %d times for two instances: %q", n, log.Lines)
 	}
 }
+
+// A call honours the request's context: its deadline, shorter than ReadTimeout, and its
+// cancellation, on a hung server.
+func TestRequestContext(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{s.Addr}, ReadTimeout: 5 * time.Second})
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop()
+	defer s.Continue()
+	deadline, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	started := time.Now()
+	if _, err := c.RepoStat(deadline, "team/app", blob); err == nil || time.Since(started) > 400*time.Millisecond {
+		t.Fatalf("with a 100 ms deadline: %v after %v", err, time.Since(started))
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	started = time.Now()
+	if _, err := c.Stat(cancelled, blob); err == nil || time.Since(started) > 400*time.Millisecond {
+		t.Fatalf("cancelled after 100 ms: %v after %v", err, time.Since(started))
+	}
+}

@@ -292,7 +292,9 @@ func TestSentinelsDown(t *testing.T) {
 		name := map[bool]string{false: "all sentinels killed", true: "all sentinels hung"}[hung]
 		t.Run(name, func(t *testing.T) {
 			set := startSentinels(t)
-			cl := client(t, set.options())
+			o := set.options()
+			log := logs(&o)
+			cl := client(t, o)
 			warm(t, cl)
 			l := startLoad(cl, workers, nil)
 			time.Sleep(300 * time.Millisecond)
@@ -328,6 +330,9 @@ func TestSentinelsDown(t *testing.T) {
 			}
 			if first > timeout+margin {
 				t.Errorf("%s: a new provider's first request took %v", name, first)
+			}
+			if st := cl.Stats(); st.BreakerOpens != 0 || len(log.Lines) != 0 {
+				t.Errorf("%s: the running provider's breaker opened %d times; it logged %q", name, st.BreakerOpens, log.Lines)
 			}
 			report(t, r)
 		})
