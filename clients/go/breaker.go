@@ -105,6 +105,19 @@ func (b *breaker) done(p pass, failed bool, err error) {
 	}
 }
 
+// abandon gives back an admitted call's pass without an outcome (its request went away
+// before Redis was asked): nothing was learnt of Redis.
+func (b *breaker) abandon(p pass) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.trial {
+		b.trial = false
+	}
+	if p.probe != 0 && p.probe == b.probe {
+		b.probe = 0
+	}
+}
+
 // reset closes the breaker without a probe: the server it guarded was replaced (a new
 // master).
 func (b *breaker) reset() {

@@ -229,16 +229,50 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 	if _, ok := c.paid.Load(ctx); ok {
 		return nil, 0, errSkipped
 	}
-	request := ctx
-	ctx, cancel := context.WithTimeout(ctx, c.o.ReadTimeout)
-	defer cancel()
 	r := c.topo.route(ctx, string(dgst))
 	p, ok := r.breaker.allow()
 	if !ok {
 		c.topo.skipped()
 		return nil, 0, errSkipped
 	}
-	reply, epoch, err = r.run(ctx, args...)
+	if ctx.Done() == nil { // Background: nothing can cancel the call
+		return c.run(ctx, r, p, args)
+	}
+	// go-redis bounds a call by the context's deadline but does not stop at its
+	// cancellation: the call runs aside, and a cancelled request returns at once; the
+	// call's outcome still reaches the breaker when it ends, within its timeout.
+	type result struct {
+		reply interface{}
+		epoch uint64
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		reply, epoch, err := c.run(ctx, r, p, args)
+		done <- result{reply, epoch, err}
+	}()
+	select {
+	case res := <-done:
+		return res.reply, res.epoch, res.err
+	case <-ctx.Done():
+		if ctx.Err() == context.DeadlineExceeded {
+			res := <-done // the call ends at that deadline too
+			return res.reply, res.epoch, res.err
+		}
+		return nil, 0, ctx.Err()
+	}
+}
+
+// run runs one admitted call on r within one timeout (the request's deadline, else
+// ReadTimeout), and tells r's breaker how it went.
+func (c *Client) run(request context.Context, r route, p pass, args []interface{}) (interface{}, uint64, error) {
+	ctx, cancel := context.WithTimeout(request, c.o.ReadTimeout)
+	defer cancel()
+	reply, epoch, err := r.run(ctx, args...)
+	if errors.Is(err, context.Canceled) { // the request went away before Redis was asked
+		r.breaker.abandon(p)
+		return nil, 0, err
+	}
 	failed, unavailable := failure(err)
 	r.breaker.done(p, failed, err)
 	if failed {
@@ -262,8 +296,6 @@ func failure(err error) (failed, unavailable bool) {
 	switch {
 	case err == nil || err == redis.Nil:
 		return false, false
-	case errors.Is(err, context.Canceled):
-		return false, false // the registry's request went away
 	case errors.Is(err, redis.ErrClosed):
 		return false, false // the client was replaced (a new master) while the call ran
 	}

@@ -195,7 +195,7 @@ func (s *staleChecks) halt() int {
 // registry's delete on the new master answers the deleted blob.
 func TestSentinelPrimaryFault(t *testing.T) {
 	for _, c := range []struct {
-		name              string
+		name               string
 		kill, idle, tiered bool
 	}{
 		{name: "Sentinel: primary killed, busy provider", kill: true},
