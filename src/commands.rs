@@ -117,7 +117,7 @@ pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let digest = digest_arg(args, 1)?;
     let with_ttl = with_ttl(args, 2)?;
     let descriptor = store().stat(ctx, digest)?;
-    let ttl = with_ttl.then(|| store().expiry(ctx, None, digest));
+    let ttl = (with_ttl && descriptor.is_some()).then(|| store().expiry(ctx, None, digest));
     Ok(reply_descriptor(ctx, descriptor.as_ref(), None, ttl))
 }
 

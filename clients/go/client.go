@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,22 +24,15 @@ type Descriptor struct {
 	MediaType string
 }
 
-var (
-	// ErrUnknown: the cache holds no such descriptor (or Redis was skipped).
-	ErrUnknown = errors.New("layercache: blob unknown to the cache")
-	// ErrUnavailable is what a Clear returns while Redis is skipped (the breaker is
-	// open): a delete must not succeed while the cache may still hold the descriptor.
-	ErrUnavailable = errors.New("layercache: Redis unavailable, cache skipped")
-)
-
 // Client runs the module's commands for a registry. It is safe for concurrent use.
 type Client struct {
 	o       Options
 	topo    topology
 	replies *replyLog
-	// paid holds the registry requests (their contexts) whose call already failed on
-	// a connection: a request pays at most one timeout, so the write-back distribution
-	// sends after a failed Stat, in the same request, is skipped.
+	// paid holds the registry requests whose call already failed on a connection, by
+	// their context's Done channel (comparable, and shared by what derives from it): a
+	// request pays at most one timeout, so the write-back distribution sends after a
+	// failed Stat, in the same request, is skipped.
 	paid sync.Map
 	// tier and tracker are the local tier, nil when it is off.
 	tier    *tier
@@ -78,13 +70,16 @@ func New(o Options) (*Client, error) {
 		return nil, errors.New("layercache: no Redis address")
 	}
 	c := &Client{o: o, replies: newReplyLog(o.Logf)}
-	var err error
 	if o.cluster() {
 		if o.LocalEntries > 0 {
 			return nil, errors.New("layercache: the local tier is not available on Redis Cluster")
 		}
-		c.topo, err = newCluster(o)
-		return c, err
+		cluster, err := newCluster(o)
+		if err != nil {
+			return nil, err
+		}
+		c.topo = cluster
+		return c, nil
 	}
 	d, err := newDirect(o)
 	if err != nil {
@@ -226,8 +221,10 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 			args[i] = string(d)
 		}
 	}
-	if _, ok := c.paid.Load(ctx); ok {
-		return nil, 0, errSkipped
+	if done := ctx.Done(); done != nil {
+		if _, ok := c.paid.Load(done); ok {
+			return nil, 0, errSkipped
+		}
 	}
 	r := c.topo.route(ctx, string(dgst))
 	p, ok := r.breaker.allow()
@@ -277,9 +274,9 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 	r.breaker.done(p, failed, err)
 	if failed {
 		r.failed(epoch, unavailable)
-		if request.Done() != nil { // not Background: a request, which ends
-			if _, dup := c.paid.LoadOrStore(request, true); !dup {
-				context.AfterFunc(request, func() { c.paid.Delete(request) })
+		if done := request.Done(); done != nil { // not Background: a request, which ends
+			if _, dup := c.paid.LoadOrStore(done, true); !dup {
+				context.AfterFunc(request, func() { c.paid.Delete(done) })
 			}
 		}
 		return nil, 0, err
@@ -288,29 +285,6 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 		c.replies.seen(err)
 	}
 	return reply, epoch, err
-}
-
-// failure says whether err is Redis failing (not an error reply about the call, nor
-// the caller giving up), and whether it is a reply of a server that cannot serve.
-func failure(err error) (failed, unavailable bool) {
-	switch {
-	case err == nil || err == redis.Nil:
-		return false, false
-	case errors.Is(err, redis.ErrClosed):
-		return false, false // the client was replaced (a new master) while the call ran
-	}
-	if code, message := ReplyCode(err); code != "" {
-		switch code {
-		case "READONLY", "LOADING", "MASTERDOWN", "CLUSTERDOWN":
-			return true, true
-		case "WRONGPASS", "NOAUTH": // the connection could not be opened
-			return true, false
-		case "ERR":
-			return strings.Contains(message, "max number of clients"), false
-		}
-		return false, false
-	}
-	return true, false
 }
 
 // descriptor runs a command that replies [digest, size, mediatype] (and with WITHTTL
@@ -357,46 +331,6 @@ func (c *Client) removed(ctx context.Context, dgst digest.Digest, args ...interf
 		return ErrUnknown
 	}
 	return nil
-}
-
-// ReplyCode splits an error reply into its code (the module's DIGEST_INVALID,
-// NAME_INVALID, SIZE_INVALID, or Redis's NOPERM, OOM, ...) and message; "" when err is
-// not an error reply.
-func ReplyCode(err error) (code, message string) {
-	var reply redis.Error
-	if err == nil || !errors.As(err, &reply) || err == redis.Nil {
-		return "", ""
-	}
-	code, message, _ = strings.Cut(reply.Error(), " ")
-	return code, message
-}
-
-// replyLog logs error replies once per code per minute and counts them: an ACL user
-// without a command (NOPERM) or a full Redis (OOM) must not leave the cache silently
-// doing nothing.
-type replyLog struct {
-	logf   func(format string, args ...interface{})
-	mu     sync.Mutex
-	last   map[string]time.Time
-	counts map[string]int64
-}
-
-func newReplyLog(logf func(format string, args ...interface{})) *replyLog {
-	return &replyLog{logf: logf, last: map[string]time.Time{}, counts: map[string]int64{}}
-}
-
-func (l *replyLog) seen(err error) {
-	code, _ := ReplyCode(err)
-	if code == "" {
-		code = "OTHER"
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.counts[code]++
-	if now := time.Now(); now.Sub(l.last[code]) >= time.Minute {
-		l.last[code] = now
-		l.logf("layercache: Redis replies %v (%d %s replies so far; logged once a minute per code)", err, l.counts[code], code)
-	}
 }
 
 // Stats are the Client's counters.

@@ -48,12 +48,13 @@ impl Ctx {
     }
 
     /// The milliseconds until `key` expires, read as bookkeeping; `None` when it has no
-    /// expiry or does not exist.
+    /// expiry or does not exist (Redis 8.2 cannot ask an empty key for its expiry).
     pub fn pttl(&self, key: &dyn AsString) -> Option<i64> {
         // SAFETY: valid ctx and key name; the handle is closed before returning.
         let ms = unsafe {
             let handle = raw::RedisModule_OpenKey.unwrap()(self.as_ptr(), key.as_string(), QUIET_OPEN);
-            let ms = raw::RedisModule_GetExpire.unwrap()(handle);
+            let empty = raw::RedisModule_KeyType.unwrap()(handle) as isize == raw::REDISMODULE_KEYTYPE_EMPTY;
+            let ms = if empty { -1 } else { raw::RedisModule_GetExpire.unwrap()(handle) };
             raw::RedisModule_CloseKey.unwrap()(handle);
             ms
         };
