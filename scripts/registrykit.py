@@ -273,7 +273,7 @@ def push_and_pull(work, registry, rng):
     return images
 
 
-def build_patched_registry(work):
+def build_patched_registry():
     """distribution 2.8's registry (v2.8.3 from the Go module proxy) with the provider
     patch, as `make registry` builds it (scripts/build-registry.sh)."""
     out = subprocess.run([os.path.join(ROOT, "scripts", "build-registry.sh")], capture_output=True, text=True)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The registry with the layercache provider on the Redis registries run in production
-(make test-registry): distribution's cmd/registry built with
-clients/go/registry/app.go.patch, skopeo, redis-servers and sentinels with the module,
+(make test-registry): distribution 2.8's registry as `make registry` builds it (with
+clients/go/registry/dist2/distribution.patch), skopeo, redis-servers and sentinels with the module,
 all on free loopback ports. Runs:
 
 1. acl: an ACL user allowed only the provider's commands and `~blobs::* ~repository::*`.
@@ -416,23 +416,19 @@ def tier_run(work, binary):
 
 
 def main():
-    build = tempfile.mkdtemp(prefix="layercache-registry-build-")
     runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, b: sentinel_run(w, b, TLS(w))),
             ("outage", outage_run), ("cluster", cluster_run), ("local-tier", tier_run)]
     only = sys.argv[1:]
-    try:
-        binary = build_patched_registry(build)
-        for name, run in runs:
-            if only and name not in only:
-                continue
-            work = tempfile.mkdtemp(prefix=f"layercache-{name}-")
-            try:
-                run(work, binary)
-            finally:
-                if not os.environ.get("KEEP"):
-                    shutil.rmtree(work, ignore_errors=True)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    binary = build_patched_registry()
+    for name, run in runs:
+        if only and name not in only:
+            continue
+        work = tempfile.mkdtemp(prefix=f"layercache-{name}-")
+        try:
+            run(work, binary)
+        finally:
+            if not os.environ.get("KEEP"):
+                shutil.rmtree(work, ignore_errors=True)
     say("all checks passed")
 
 

@@ -13,9 +13,9 @@ ports. Two runs:
    leaving no key of them, 404 on them, and the shared layer served.
 2. The module loaded after the registry filled the cache: the README's INDEX loop, then
    the same garbage collection and recipe, with the same result.
-3. A registry that speaks LAYERCACHE.*: distribution's cmd/registry built from Debian's
-   source (golang-github-docker-distribution-dev) with clients/go/registry/app.go.patch,
-   `blobdescriptor: layercache`; push and pull, its cache traffic in INFO layercache, and
+3. A registry that speaks LAYERCACHE.*: distribution 2.8's registry as `make registry`
+   builds it (v2.8.3 from the Go module proxy with clients/go/registry/dist2/
+   distribution.patch), `blobdescriptor: layercache`; push and pull, its cache traffic in INFO layercache, and
    HEADs served from the cache.
 
 Standard library only; exits non-zero on the first failed check.
@@ -146,7 +146,7 @@ def second_run(work):
 
 def third_run(work):
     say("run 3: a registry built with the layercache provider")
-    binary = build_patched_registry(work)
+    binary = build_patched_registry()
     redis = Redis(work, [])
     registry = Registry(work, {"addr": f"127.0.0.1:{redis.port}"}, binary=binary, cache="layercache")
     try:

@@ -256,9 +256,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	section += "\nThrough Sentinel: repository Stat hits with the layercache provider on Harbor's pool (its distribution " +
-		"fork's `TestOnBorrow` asks `ROLE` on every borrow) and on the provider's own (`New` with `MasterName`: `ROLE` only " +
-		"on connections idle for longer than `IdleCheck`, a connection that fails or answers `READONLY`/`LOADING` dropped). " +
+	section += "\nThrough Sentinel: repository Stat hits with distribution's redis provider on Harbor's pool (its distribution " +
+		"fork's `TestOnBorrow` asks `ROLE` on every borrow) and with the layercache provider (`New` with `MasterName`: " +
+		"go-redis's pool, no check per borrow that costs a round trip, the master followed through `+switch-master`). " +
 		"One sentinel watches the master through the same delay proxy, so it names the proxy's address.\n\n" + sentinelRows
 	tierRows, err := tierTable(*addr, durations, *n)
 	if err != nil {
@@ -284,7 +284,7 @@ func main() {
 	}
 	section += "\nOn Redis Cluster (the blob scheme, 3 masters started by the benchmark): repository Stat hits through a " +
 		"delay proxy in front of each master, which the masters announce (`cluster-announce-port`), so that the provider " +
-		"(redisc, bound to the digest's slot) crosses it as the one-node provider crosses its own; then 32 goroutines of " +
+		"(go-redis's cluster client) crosses it as the one-node provider crosses its own; then 32 goroutines of " +
 		"repository Stat hits over 100 digests, without the proxy, on the 3-master cluster and on a 1-master cluster, " +
 		"with the CPU the servers and the benchmark used.\n\n" + clusterRows
 	fmt.Print(section)

@@ -19,14 +19,13 @@ import (
 )
 
 // sentinelTable measures repository Stat hits through Sentinel at each round trip:
-// the provider on Harbor's pool (its distribution fork: ROLE on every borrow) against
-// the provider's own (New with MasterName: ROLE only on connections idle for longer
-// than IdleCheck). One sentinel, started from serverBinary, watches the master through
+// distribution's redis provider on Harbor's pool (its distribution fork: ROLE on every
+// borrow) against the layercache provider (New with MasterName: no check per borrow). One sentinel, started from serverBinary, watches the master through
 // the delay proxy, so it names the proxy's address and every client connection crosses
 // it.
 func sentinelTable(addr, serverBinary string, rtts []time.Duration, n int) (string, error) {
 	var table strings.Builder
-	table.WriteString("| added RTT | Harbor's pool (ROLE per borrow) p50 / p99 | layercache's pool p50 / p99 | p50 speed-up | target at 2 ms |\n|---|---|---|---:|---|\n")
+	table.WriteString("| added RTT | Harbor: distribution's redis provider, ROLE per borrow p50 / p99 | layercache p50 / p99 | p50 speed-up | target at 2 ms |\n|---|---|---|---:|---|\n")
 	for _, d := range rtts {
 		via, err := proxy(addr, d/2)
 		if err != nil {

@@ -47,7 +47,7 @@ require (
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 )
 
-// distribution v2.8.3 with app.go.patch, as scripts/build-registry.sh prepares it.
+// distribution v2.8.3 with distribution.patch, as scripts/build-registry.sh prepares it.
 replace github.com/docker/distribution => ../../../../build/registry/distribution-v2.8.3
 
 replace github.com/layercache/go-layercache => ../..
