@@ -30,7 +30,7 @@ up() {
     mkdir -p "$dir/$port"
     "$server" --port "$port" --bind 127.0.0.1 --daemonize yes \
       --dir "$PWD/$dir/$port" --pidfile "$PWD/$dir/$port/redis.pid" --logfile "$PWD/$dir/$port/redis.log" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+      --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 --cluster-require-full-coverage no \
       --save "" --appendonly no --loadmodule "$module" scheme blob
   done
   for port in "${ports[@]}"; do

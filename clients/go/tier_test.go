@@ -393,8 +393,10 @@ func trackingClient(t *testing.T, c redis.Conn) string {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(strings.TrimSpace(list), "\n") {
-		if strings.Contains(line, " sub=1 ") {
-			return strings.TrimPrefix(strings.Fields(line)[0], "id=")
+		// The connection that tracks with its invalidations redirected to itself.
+		id := strings.TrimPrefix(strings.Fields(line)[0], "id=")
+		if strings.Contains(line, " redir="+id+" ") {
+			return id
 		}
 	}
 	t.Fatalf("no tracking connection in %q", list)

@@ -15,10 +15,11 @@ import (
 // tracker keeps the local tier's one tracking connection to the current server: it
 // turns broadcast tracking on for the tracked prefixes, redirected to itself (RESP2
 // delivers invalidations as messages on `__redis__:invalidate`, so the connection
-// subscribes there, and to the module's `__layercache__:events`), PINGs it every quarter of the lease, renews the tier's lease with
-// each PONG, and reads invalidations until the connection fails or goes silent for a
-// lease, or the server changes (a Sentinel failover, or a server that could not serve
-// replaced). The tier is reset at each of those.
+// subscribes there, and to the module's `__layercache__:events`), PINGs it every
+// quarter of the lease, renews the tier's lease with each PONG, and reads
+// invalidations until the connection fails or goes silent for three leases, or the
+// server changes (a Sentinel failover, or a server that could not serve replaced). The tier
+// is reset at each of those.
 type tracker struct {
 	tier *tier
 	d    *direct
@@ -139,7 +140,9 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 		}
 	}()
 	for {
-		msg, err := sub.ReceiveTimeout(ctx, t.o.LocalLease)
+		// Silent for a lease, the tier stops serving (its lease ends); silent for three,
+		// the connection is given up.
+		msg, err := sub.ReceiveTimeout(ctx, 3*t.o.LocalLease)
 		if err != nil && strings.Contains(err.Error(), "unsupported pubsub message payload: <nil>") {
 			// FLUSHALL or FLUSHDB: everything changed. go-redis cannot read the message
 			// (a null payload) and reconnects, which may lose invalidations: start over.
