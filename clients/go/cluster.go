@@ -109,13 +109,16 @@ func nodeScheme(ctx context.Context, node *redis.Client) error {
 // there is a slot map, the cluster's own, whose call asks for the map first.
 func (c *clusterTopology) route(ctx context.Context, key string) route {
 	failed := func(uint64, bool) { c.refresh() }
+	run := func(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {
+		return c.run(ctx, key, args)
+	}
 	if !c.mapped.Load() {
 		return route{breaker: c.unmapped, failed: failed, run: func(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {
 			if _, err := c.client.MasterForKey(ctx, key); err != nil {
 				return nil, 0, err
 			}
 			c.mapped.Store(true)
-			return c.run(ctx, args...)
+			return run(ctx, args...)
 		}}
 	}
 	node, err := c.client.MasterForKey(ctx, key) // from the map go-redis holds
@@ -124,11 +127,22 @@ func (c *clusterTopology) route(ctx context.Context, key string) route {
 			return nil, 0, err
 		}}
 	}
-	return route{breaker: c.node(node.Options().Addr), run: c.run, failed: failed}
+	return route{breaker: c.node(node.Options().Addr), run: run, failed: failed}
 }
 
-func (c *clusterTopology) run(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {
-	reply, err := c.client.Do(ctx, args...).Result()
+// run runs a command on the node of key's slot. go-redis 9.7 takes a command's first
+// argument as its key unless told otherwise, and the module's keys (digests) come
+// after the repository: without the key's position, each call would be a MOVED.
+func (c *clusterTopology) run(ctx context.Context, key string, args []interface{}) (interface{}, uint64, error) {
+	cmd := redis.NewCmd(ctx, args...)
+	for i, a := range args {
+		if a == key {
+			cmd.SetFirstKeyPos(int8(i))
+			break
+		}
+	}
+	_ = c.client.Process(ctx, cmd)
+	reply, err := cmd.Result()
 	return reply, 0, err
 }
 
