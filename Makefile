@@ -65,21 +65,24 @@ test-registry: release registry
 	scripts/test-registry.py --with-provider
 	scripts/test-registry-ha.py
 
-# The Go provider (clients/go, a Go module): go vet, then its tests against real
-# redis-servers with the release module: distribution 2.8's cachecheck, interop with
-# distribution's own redis provider, topologies and the local tier; then a scratch
-# module adds it with go get.
-GO_TEST = cd clients/go && LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -count=1
+# The Go provider (clients/go, a Go module, and clients/go/dist3, distribution v3's
+# adapter in a module of its own): go vet, then its tests against real redis-servers
+# with the release module: distribution 2.8's and v3's cachecheck, interop with each
+# line's own redis provider, topologies and the local tier; then a scratch module adds
+# it with go get.
+GO_TEST = LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -count=1
 test-go: release go
 	@scripts/deps.sh openssl:openssl
 	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
-	$(GO_TEST) $$(go list ./... | grep -v /faults)
+	cd clients/go/dist3 && go vet ./...
+	cd clients/go && $(GO_TEST) $$(go list ./... | grep -v /faults)
+	cd clients/go/dist3 && $(GO_TEST) ./...
 	scripts/go-get-check.sh
 
 # The fault suite (clients/go/faults): each case starts its own servers, sentinels and
 # proxies, prints one row of the fault table and asserts DESIGN.md's bounds.
 test-faults: release go
-	$(GO_TEST) -v ./faults/
+	cd clients/go && $(GO_TEST) -v ./faults/
 
 # Go 1.23 or later, with the Go module proxy (Debian 12's golang-go is 1.19).
 go:

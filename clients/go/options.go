@@ -33,8 +33,8 @@ type Options struct {
 
 	// TLS to the server, and SentinelTLS to the sentinels, with the settings below.
 	TLS, SentinelTLS bool
-	// TLSCAFile is a PEM bundle of the CAs to verify servers with (empty: the system's).
-	TLSCAFile string
+	// TLSCAFiles are PEM bundles of the CAs to verify servers with (none: the system's).
+	TLSCAFiles []string
 	// TLSCertFile and TLSKeyFile are the client certificate and key, for servers with
 	// `tls-auth-clients yes`.
 	TLSCertFile, TLSKeyFile string
@@ -139,14 +139,16 @@ func (o Options) tlsConfigs() (server, sentinels *tls.Config, err error) {
 		return nil, nil, nil
 	}
 	config := &tls.Config{ServerName: o.TLSServerName, MinVersion: tls.VersionTLS12}
-	if o.TLSCAFile != "" {
-		pem, err := os.ReadFile(o.TLSCAFile)
+	for _, file := range o.TLSCAFiles {
+		pem, err := os.ReadFile(file)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layercache: TLS CA file: %w", err)
 		}
-		config.RootCAs = x509.NewCertPool()
+		if config.RootCAs == nil {
+			config.RootCAs = x509.NewCertPool()
+		}
 		if !config.RootCAs.AppendCertsFromPEM(pem) {
-			return nil, nil, fmt.Errorf("layercache: TLS CA file %s holds no PEM certificate", o.TLSCAFile)
+			return nil, nil, fmt.Errorf("layercache: TLS CA file %s holds no PEM certificate", file)
 		}
 	}
 	if o.TLSCertFile != "" || o.TLSKeyFile != "" {

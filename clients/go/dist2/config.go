@@ -2,7 +2,6 @@ package dist2
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/docker/distribution/configuration"
@@ -47,57 +46,39 @@ func FromConfiguration(config *configuration.Configuration) (layercache.Options,
 		MaxIdle:      r.Pool.MaxIdle,
 		IdleTimeout:  r.Pool.IdleTimeout,
 	}
-	sentinelTLS := ""
+	sentinelTLS := false
 	strs := map[string]*string{
 		"sentinelmasterset": &o.MasterName,
 		"username":          &o.Username,
 		"sentinelusername":  &o.SentinelUsername,
 		"sentinelpassword":  &o.SentinelPassword,
-		"tlscafile":         &o.TLSCAFile,
 		"tlscertfile":       &o.TLSCertFile,
 		"tlskeyfile":        &o.TLSKeyFile,
 		"tlsservername":     &o.TLSServerName,
 	}
-	for key, value := range config.Storage["cache"] {
-		name := strings.ToLower(key)
+	err := layercache.CacheSettings(&o, config.Storage["cache"], func(name, key string, value interface{}) (bool, error) {
+		var err error
 		switch {
-		case name == "blobdescriptor" || name == "layerinfo":
-		case name == "cluster":
-			b, err := parseBool(key, value)
-			if err != nil {
-				return layercache.Options{}, err
-			}
-			o.Cluster = b
-		case name == "localentries":
-			n, ok := value.(int)
-			if !ok || n < 0 {
-				return layercache.Options{}, fmt.Errorf("layercache: storage.cache.%s must be a number of entries, not %v", key, value)
-			}
-			o.LocalEntries = n
 		case name == "enabletls":
-			b, err := parseBool(key, value)
-			if err != nil {
-				return layercache.Options{}, err
-			}
-			o.TLS = b
+			o.TLS, err = layercache.SettingBool(key, value)
 		case name == "sentineltls":
-			sentinelTLS = fmt.Sprint(value)
-			b, err := parseBool(key, value)
-			if err != nil {
-				return layercache.Options{}, err
-			}
-			o.SentinelTLS = b
+			sentinelTLS = true
+			o.SentinelTLS, err = layercache.SettingBool(key, value)
+		case name == "tlscafile":
+			var file string
+			file, err = layercache.SettingString(key, value)
+			o.TLSCAFiles = []string{file}
 		case strs[name] != nil:
-			s, ok := value.(string)
-			if !ok {
-				return layercache.Options{}, fmt.Errorf("layercache: storage.cache.%s must be a string, not %v", key, value)
-			}
-			*strs[name] = s
+			*strs[name], err = layercache.SettingString(key, value)
 		default:
-			return layercache.Options{}, fmt.Errorf("layercache: unknown setting storage.cache.%s", key)
+			return false, nil
 		}
+		return true, err
+	})
+	if err != nil {
+		return layercache.Options{}, err
 	}
-	if sentinelTLS == "" {
+	if !sentinelTLS {
 		o.SentinelTLS = o.TLS
 	}
 	if len(o.Addrs) == 0 {
@@ -114,17 +95,4 @@ func splitAddrs(s string) []string {
 		}
 	}
 	return addrs
-}
-
-// parseBool takes YAML's booleans and their string forms ("true", "false").
-func parseBool(key string, value interface{}) (bool, error) {
-	switch v := value.(type) {
-	case bool:
-		return v, nil
-	case string:
-		if b, err := strconv.ParseBool(v); err == nil {
-			return b, nil
-		}
-	}
-	return false, fmt.Errorf("layercache: storage.cache.%s must be true or false, not %v", key, value)
 }

@@ -11,7 +11,6 @@ package dist2
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/docker/distribution"
@@ -128,20 +127,16 @@ func core(d distribution.Descriptor) layercache.Descriptor {
 	return layercache.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
 }
 
-// mapError turns the core's errors and the module's error codes into distribution's
-// errors where it has an equivalent; any other error passes through unchanged.
-func mapError(err error, dgst digest.Digest, repo string) error {
-	if errors.Is(err, layercache.ErrUnknown) {
-		return distribution.ErrBlobUnknown
-	}
-	code, message := layercache.ReplyCode(err)
-	switch code {
-	case "DIGEST_INVALID":
-		return distribution.ErrBlobInvalidDigest{Digest: dgst, Reason: errors.New(message)}
-	case "NAME_INVALID":
-		return distribution.ErrRepositoryNameInvalid{Name: repo, Reason: errors.New(message)}
-	case "SIZE_INVALID":
-		return distribution.ErrBlobInvalidLength
-	}
-	return err
+// errs are distribution 2.8's errors for the core's and the module's.
+var errs = layercache.ErrorMap{
+	Unknown: distribution.ErrBlobUnknown,
+	InvalidDigest: func(dgst digest.Digest, reason error) error {
+		return distribution.ErrBlobInvalidDigest{Digest: dgst, Reason: reason}
+	},
+	InvalidName: func(repo string, reason error) error {
+		return distribution.ErrRepositoryNameInvalid{Name: repo, Reason: reason}
+	},
+	InvalidLength: distribution.ErrBlobInvalidLength,
 }
+
+func mapError(err error, dgst digest.Digest, repo string) error { return errs.Map(err, dgst, repo) }

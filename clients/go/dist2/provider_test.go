@@ -197,7 +197,7 @@ func TestMutualTLS(t *testing.T) {
 	for _, scheme := range schemes {
 		t.Run(scheme, func(t *testing.T) {
 			s := redistest.StartTLS(t, certs, "scheme", scheme)
-			o := layercache.Options{Addrs: []string{s.Addr}, TLS: true, TLSCAFile: filepath.Join(certs, "ca.crt"),
+			o := layercache.Options{Addrs: []string{s.Addr}, TLS: true, TLSCAFiles: []string{filepath.Join(certs, "ca.crt")},
 				TLSCertFile: filepath.Join(certs, "client.crt"), TLSKeyFile: filepath.Join(certs, "client.key")}
 			cachecheck.CheckBlobDescriptorCache(t, provider(t, o))
 
@@ -262,7 +262,7 @@ func TestFromConfiguration(t *testing.T) {
 		{yaml: "redis: {addr: 's1:26379, s2:26379,s3:26379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, sentinelMasterSet: mymaster, username: registry, enabletls: 'true'}}",
 			want: Options{Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, MasterName: "mymaster", Username: "registry", TLS: true, SentinelTLS: true}},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: true, sentineltls: false, tlscafile: /ca, tlscertfile: /c, tlskeyfile: /k, tlsservername: redis}}",
-			want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFile: "/ca", TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
+			want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFiles: []string{"/ca"}, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
 		{yaml: "redis: {addr: 'a:1,b:2'}", want: Options{Addrs: []string{"a:1", "b:2"}}},
 		{yaml: "redis: {addr: 'a:1'}\nstorage: {inmemory: {}, cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
 		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, localentries: 50000}}",

@@ -1,0 +1,174 @@
+package dist3
+
+import (
+	"context"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/distribution/distribution/v3"
+	"github.com/distribution/distribution/v3/configuration"
+	"github.com/distribution/distribution/v3/registry/storage/cache"
+	"github.com/distribution/distribution/v3/registry/storage/cache/cachecheck"
+	rediscache "github.com/distribution/distribution/v3/registry/storage/cache/redis"
+	layercache "github.com/layercache/go-layercache"
+	"github.com/layercache/go-layercache/internal/redistest"
+	"github.com/opencontainers/go-digest"
+	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/redis/go-redis/v9"
+)
+
+var (
+	ctx     = context.Background()
+	blob    = digest.Digest("sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")
+	desc    = v1.Descriptor{Digest: blob, Size: 2797, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}
+	schemes = []string{"distribution", "blob"}
+)
+
+// provider is New(o), closed at the end of the test.
+func provider(t *testing.T, o layercache.Options) cache.BlobDescriptorCacheProvider {
+	t.Helper()
+	p, c, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return p
+}
+
+func on(addr string, entries int) layercache.Options {
+	return layercache.Options{Addrs: []string{addr}, LocalEntries: entries}
+}
+
+// v3's own redis provider, on go-redis as v3 builds it.
+func v3Provider(t *testing.T, addr string) cache.BlobDescriptorCacheProvider {
+	client := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}})
+	t.Cleanup(func() { client.Close() })
+	return rediscache.NewRedisBlobDescriptorCacheProvider(client)
+}
+
+// distribution v3's own cachecheck suite, unmodified, in both key schemes, with and
+// without the local tier.
+func TestCachecheck(t *testing.T) {
+	for _, scheme := range schemes {
+		for _, entries := range []int{0, 1000} {
+			t.Run(scheme+map[bool]string{false: "/tier=off", true: "/tier=on"}[entries > 0], func(t *testing.T) {
+				cachecheck.CheckBlobDescriptorCache(t, provider(t, on(redistest.Start(t, "scheme", scheme).Addr, entries)))
+			})
+		}
+	}
+}
+
+// Each provider reads what the other wrote, on one server (the distribution scheme:
+// distribution's own keys), and each clears what the other wrote.
+func TestInteropWithV3RedisProvider(t *testing.T) {
+	addr := redistest.Start(t, "scheme", "distribution").Addr
+	ours, theirs := provider(t, on(addr, 0)), v3Provider(t, addr)
+	for _, way := range []struct {
+		name, repo string
+		w, r       cache.BlobDescriptorCacheProvider
+	}{
+		{"ours to theirs", "team/ours", ours, theirs},
+		{"theirs to ours", "team/theirs", theirs, ours},
+	} {
+		t.Run(way.name, func(t *testing.T) {
+			writer, _ := way.w.RepositoryScoped(way.repo)
+			reader, _ := way.r.RepositoryScoped(way.repo)
+			want := v1.Descriptor{Digest: blob, Size: 2797, MediaType: "application/json+" + strings.ReplaceAll(way.repo, "/", "-")}
+			if err := writer.SetDescriptor(ctx, blob, want); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := reader.Stat(ctx, blob); err != nil || !reflect.DeepEqual(got, want) {
+				t.Fatalf("repository Stat: %v, %v; want %v", got, err, want)
+			}
+			if got, err := way.r.Stat(ctx, blob); err != nil || got.Digest != blob || got.Size != 2797 {
+				t.Fatalf("global Stat: %v, %v", got, err)
+			}
+			if err := reader.Clear(ctx, blob); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := writer.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
+				t.Fatalf("the writer after the reader's Clear: %v", err)
+			}
+		})
+	}
+}
+
+// CVE-2026-35172: a blob cleared from one repository stays cleared when another
+// repository caches it again; with and without the tier.
+func TestClearedBlobStaysCleared(t *testing.T) {
+	for _, scheme := range schemes {
+		for _, entries := range []int{0, 1000} {
+			t.Run(scheme, func(t *testing.T) {
+				p := provider(t, on(redistest.Start(t, "scheme", scheme).Addr, entries))
+				a, _ := p.RepositoryScoped("team/a")
+				b, _ := p.RepositoryScoped("team/b")
+				for _, r := range []distribution.BlobDescriptorService{a, b} {
+					if err := r.SetDescriptor(ctx, blob, desc); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := r.Stat(ctx, blob); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := a.Clear(ctx, blob); err != nil {
+					t.Fatal(err)
+				}
+				if err := b.SetDescriptor(ctx, blob, desc); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := a.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
+					t.Fatalf("team/a sees the blob team/b cached again: %v", err)
+				}
+				if got, err := b.Stat(ctx, blob); err != nil || !reflect.DeepEqual(got, desc) {
+					t.Fatalf("team/b: %v, %v", got, err)
+				}
+			})
+		}
+	}
+}
+
+// The registry configuration: v3's redis section unchanged, and storage.cache's keys.
+func TestFromConfiguration(t *testing.T) {
+	type Options = layercache.Options
+	cases := []struct {
+		yaml string
+		want Options
+		err  string
+	}{
+		{yaml: "redis: {addrs: ['r:6379'], password: p, db: 2, dialtimeout: 2s, poolsize: 64, maxidleconns: 8}",
+			want: Options{Addrs: []string{"r:6379"}, Password: "p", DB: 2, DialTimeout: 2 * time.Second, PoolSize: 64, MaxIdle: 8}},
+		{yaml: "redis: {addrs: ['s1:26379', 's2:26379'], mastername: mymaster, username: registry, sentinelusername: su, sentinelpassword: sp, tls: {rootcas: [/ca1, /ca2]}}",
+			want: Options{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster", Username: "registry", SentinelUsername: "su", SentinelPassword: "sp",
+				TLS: true, SentinelTLS: true, TLSCAFiles: []string{"/ca1", "/ca2"}}},
+		{yaml: "redis: {addrs: ['r:6380'], tls: {certificate: /c, key: /k}}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tlsservername: redis}}",
+			want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
+		{yaml: "redis: {addrs: ['r:6380']}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tls: true, localentries: 5000}}",
+			want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, LocalEntries: 5000}},
+		{yaml: "redis: {addrs: ['a:1']}\nstorage: {inmemory: {}, cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
+		{yaml: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {sentinelmasterset: x}}", err: "unknown setting storage.cache.sentinelmasterset"},
+		{yaml: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {tls: maybe}}", err: "must be true or false"},
+		{yaml: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", err: "redis.addrs is required"},
+	}
+	for n, c := range cases {
+		text := "version: 0.1\n" + c.yaml
+		if !strings.Contains(text, "storage:") {
+			text += "\nstorage: {inmemory: {}}"
+		}
+		config, err := configuration.Parse(strings.NewReader(text))
+		if err != nil {
+			t.Fatalf("case %d: %v", n, err)
+		}
+		got, err := FromConfiguration(config)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("case %d: error %v, want %q", n, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.want)
+		}
+	}
+}

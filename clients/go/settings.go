@@ -1,0 +1,93 @@
+package layercache
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// CacheSettings reads the keys of a registry's `storage.cache` section into o, for
+// every distribution line: `blobdescriptor` (and 2.x's `layerinfo`) are the line's,
+// `cluster` and `localentries` layercache's own; every other key goes to line (the
+// adapter's keys), which reports whether it knows it. Keys match without regard to
+// case (environment overrides such as REGISTRY_STORAGE_CACHE_ENABLETLS=true); an
+// unknown key or a value of the wrong type is an error, so a misspelt setting does not
+// pass unnoticed.
+func CacheSettings(o *Options, settings map[string]interface{}, line func(name, key string, value interface{}) (bool, error)) error {
+	for key, value := range settings {
+		name := strings.ToLower(key)
+		var err error
+		switch name {
+		case "blobdescriptor", "layerinfo":
+		case "cluster":
+			o.Cluster, err = SettingBool(key, value)
+		case "localentries":
+			n, ok := value.(int)
+			if !ok || n < 0 {
+				err = fmt.Errorf("layercache: storage.cache.%s must be a number of entries, not %v", key, value)
+			}
+			o.LocalEntries = n
+		default:
+			var known bool
+			if known, err = line(name, key, value); err == nil && !known {
+				err = fmt.Errorf("layercache: unknown setting storage.cache.%s", key)
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SettingBool takes YAML's booleans and their string forms ("true", "false").
+func SettingBool(key string, value interface{}) (bool, error) {
+	switch v := value.(type) {
+	case bool:
+		return v, nil
+	case string:
+		if b, err := strconv.ParseBool(v); err == nil {
+			return b, nil
+		}
+	}
+	return false, fmt.Errorf("layercache: storage.cache.%s must be true or false, not %v", key, value)
+}
+
+// SettingString takes a string.
+func SettingString(key string, value interface{}) (string, error) {
+	s, ok := value.(string)
+	if !ok {
+		return "", fmt.Errorf("layercache: storage.cache.%s must be a string, not %v", key, value)
+	}
+	return s, nil
+}
+
+// ErrorMap says how a distribution line spells the core's errors and the module's
+// error codes; Map uses it.
+type ErrorMap struct {
+	Unknown       error                                        // a miss (ErrBlobUnknown)
+	InvalidDigest func(dgst digest.Digest, reason error) error // DIGEST_INVALID
+	InvalidName   func(repo string, reason error) error        // NAME_INVALID
+	InvalidLength error                                        // SIZE_INVALID
+}
+
+// Map turns err, of a call about dgst in repo, into the line's error where it has an
+// equivalent; any other error passes through unchanged.
+func (m *ErrorMap) Map(err error, dgst digest.Digest, repo string) error {
+	if err == ErrUnknown {
+		return m.Unknown
+	}
+	code, message := ReplyCode(err)
+	switch code {
+	case "DIGEST_INVALID":
+		return m.InvalidDigest(dgst, errors.New(message))
+	case "NAME_INVALID":
+		return m.InvalidName(repo, errors.New(message))
+	case "SIZE_INVALID":
+		return m.InvalidLength
+	}
+	return err
+}
