@@ -49,8 +49,9 @@ test: build lint
 test-matrix: deps
 	scripts/test-matrix.sh
 
-# distribution 2.8's registry (v2.8.3 from the Go module proxy) with the layercache
-# provider, as build/registry/registry-2.8 (scripts/build-registry.sh).
+# distribution's registries with the layercache provider, from the Go module proxy
+# (scripts/build-registry.sh): 2.8 (v2.8.3, patched) as build/registry/registry-2.8,
+# v3 (v3.1.1, a main of ours) as build/registry/registry-3.
 registry: go
 	@scripts/deps.sh patch:patch
 	scripts/build-registry.sh
@@ -74,7 +75,7 @@ GO_TEST = LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -c
 test-go: release go
 	@scripts/deps.sh openssl:openssl
 	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
-	cd clients/go/dist3 && go vet ./...
+	cd clients/go/dist3 && go vet ./... && cd ../registry/dist3 && go vet .
 	cd clients/go && $(GO_TEST) $$(go list ./... | grep -v /faults)
 	cd clients/go/dist3 && $(GO_TEST) ./...
 	scripts/go-get-check.sh

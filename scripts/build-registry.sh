@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # make registry: distribution's registry with layercache's provider, built from the Go
 # module proxy into build/registry/. For 2.8 (v2.8.3): distribution's module copied to
-# build/registry/distribution-v2.8.3, clients/go/registry/dist2/distribution.patch applied,
-# and clients/go/registry/dist2 (whose go.mod points at that copy) built as
-# build/registry/registry-2.8.
+# build/registry/distribution-v2.8.3, clients/go/registry/dist2/distribution.patch
+# applied, and clients/go/registry/dist2 (whose go.mod points at that copy) built as
+# build/registry/registry-2.8. For v3 (v3.1.1): clients/go/registry/dist3, a main that
+# registers the provider before distribution's own, built as build/registry/registry-3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$PWD/build/registry
@@ -18,4 +19,5 @@ if [ ! -f "$tree/.patched" ]; then
   touch "$tree/.patched"
 fi
 (cd clients/go/registry/dist2 && go build -o "$out/registry-2.8" .)
-echo "build-registry: $out/registry-2.8"
+(cd clients/go/registry/dist3 && go build -o "$out/registry-3" .)
+echo "build-registry: $out/registry-2.8 $out/registry-3"

@@ -273,9 +273,9 @@ def push_and_pull(work, registry, rng):
     return images
 
 
-def build_patched_registry():
-    """distribution 2.8's registry (v2.8.3 from the Go module proxy) with the provider
-    patch, as `make registry` builds it (scripts/build-registry.sh)."""
+def build_patched_registry(line="2.8"):
+    """distribution's registry with the provider, as `make registry` builds it
+    (scripts/build-registry.sh): line "2.8" (v2.8.3 with the patch) or "3" (v3.1.1)."""
     out = subprocess.run([os.path.join(ROOT, "scripts", "build-registry.sh")], capture_output=True, text=True)
-    check(out.returncode == 0, f"the registry built with the provider {out.stderr.strip()[-2000:]}")
-    return os.path.join(ROOT, "build", "registry", "registry-2.8")
+    check(out.returncode == 0, f"the registries built with the provider {out.stderr.strip()[-2000:]}")
+    return os.path.join(ROOT, "build", "registry", f"registry-{line}")

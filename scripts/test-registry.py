@@ -13,10 +13,11 @@ ports. Two runs:
    leaving no key of them, 404 on them, and the shared layer served.
 2. The module loaded after the registry filled the cache: the README's INDEX loop, then
    the same garbage collection and recipe, with the same result.
-3. A registry that speaks LAYERCACHE.*: distribution 2.8's registry as `make registry`
-   builds it (v2.8.3 from the Go module proxy with clients/go/registry/dist2/
-   distribution.patch), `blobdescriptor: layercache`; push and pull, its cache traffic in INFO layercache, and
-   HEADs served from the cache.
+3. and 4. A registry that speaks LAYERCACHE.*: distribution 2.8's and v3's registries
+   as `make registry` builds them (v2.8.3 from the Go module proxy with
+   clients/go/registry/dist2/distribution.patch; v3.1.1 with clients/go/registry/dist3's
+   main), `blobdescriptor: layercache`; push and pull, its cache traffic in INFO
+   layercache, HEADs served from the cache, and a blob DELETE a 404 at once.
 
 Standard library only; exits non-zero on the first failed check.
 """
@@ -144,14 +145,17 @@ def second_run(work):
         redis.stop()
 
 
-def third_run(work):
-    say("run 3: a registry built with the layercache provider")
-    binary = build_patched_registry()
+def provider_run(work, line):
+    say(f"run {'3' if line == '2.8' else '4'}: distribution {'2.8' if line == '2.8' else 'v3'}'s registry built with the layercache provider")
+    binary = build_patched_registry(line)
     redis = Redis(work, [])
-    registry = Registry(work, {"addr": f"127.0.0.1:{redis.port}"}, binary=binary, cache="layercache")
+    # Each line's own redis section: 2.8's addr, v3's addrs.
+    section = {"addr": f"127.0.0.1:{redis.port}"} if line == "2.8" else {"addrs": [f"127.0.0.1:{redis.port}"]}
+    registry = Registry(work, section, binary=binary, cache="layercache")
     try:
         check("using layercache blob descriptor cache" in registry.logged(),
               "the registry says it uses the layercache provider")
+        check("unknown cache type" not in registry.logged(), "and not that caching is disabled")
         images = push_and_pull(work, registry, random.Random(os.urandom(8)))
         counters = redis.counters()
         say("INFO layercache after push and pull: " +
@@ -173,6 +177,11 @@ def third_run(work):
                 hits = after["layercache_repostat_hits"] - before["layercache_repostat_hits"]
                 misses = after["layercache_repostat_misses"] - before["layercache_repostat_misses"]
                 check(hits > 0 and misses == 0, f"{repo}: served from the cache ({hits} REPOSTAT hits, {misses} misses)")
+        # A blob deleted through the registry is a 404 at once: the repository Clear.
+        repo, (blobs, _) = next(iter(images.items()))
+        digest = next(iter(blobs))
+        check(registry.status("DELETE", f"/v2/{repo}/blobs/{digest}") == 202, f"{repo}: DELETE {digest[:19]}…")
+        check(registry.head_blob(repo, digest) == (404, None), f"{repo}: HEAD at once after the delete is a 404")
     finally:
         registry.stop()
         redis.stop()
@@ -181,7 +190,7 @@ def third_run(work):
 def main():
     runs = [first_run, second_run]
     if "--with-provider" in sys.argv:
-        runs.append(third_run)
+        runs += [lambda work: provider_run(work, "2.8"), lambda work: provider_run(work, "3")]
     for run in runs:
         work = tempfile.mkdtemp(prefix="layercache-registry-")
         try:
