@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-go test-faults go bench bench-instructions bench-go clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-go test-faults go bench bench-instructions bench-go clean
 
 all: release
 
@@ -79,6 +79,12 @@ test-go: release go
 	cd clients/go && $(GO_TEST) $$(go list ./... | grep -v /faults)
 	cd clients/go/dist3 && $(GO_TEST) ./...
 	scripts/go-get-check.sh
+
+# The OCI distribution-spec conformance suite against the registries of make registry:
+# each line with no cache (the baseline), with its own redis cache, and with layercache
+# (v3: one node, the tier, a cluster; 2.8: one node).
+test-conformance: release registry
+	scripts/test-conformance.py
 
 # The fault suite (clients/go/faults): each case starts its own servers, sentinels and
 # proxies, prints one row of the fault table and asserts DESIGN.md's bounds.

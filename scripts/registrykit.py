@@ -279,3 +279,26 @@ def build_patched_registry(line="2.8"):
     out = subprocess.run([os.path.join(ROOT, "scripts", "build-registry.sh")], capture_output=True, text=True)
     check(out.returncode == 0, f"the registries built with the provider {out.stderr.strip()[-2000:]}")
     return os.path.join(ROOT, "build", "registry", f"registry-{line}")
+
+
+def cluster_nodes(work, n):
+    """n cluster-enabled servers with the module in the blob scheme, joined with one
+    replica per master (redis-cli --cluster create). Each bus port is a free port of its
+    own (the default, port + 10000, may be taken or past 65535)."""
+    nodes = [Redis(work, ["scheme", "blob"], name=f"node-{i}",
+                   args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                         "--cluster-port", str(free_port()), "--repl-diskless-sync-delay", "0"])
+             for i in range(n)]
+    out = subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{x.port}" for x in nodes],
+                          "--cluster-replicas", "1", "--cluster-yes"], capture_output=True, text=True)
+    check(out.returncode == 0, f"a cluster of {n} nodes created {out.stderr.strip()}")
+    wait_for("cluster_state:ok on every node", lambda: all(cluster_ok(x) for x in nodes))
+    # A replica that has not finished its first sync may not be promoted (its data is
+    # too old: cluster-replica-validity-factor).
+    wait_for("every replica in sync", lambda: all(x.info("replication").get("master_link_status") == "up"
+                                                  for x in nodes if x.cli("ROLE")[0] == "slave"))
+    return nodes
+
+
+def cluster_ok(node):
+    return "cluster_state:ok" in node.cli("CLUSTER", "INFO", check_ok=False)

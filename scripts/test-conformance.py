@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""make test-conformance: the OCI distribution-spec conformance suite (its program, from
+the Go module proxy, pinned in clients/go/registry/conformance) against the registries
+of `make registry`: pull, push, content discovery and content management, with
+`storage.delete.enabled: true` and referrers off (distribution has no referrers API).
+
+Each line runs first with no cache (the baseline), then with its own redis cache (the
+reference for distribution's caching), then with layercache: v3 on one node, with the
+local tier, and on a 3-master Redis Cluster (scheme blob); 2.8 on one node. A
+layercache run passes when each test it fails beyond the baseline fails with the
+line's own redis cache too: the same caching, the same answers (distribution's caches
+answer a blob mounted by its sha512 digest with the sha256 descriptor they keep, which
+the suite rejects). Prints one row per run (passed, failed, skipped or disabled, the
+failures beyond the baseline) and exits non-zero when a layercache run fails more.
+Standard library only."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from registrykit import ROOT, Redis, Registry, build_patched_registry, check, cluster_nodes, say
+
+
+def conformance_binary(work):
+    binary = os.path.join(work, "conformance")
+    out = subprocess.run(["go", "build", "-o", binary, "github.com/opencontainers/distribution-spec/conformance"],
+                         cwd=os.path.join(ROOT, "clients", "go", "registry", "conformance"), capture_output=True, text=True)
+    check(out.returncode == 0, f"the conformance suite built {out.stderr.strip()[-2000:]}")
+    return binary
+
+
+# A leaf test of the suite's summary: "OCI Conformance Test/sha256 blobs/push/blob-put: Pass".
+LEAF = re.compile(r"^\s*(OCI Conformance Test/\S.*): (Pass|FAIL|Skip|Disabled)$")
+
+
+def run(binary, registry, work, name):
+    """{leaf test: status} of one run of the suite against registry."""
+    out_dir = os.path.join(work, f"results-{name}")
+    env = dict(os.environ, OCI_REGISTRY=f"127.0.0.1:{registry.port}", OCI_TLS="disabled", OCI_VERSION="1.0",
+               OCI_API_REFERRER="false", OCI_RESULTS_DIR=out_dir, OCI_LOG="error",
+               OCI_REPO1="conformance/repo1", OCI_REPO2="conformance/repo2")
+    out = subprocess.run([binary], env=env, cwd=work, capture_output=True, text=True, timeout=600)
+    found = {m[1]: m[2] for m in map(LEAF.match, out.stdout.splitlines()) if m}
+    check(len(found) > 50, f"{name}: the suite ran ({len(found)} tests)")
+    return found
+
+
+def row(name, found, baseline, reference):
+    """Prints the run's row; the failures beyond both its line's baseline and its line's
+    own redis cache (distribution's caching, which layercache keeps)."""
+    count = lambda s: sum(1 for v in found.values() if v == s)
+    beyond = sorted(t.removeprefix("OCI Conformance Test/") for t, v in found.items() if v == "FAIL" and baseline.get(t) != "FAIL")
+    unexplained = [t for t in beyond if reference is None or reference.get("OCI Conformance Test/" + t) != "FAIL"]
+    note = ", ".join(beyond) or "-"
+    if beyond and not unexplained:
+        note += " (as with the line's own redis cache)"
+    say(f"| {name} | {count('Pass')} | {count('FAIL')} | {count('Skip') + count('Disabled')} | {note} |")
+    return unexplained
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="layercache-conformance-")
+    binary = conformance_binary(work)
+    registries = {line: build_patched_registry(line) for line in ("3", "2.8")}
+    redis = Redis(work, [])
+    tiered = Redis(work, [], name="tiered")
+    plain = Redis(work, None, name="plain")
+    nodes = cluster_nodes(work, 6)
+    runs = [
+        # (name, line, redis section, storage.cache keys), the baseline first per line
+        ("v3, no cache (baseline)", "3", None, None),
+        ("v3 with its redis cache", "3", {"addrs": [f"127.0.0.1:{plain.port}"]}, "redis"),
+        ("v3 with layercache", "3", {"addrs": [f"127.0.0.1:{redis.port}"]}, {}),
+        ("v3 with layercache and the tier", "3", {"addrs": [f"127.0.0.1:{tiered.port}"]}, {"localentries": 10000}),
+        ("v3 with layercache on a cluster", "3", {"addrs": [f"127.0.0.1:{n.port}" for n in nodes[:3]]}, {}),
+        ("2.8, no cache (baseline)", "2.8", None, None),
+        ("2.8 with its redis cache", "2.8", {"addr": f"127.0.0.1:{plain.port}"}, "redis"),
+        ("2.8 with layercache", "2.8", {"addr": f"127.0.0.1:{redis.port}"}, {}),
+    ]
+    say("| registry | passed | failed | skipped or disabled | failed beyond the no-cache baseline |")
+    say("|---|---:|---:|---:|---|")
+    baselines, references, every, failed = {}, {}, {}, []
+    try:
+        for i, (name, line, section, params) in enumerate(runs):
+            storage = os.path.join(work, f"run-{i}")
+            os.makedirs(storage)
+            if section is None:
+                registry = Registry(storage, {}, binary=registries[line], cache="", name=f"registry-{i}")
+            elif params == "redis":
+                registry = Registry(storage, section, binary=registries[line], cache="redis", name=f"registry-{i}")
+            else:
+                registry = Registry(storage, section, binary=registries[line], cache="layercache", params=params,
+                                    name=f"registry-{i}")
+            try:
+                found = run(binary, registry, storage, f"run-{i}")
+            finally:
+                registry.stop()
+            baselines.setdefault(line, found)
+            if params == "redis":
+                references[line] = found
+            every[name] = found
+            if row(name, found, baselines[line], references.get(line)) and params != "redis":
+                failed.append(name)
+    finally:
+        for r in [redis, tiered, plain] + nodes:
+            r.stop()
+    if not os.environ.get("KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    check(not failed, f"no layercache run failed beyond its baseline and its line's redis cache {failed or ''}")
+    for name in (r[0] for r in runs if "layercache" in r[0]):
+        deletes = [v for t, v in every[name].items() if t.startswith("OCI Conformance Test/sha256 blobs/") and t.endswith("/blob-delete")]
+        check(deletes and all(v == "Pass" for v in deletes),
+              f"{name}: every sha256 blob deleted is a 404 at once ({len(deletes)} blob-delete tests pass, delete atomic)")
+    say("all checks passed")
+
+
+if __name__ == "__main__":
+    main()
