@@ -148,7 +148,7 @@ class Registry:
     `cache`; redis is the configuration's redis section, params more storage.cache keys."""
 
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry"):
-        self.port = free_port()
+        self.port, self.debug_port = free_port(), free_port()
         self.config = os.path.join(work, f"{name}.json")
         config = {
             "version": "0.1",
@@ -157,7 +157,8 @@ class Registry:
                         "cache": {"blobdescriptor": cache, **(params or {})},
                         "delete": {"enabled": True}},
             "redis": redis,
-            "http": {"addr": f"127.0.0.1:{self.port}"},
+            "http": {"addr": f"127.0.0.1:{self.port}",
+                     "debug": {"addr": f"127.0.0.1:{self.debug_port}", "prometheus": {"enabled": True, "path": "/metrics"}}},
         }
         with open(self.config, "w") as f:
             json.dump(config, f, indent=2)  # JSON is YAML
@@ -183,6 +184,11 @@ class Registry:
     def head_blob(self, repo, digest):
         status, headers = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
         return status, int(headers["Content-Length"]) if status == 200 else None
+
+    def metrics(self):
+        """The registry's Prometheus metrics (http.debug), as text."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}/metrics", timeout=30) as r:
+            return r.read().decode()
 
     def logged(self):
         self.log.flush()

@@ -177,6 +177,14 @@ def provider_run(work, line):
                 hits = after["layercache_repostat_hits"] - before["layercache_repostat_hits"]
                 misses = after["layercache_repostat_misses"] - before["layercache_repostat_misses"]
                 check(hits > 0 and misses == 0, f"{repo}: served from the cache ({hits} REPOSTAT hits, {misses} misses)")
+        if line == "3":
+            # v3's cache metrics keep their series (the provider is wrapped as v3 wraps its
+            # redis cache), beside the provider's own.
+            text = registry.metrics()
+            for series in ["registry_storage_cache_redis_seconds_count", "registry_layercache_tier_served_total",
+                           "registry_layercache_tier_entries", "registry_layercache_breaker_open",
+                           "registry_layercache_breaker_opens_total"]:
+                check(any(l.startswith(series) for l in text.splitlines()), f"/metrics has {series}")
         # A blob deleted through the registry is a 404 at once: the repository Clear.
         repo, (blobs, _) = next(iter(images.items()))
         digest = next(iter(blobs))

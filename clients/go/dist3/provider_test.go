@@ -16,6 +16,7 @@ import (
 	"github.com/layercache/go-layercache/internal/redistest"
 	"github.com/opencontainers/go-digest"
 	v1 "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -170,5 +171,43 @@ func TestFromConfiguration(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, c.want) {
 			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.want)
 		}
+	}
+}
+
+// The provider's own metrics: tier, breaker and error replies by code, read at each
+// scrape.
+func TestCollector(t *testing.T) {
+	p, c, err := New(on(redistest.Start(t, "scheme", "distribution").Addr, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := p.SetDescriptor(ctx, blob, v1.Descriptor{Digest: blob, Size: 1, MediaType: "nomediatype"}); err == nil {
+		t.Fatal("the module took a mediatype without a subtype")
+	}
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(Collector(c))
+	families, err := registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			got[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	for _, name := range []string{"registry_layercache_tier_served_total", "registry_layercache_tier_entries",
+		"registry_layercache_tier_invalidations_total", "registry_layercache_breaker_open", "registry_layercache_breaker_opens_total"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("no %s in %v", name, got)
+		}
+	}
+	if got["registry_layercache_error_replies_total{code=ERR}"] != 1 {
+		t.Errorf("error replies by code: %v", got)
 	}
 }

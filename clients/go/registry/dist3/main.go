@@ -28,6 +28,7 @@ import (
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/middleware/redirect"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/s3-aws"
 	"github.com/layercache/go-layercache/dist3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 )
 
@@ -71,10 +72,11 @@ func layercache() error {
 		return err
 	}
 	o.Logf = logrus.StandardLogger().Warnf
-	provider, _, err := dist3.New(o)
+	provider, client, err := dist3.New(o)
 	if err != nil {
 		return err
 	}
+	prometheus.MustRegister(dist3.Collector(client)) // served with distribution's metrics
 	if err := registrymiddleware.RegisterOptions(storage.BlobDescriptorCacheProvider(provider)); err != nil {
 		return err
 	}
