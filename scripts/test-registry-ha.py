@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The registry with the layercache provider on the Redis registries run in production
-(make test-registry): distribution 2.8's registry as `make registry` builds it (with
-clients/go/registry/dist2/distribution.patch), skopeo, redis-servers and sentinels with the module,
-all on free loopback ports. Runs:
+(make test-registry): distribution 2.8's and v3's registries as `make registry` builds
+them, skopeo, redis-servers and sentinels with the module, all on free loopback ports.
+Runs, on 2.8 each, on v3 sentinel, outage, cluster and local-tier (each line configured
+its own way: 2.8 Harbor-style, v3 with its own redis section):
 
 1. acl: an ACL user allowed only the provider's commands and `~blobs::* ~repository::*`.
    With a wrong password the registry pushes, pulls and HEADs from storage and logs the
@@ -51,17 +52,32 @@ PROVIDER_COMMANDS = ["+ping", "+role", "+layercache.stat", "+layercache.setdescr
                      "+layercache.repostat", "+layercache.reposetdescriptor", "+layercache.repoclear"]
 
 
-def redis_section(addrs, password=None):
-    section = {"addr": ",".join(addrs), "dialtimeout": f"{DIAL_TIMEOUT:g}s", "readtimeout": "1s", "writetimeout": "1s",
-               "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"}}
-    if password:
+class Line:
+    """A distribution line: its registry (make registry), and how its configuration says
+    where Redis is: 2.8's redis.addr with Harbor's keys under storage.cache, or v3's own
+    redis section (addrs, mastername, username, tls)."""
+
+    def __init__(self, name):
+        self.name, self.binary = name, build_patched_registry(name)
+
+    def registry(self, work, addrs, password=None, username=None, master=None, tls=None, params=None, name="registry"):
+        if self.name == "2.8":
+            section = {"addr": ",".join(addrs), "dialtimeout": f"{DIAL_TIMEOUT:g}s", "readtimeout": "1s",
+                       "writetimeout": "1s", "pool": {"maxidle": 16, "maxactive": 64, "idletimeout": "300s"}}
+            cache = {"username": username, "sentinelMasterSet": master}
+            if tls:
+                cache.update(enabletls=True, tlscafile=tls.path("ca.crt"), tlscertfile=tls.path("client.crt"),
+                             tlskeyfile=tls.path("client.key"))
+        else:
+            section = {"addrs": addrs, "dialtimeout": f"{DIAL_TIMEOUT:g}s", "readtimeout": "1s", "writetimeout": "1s",
+                       "poolsize": 64, "connmaxidletime": "300s", "username": username, "mastername": master}
+            if tls:
+                section["tls"] = {"certificate": tls.path("client.crt"), "key": tls.path("client.key"),
+                                  "rootcas": [tls.path("ca.crt")]}
+            cache = {}
         section["password"] = password
-    return section
-
-
-def tls_params(tls):
-    return {"enabletls": True, "tlscafile": tls.path("ca.crt"), "tlscertfile": tls.path("client.crt"),
-            "tlskeyfile": tls.path("client.key")}
+        drop = lambda d: {k: v for k, v in d.items() if v is not None}
+        return Registry(work, drop(section), self.binary, "layercache", {**drop(cache), **(params or {})}, name=name)
 
 
 class Loop(threading.Thread):
@@ -109,12 +125,11 @@ def ms(seconds):
     return f"{seconds * 1000:.1f} ms"
 
 
-def acl_run(work, binary):
+def acl_run(work, line):
     say("run acl: an ACL user, a wrong password and then the right one")
     redis = Redis(work, [])
     redis.cli("ACL", "SETUSER", "registry", "on", ">registry-secret", "-@all", *PROVIDER_COMMANDS, "~blobs::*", "~repository::*")
-    wrong = Registry(work, redis_section([f"127.0.0.1:{redis.port}"], "wrong"), binary, "layercache",
-                     {"username": "registry"}, name="registry-wrong")
+    wrong = line.registry(work, [f"127.0.0.1:{redis.port}"], "wrong", username="registry", name="registry-wrong")
     right = None
     try:
         images = push_and_pull(work, wrong, random.Random(os.urandom(8)))
@@ -130,8 +145,8 @@ def acl_run(work, binary):
         check(reasons == {"auth"}, f"ACL LOG has the failed logins, and nothing else ({reasons})")
         redis.cli("ACL", "LOG", "RESET")
 
-        right = Registry(work, redis_section([f"127.0.0.1:{redis.port}"], "registry-secret"), binary, "layercache",
-                         {"username": "registry"}, name="registry-right")
+        right = line.registry(work, [f"127.0.0.1:{redis.port}"], "registry-secret", username="registry",
+                              name="registry-right")
         for repo, (blobs, _) in images.items():
             for digest, (size, _) in blobs.items():
                 right.head_blob(repo, digest)  # a miss: the registry caches it
@@ -166,7 +181,7 @@ def field(lines, name):
     return lines[lines.index(name) + 1] if name in lines else None
 
 
-def sentinel_run(work, binary, tls=None):
+def sentinel_run(work, line, tls=None):
     say(f"run sentinel{'-tls' if tls else ''}: the primary SIGKILLed while a loop pulls")
     password = "redis-secret" if tls else None
     primary = Redis(work, [], tls=tls, password=password, name="primary")
@@ -180,8 +195,7 @@ def sentinel_run(work, binary, tls=None):
                     "sentinel down-after-milliseconds layercache 1000\nsentinel failover-timeout layercache 10000\n"
                     + (f"sentinel auth-pass layercache {password}\n" if password else ""))
         sentinels.append(Redis(work, None, tls=tls, name=f"sentinel-{i}", conf=conf))
-    params = {"sentinelMasterSet": "layercache", **(tls_params(tls) if tls else {})}
-    registry = Registry(work, redis_section([f"127.0.0.1:{s.port}" for s in sentinels], password), binary, "layercache", params)
+    registry = line.registry(work, [f"127.0.0.1:{s.port}" for s in sentinels], password, master="layercache", tls=tls)
     loop = None
     try:
         check("through sentinels" in registry.logged(), "the registry reaches Redis through the sentinels")
@@ -218,10 +232,10 @@ def sentinel_run(work, binary, tls=None):
             s.stop()
 
 
-def outage_run(work, binary):
+def outage_run(work, line):
     say("run outage: Redis stopped during the loop, then started again")
     redis = Redis(work, [])
-    registry = Registry(work, redis_section([f"127.0.0.1:{redis.port}"]), binary, "layercache")
+    registry = line.registry(work, [f"127.0.0.1:{redis.port}"])
     loop = None
     try:
         images = push_and_pull(work, registry, random.Random(os.urandom(8)))
@@ -278,11 +292,11 @@ def repostats(node, images):
     return {(repo, d): node.cli("-c", "LAYERCACHE.REPOSTAT", repo, d) for repo, (blobs, _) in images.items() for d in blobs}
 
 
-def cluster_run(work, binary):
+def cluster_run(work, line):
     say("run cluster: the registry on a 3-master, 3-replica cluster; resharding and a failover under the loop")
     nodes = cluster_nodes(work, 6)
     masters = [x for x in nodes if x.cli("ROLE")[0] == "master"]
-    registry = Registry(work, redis_section([f"127.0.0.1:{x.port}" for x in masters]), binary, "layercache")
+    registry = line.registry(work, [f"127.0.0.1:{x.port}" for x in masters])
     loop = None
     try:
         check("cluster seeded by" in registry.logged(), "the registry reaches Redis as a cluster")
@@ -355,12 +369,12 @@ def commandstats(redis):
     return stats
 
 
-def tier_run(work, binary):
+def tier_run(work, line):
     say("run local-tier: two registries with the local tier on one Redis")
     redis = Redis(work, [])
-    section = redis_section([f"127.0.0.1:{redis.port}"])
-    a = Registry(work, section, binary, "layercache", {"localentries": 10000}, name="registry-a")
-    b = Registry(work, section, binary, "layercache", {"localentries": 10000}, name="registry-b")
+    addrs = [f"127.0.0.1:{redis.port}"]
+    a = line.registry(work, addrs, params={"localentries": 10000}, name="registry-a")
+    b = line.registry(work, addrs, params={"localentries": 10000}, name="registry-b")
     try:
         for r in (a, b):
             wait_for("the local tier on", lambda: "local tier on" in r.logged(), 10)
@@ -394,19 +408,22 @@ def tier_run(work, binary):
 
 
 def main():
-    runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, b: sentinel_run(w, b, TLS(w))),
+    runs = [("acl", acl_run), ("sentinel", sentinel_run), ("sentinel-tls", lambda w, l: sentinel_run(w, l, TLS(w))),
             ("outage", outage_run), ("cluster", cluster_run), ("local-tier", tier_run)]
+    # Every run on 2.8; on v3 the failover, the outage, the cluster and the tier.
+    v3_runs = {"sentinel", "outage", "cluster", "local-tier"}
     only = sys.argv[1:]
-    binary = build_patched_registry()
-    for name, run in runs:
-        if only and name not in only:
-            continue
-        work = tempfile.mkdtemp(prefix=f"layercache-{name}-")
-        try:
-            run(work, binary)
-        finally:
-            if not os.environ.get("KEEP"):
-                shutil.rmtree(work, ignore_errors=True)
+    for line in (Line("2.8"), Line("3")):
+        for name, run in runs:
+            if only and name not in only or line.name == "3" and name not in v3_runs:
+                continue
+            say(f"distribution {'2.8' if line.name == '2.8' else 'v3'}:")
+            work = tempfile.mkdtemp(prefix=f"layercache-{name}-")
+            try:
+                run(work, line)
+            finally:
+                if not os.environ.get("KEEP"):
+                    shutil.rmtree(work, ignore_errors=True)
     say("all checks passed")
 
 

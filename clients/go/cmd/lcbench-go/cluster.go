@@ -17,6 +17,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/dist2"
+	"github.com/layercache/go-layercache/internal/benchkit"
 )
 
 // node is a cluster node this benchmark started.
@@ -186,7 +187,7 @@ func clusterTable(addr, serverBinary, module string, rtts []time.Duration, n int
 		ports := make([]int, len(nodes))
 		var via []string
 		for i, x := range nodes {
-			a, err := proxy(x.addr, d/2)
+			a, err := benchkit.Proxy(x.addr, d/2)
 			if err != nil {
 				return "", err
 			}
@@ -200,7 +201,7 @@ func clusterTable(addr, serverBinary, module string, rtts []time.Duration, n int
 		if err != nil {
 			return "", err
 		}
-		singleVia, err := proxy(addr, d/2)
+		singleVia, err := benchkit.Proxy(addr, d/2)
 		if err != nil {
 			return "", err
 		}
@@ -217,8 +218,8 @@ func clusterTable(addr, serverBinary, module string, rtts []time.Duration, n int
 		if ratio > 1.10 {
 			target = "**not met**"
 		}
-		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.2f× | %s |\n", rttName(d), ms(single[0]), ms(single[1]),
-			ms(clustered[0]), ms(clustered[1]), ratio, target)
+		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.2f× | %s |\n", benchkit.RTTName(d), benchkit.Ms(single[0]), benchkit.Ms(single[1]),
+			benchkit.Ms(clustered[0]), benchkit.Ms(clustered[1]), ratio, target)
 	}
 	if err := announce(nodes, make([]int, len(nodes))); err != nil {
 		return "", err

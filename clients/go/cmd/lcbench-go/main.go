@@ -11,12 +11,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"log"
 	"net"
-	"os"
-	"runtime"
-	"sort"
 	"strings"
 	"time"
 
@@ -24,77 +20,9 @@ import (
 	"github.com/docker/distribution/registry/storage/cache"
 	dredis "github.com/docker/distribution/registry/storage/cache/redis"
 	garyburd "github.com/garyburd/redigo/redis"
+	"github.com/layercache/go-layercache/internal/benchkit"
 	"github.com/opencontainers/go-digest"
 )
-
-// proxy forwards connections to target, delaying every chunk by delay in each direction
-// (so a round trip gains twice delay), in order.
-func proxy(target string, delay time.Duration) (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() {
-		for {
-			client, err := l.Accept()
-			if err != nil {
-				return
-			}
-			server, err := net.Dial("tcp", target)
-			if err != nil {
-				client.Close()
-				continue
-			}
-			go pipe(client, server, delay)
-			go pipe(server, client, delay)
-		}
-	}()
-	return l.Addr().String(), nil
-}
-
-type chunk struct {
-	at   time.Time
-	data []byte
-}
-
-func pipe(from, to net.Conn, delay time.Duration) {
-	queue := make(chan chunk, 1024)
-	go func() {
-		defer to.Close()
-		for c := range queue {
-			waitUntil(c.at)
-			if _, err := to.Write(c.data); err != nil {
-				return
-			}
-		}
-	}()
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := from.Read(buf)
-		if n > 0 {
-			queue <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
-		}
-		if err != nil {
-			if err != io.EOF {
-				from.Close()
-			}
-			close(queue)
-			return
-		}
-	}
-}
-
-// waitUntil returns at t. time.Sleep alone overshoots by up to a millisecond on some
-// machines (timer slack), which would hide the 0.5 ms case: sleep most of the way, then
-// spin.
-func waitUntil(t time.Time) {
-	if d := time.Until(t) - 1500*time.Microsecond; d > 0 {
-		time.Sleep(d)
-	}
-	for time.Now().Before(t) {
-		runtime.Gosched()
-	}
-}
 
 var ctx = context.Background()
 
@@ -143,19 +71,6 @@ func operations() []operation {
 		}},
 	}
 }
-
-// percentiles returns p50 and p99 of xs.
-func percentiles(xs []time.Duration) (time.Duration, time.Duration) {
-	sort.Slice(xs, func(a, b int) bool { return xs[a] < xs[b] })
-	return xs[len(xs)/2], xs[len(xs)*99/100]
-}
-
-// rttName is "0.5ms" for 500 µs.
-func rttName(d time.Duration) string {
-	return fmt.Sprintf("%gms", float64(d)/float64(time.Millisecond))
-}
-
-func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:6379", "redis-server with the layercache module")
@@ -211,8 +126,8 @@ func main() {
 	table.WriteString("| operation | added RTT | distribution, PING per borrow p50 / p99 | distribution p50 / p99 | layercache p50 / p99 | p50 speed-up over distribution | target at 2 ms |\n|---|---|---|---|---|---:|---|\n")
 	targets := map[string]float64{"repository Stat, hit": 2.8, "repository SetDescriptor": 3.5, "repository Clear": 1.9}
 	for _, d := range durations {
-		rtt := rttName(d)
-		via, err := proxy(*addr, d/2)
+		rtt := benchkit.RTTName(d)
+		via, err := benchkit.Proxy(*addr, d/2)
 		if err != nil {
 			log.Fatal(err)
 		}
@@ -229,7 +144,7 @@ func main() {
 					}
 					lat[i] = time.Since(start)
 				}
-				p50, p99 := percentiles(lat)
+				p50, p99 := benchkit.Percentiles(lat)
 				p50s, p99s = append(p50s, p50), append(p99s, p99)
 			}
 			speedup := float64(p50s[1]) / float64(p50s[2])
@@ -242,8 +157,8 @@ func main() {
 				target = fmt.Sprintf("≥ %.1f×: %s", t, met)
 			}
 			fmt.Fprintf(&table, "| %s | %s | %s / %s | %s / %s | %s / %s | %.2f× | %s |\n", op.name, rtt,
-				ms(p50s[0]), ms(p99s[0]), ms(p50s[1]), ms(p99s[1]), ms(p50s[2]), ms(p99s[2]), speedup, target)
-			log.Printf("%s at %s: distribution+PING %s, distribution %s, layercache %s ms (p50)", op.name, rtt, ms(p50s[0]), ms(p50s[1]), ms(p50s[2]))
+				benchkit.Ms(p50s[0]), benchkit.Ms(p99s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p99s[1]), benchkit.Ms(p50s[2]), benchkit.Ms(p99s[2]), speedup, target)
+			log.Printf("%s at %s: distribution+PING %s, distribution %s, layercache %s ms (p50)", op.name, rtt, benchkit.Ms(p50s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p50s[2]))
 		}
 	}
 	section := fmt.Sprintf("## Go provider latency\n\n`make bench-go` (`clients/go/.../cmd/lcbench-go`): distribution's redis provider and the "+
@@ -289,7 +204,7 @@ func main() {
 		"with the CPU the servers and the benchmark used.\n\n" + clusterRows
 	fmt.Print(section)
 	if *out != "" {
-		if err := writeSection(*out, "go", section); err != nil {
+		if err := benchkit.WriteSection(*out, "go", section); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -302,23 +217,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// writeSection replaces the text between <!-- name --> and <!-- /name --> in path, or
-// appends it.
-func writeSection(path, name, body string) error {
-	text, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	start, end := "<!-- "+name+" -->", "<!-- /"+name+" -->"
-	block := start + "\n" + body + "\n" + end
-	s := string(text)
-	a, b := strings.Index(s, start), strings.Index(s, end)
-	if a >= 0 && b > a {
-		s = s[:a] + block + s[b+len(end):]
-	} else {
-		s += "\n" + block + "\n"
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
 }

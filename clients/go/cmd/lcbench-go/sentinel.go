@@ -16,6 +16,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/dist2"
+	"github.com/layercache/go-layercache/internal/benchkit"
 )
 
 // sentinelTable measures repository Stat hits through Sentinel at each round trip:
@@ -27,7 +28,7 @@ func sentinelTable(addr, serverBinary string, rtts []time.Duration, n int) (stri
 	var table strings.Builder
 	table.WriteString("| added RTT | Harbor: distribution's redis provider, ROLE per borrow p50 / p99 | layercache p50 / p99 | p50 speed-up | target at 2 ms |\n|---|---|---|---:|---|\n")
 	for _, d := range rtts {
-		via, err := proxy(addr, d/2)
+		via, err := benchkit.Proxy(addr, d/2)
 		if err != nil {
 			return "", err
 		}
@@ -59,7 +60,7 @@ func sentinelTable(addr, serverBinary string, rtts []time.Duration, n int) (stri
 				target = "≥ 1.9×: **not met**"
 			}
 		}
-		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.2f× | %s |\n", rttName(d), ms(p50s[0]), ms(p99s[0]), ms(p50s[1]), ms(p99s[1]), speedup, target)
+		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.2f× | %s |\n", benchkit.RTTName(d), benchkit.Ms(p50s[0]), benchkit.Ms(p99s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p99s[1]), speedup, target)
 	}
 	return table.String(), nil
 }
@@ -82,7 +83,7 @@ func measure(p cache.BlobDescriptorCacheProvider, n int) (time.Duration, time.Du
 		}
 		lat[i] = time.Since(start)
 	}
-	p50, p99 := percentiles(lat)
+	p50, p99 := benchkit.Percentiles(lat)
 	return p50, p99, nil
 }
 

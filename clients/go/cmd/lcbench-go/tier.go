@@ -15,6 +15,7 @@ import (
 	"github.com/gomodule/redigo/redis"
 	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/dist2"
+	"github.com/layercache/go-layercache/internal/benchkit"
 )
 
 // tiered returns the layercache provider on addr with the local tier of entries, once
@@ -56,7 +57,7 @@ func tierTable(addr string, rtts []time.Duration, n int) (string, error) {
 	var table strings.Builder
 	table.WriteString("| added RTT | repository Stat hit, no tier p50 / p99 | with the tier p50 / p99 | p50 speed-up | invalidation delay p50 / p99 | target at 2 ms: tier p50 ≤ 0.02 ms and ≥ 100× |\n|---|---|---|---:|---|---|\n")
 	for _, d := range rtts {
-		via, err := proxy(addr, d/2)
+		via, err := benchkit.Proxy(addr, d/2)
 		if err != nil {
 			return "", err
 		}
@@ -77,7 +78,7 @@ func tierTable(addr string, rtts []time.Duration, n int) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		dp50, dp99 := percentiles(delays)
+		dp50, dp99 := benchkit.Percentiles(delays)
 		speedup := float64(without[0]) / float64(with[0])
 		target := ""
 		if d == 2*time.Millisecond {
@@ -86,7 +87,7 @@ func tierTable(addr string, rtts []time.Duration, n int) (string, error) {
 				target = "**not met**"
 			}
 		}
-		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.0f× | %s / %s | %s |\n", rttName(d), ms(without[0]), ms(without[1]),
+		fmt.Fprintf(&table, "| %s | %s / %s | %s / %s | %.0f× | %s / %s | %s |\n", benchkit.RTTName(d), benchkit.Ms(without[0]), benchkit.Ms(without[1]),
 			us(with[0]), us(with[1]), speedup, us(dp50), us(dp99), target)
 	}
 	return table.String(), nil
@@ -161,11 +162,11 @@ func mixTable(addr, plainAddr string, rtts []time.Duration, blobs, ops int) (str
 	var table strings.Builder
 	table.WriteString("| added RTT | provider | read mean (ms) | Redis commands per operation | commands saved against layercache without the tier |\n|---|---|---:|---:|---:|\n")
 	for _, d := range rtts {
-		via, err := proxy(addr, d/2)
+		via, err := benchkit.Proxy(addr, d/2)
 		if err != nil {
 			return "", err
 		}
-		plainVia, err := proxy(plainAddr, d/2)
+		plainVia, err := benchkit.Proxy(plainAddr, d/2)
 		if err != nil {
 			return "", err
 		}
@@ -199,7 +200,7 @@ func mixTable(addr, plainAddr string, rtts []time.Duration, blobs, ops int) (str
 			} else if base > 0 {
 				saved = fmt.Sprintf("%.0f%%", 100*(1-perOp/base))
 			}
-			fmt.Fprintf(&table, "| %s | %s | %s | %.2f | %s |\n", rttName(d), v.name, ms(mean), perOp, saved)
+			fmt.Fprintf(&table, "| %s | %s | %s | %.2f | %s |\n", benchkit.RTTName(d), v.name, benchkit.Ms(mean), perOp, saved)
 		}
 	}
 	return table.String(), nil
