@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-go test-faults go bench bench-instructions bench-go clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-go test-faults go bench bench-instructions bench-go bench-registry clean
 
 all: release
 
@@ -114,6 +114,13 @@ bench-instructions: deps
 # proxy (0.5 ms and 2 ms round trips); writes its section of BENCHMARKS.md.
 bench-go: release go
 	scripts/bench-go.sh
+
+# The cache through real registries (v3 and 2.8; their redis cache, layercache, and
+# layercache with the tier) with Redis behind a delay proxy; writes its section of
+# BENCHMARKS.md.
+bench-registry: release registry
+	@scripts/deps.sh skopeo:skopeo
+	scripts/bench-registry.py
 
 clean:
 	$(CARGO) clean

@@ -10,15 +10,24 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
 // Proxy forwards connections to target, delaying every chunk by delay in each direction
 // (so a round trip gains twice delay), in order.
 func Proxy(target string, delay time.Duration) (string, error) {
+	addr, _, err := CountingProxy(target, delay)
+	return addr, err
+}
+
+// CountingProxy is Proxy, and counts the chunks clients send: each is a write the
+// server answers, so the count is the round trips that crossed the proxy.
+func CountingProxy(target string, delay time.Duration) (string, *atomic.Int64, error) {
+	sent := &atomic.Int64{}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	go func() {
 		for {
@@ -31,11 +40,11 @@ func Proxy(target string, delay time.Duration) (string, error) {
 				client.Close()
 				continue
 			}
-			go pipe(client, server, delay)
-			go pipe(server, client, delay)
+			go pipe(client, server, delay, sent)
+			go pipe(server, client, delay, nil)
 		}
 	}()
-	return l.Addr().String(), nil
+	return l.Addr().String(), sent, nil
 }
 
 type chunk struct {
@@ -43,7 +52,7 @@ type chunk struct {
 	data []byte
 }
 
-func pipe(from, to net.Conn, delay time.Duration) {
+func pipe(from, to net.Conn, delay time.Duration, count *atomic.Int64) {
 	queue := make(chan chunk, 1024)
 	go func() {
 		defer to.Close()
@@ -57,6 +66,9 @@ func pipe(from, to net.Conn, delay time.Duration) {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := from.Read(buf)
+		if n > 0 && count != nil {
+			count.Add(1)
+		}
 		if n > 0 {
 			queue <- chunk{time.Now().Add(delay), append([]byte(nil), buf[:n]...)}
 		}

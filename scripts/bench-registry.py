@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""make bench-registry: the cache through real registries. distribution v3 and 2.8 (the
+registries of `make registry`), each with its own redis cache, with layercache, and with
+layercache and the local tier; Redis behind a delay proxy (clients/go/cmd/delayproxy) at
+0.5 and 2 ms added round trip, which counts the round trips that cross it. Per variant:
+HEAD blob p50/p99 (repeated HEADs of pushed blobs), manifest GET p50/p99, a full skopeo
+pull's median time, the Redis commands and round trips per HEAD (tracking PINGs left
+out), the round trips of a HEAD of a blob the cache does not hold yet, the commands a
+repeated pull sends, and the requests/s of 16 concurrent HEAD clients. The variants run
+interleaved, ROUNDS times, and each figure is the median of its rounds. Writes its
+section of BENCHMARKS.md. Standard library only."""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from registrykit import (OCI_MANIFEST, ROOT, Redis, Registry, build_patched_registry, pull, push_and_pull, say)
+import random
+import urllib.request
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+HEADS = int(os.environ.get("HEADS", "200"))
+RTTS = [0.5, 2.0]
+LINES = ["3", "2.8"]
+CACHES = ["redis", "layercache", "layercache + tier"]
+
+
+class Proxy:
+    """delayproxy in front of a server: half the round trip each way; round trips()."""
+
+    def __init__(self, binary, port, rtt_ms):
+        self.proc = subprocess.Popen([binary, "-target", f"127.0.0.1:{port}", "-delay", f"{rtt_ms / 2}ms"],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addr = self.proc.stdout.readline().strip()
+
+    def round_trips(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def commands(redis):
+    """Commands the server ran so far, and its PINGs (the tier's tracking connection)."""
+    total, pings = 0, 0
+    for line in redis.cli("INFO", "commandstats"):
+        if line.startswith("cmdstat_") and "calls=" in line:
+            name, _, rest = line.partition(":")
+            calls = int(rest.split("calls=")[1].split(",")[0])
+            if name in ("cmdstat_info",):
+                continue
+            total += calls
+            if name == "cmdstat_ping":
+                pings += calls
+    return total, pings
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def get(registry, path):
+    req = urllib.request.Request(f"http://127.0.0.1:{registry.port}{path}", headers={"Accept": OCI_MANIFEST})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        r.read()
+
+
+def quantiles(ms):
+    ms = sorted(ms)
+    return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)]
+
+
+def throughput(registry, targets, clients=16, seconds=3.0):
+    done = [0] * clients
+    stop = time.time() + seconds
+
+    def worker(i):
+        n = 0
+        while time.time() < stop:
+            repo, digest = targets[n % len(targets)]
+            registry.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+            n += 1
+        done[i] = n
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / seconds
+
+
+def variant(work, binaries, line, cache, proxy, redis):
+    """One run: a registry of line on proxy's Redis with cache; its figures."""
+    section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
+    params = {"localentries": 100000} if cache == "layercache + tier" else {}
+    registry = Registry(work, section, binary=binaries[line], cache="redis" if cache == "redis" else "layercache",
+                        params=params, name="registry")
+    try:
+        images = push_and_pull(work, registry, random.Random(7))
+        targets = [(repo, d) for repo, (blobs, _) in images.items() for d in blobs]
+        if cache == "layercache + tier":
+            # The tier serves only once its tracking connection is on.
+            time.sleep(1.5)
+        # Cold HEADs: blobs the tier does not hold yet (after the push, its own writes
+        # dropped its entries), their round trips.
+        rt0, (c0, p0) = proxy.round_trips(), commands(redis)
+        for repo, d in targets:
+            registry.request("HEAD", f"/v2/{repo}/blobs/{d}")
+        rt1, (c1, p1) = proxy.round_trips(), commands(redis)
+        cold = (rt1 - rt0 - (p1 - p0)) / len(targets)
+        heads = [timed(lambda t=targets[i % len(targets)]: registry.request("HEAD", f"/v2/{t[0]}/blobs/{t[1]}"))
+                 for i in range(HEADS)]
+        rt2, (c2, p2) = proxy.round_trips(), commands(redis)
+        per_head_cmds = (c2 - c1 - (p2 - p1)) / HEADS
+        per_head_rts = (rt2 - rt1 - (p2 - p1)) / HEADS
+        manifests = [timed(lambda r=repo: get(registry, f"/v2/{r}/manifests/v1")) for repo in images for _ in range(HEADS // 4)]
+        pulls = []
+        for i in range(3):
+            before = commands(redis)
+            pulls.append(timed(lambda i=i: pull(registry, "team-a/app", os.path.join(work, f"pull-{i}"))))
+            after = commands(redis)
+            repeated = (after[0] - before[0]) - (after[1] - before[1])
+        rate = throughput(registry, targets)
+        return {"head": quantiles(heads), "manifest": quantiles(manifests), "pull": statistics.median(pulls) / 1000,
+                "cmds": per_head_cmds, "rts": per_head_rts, "cold": cold, "repeated": repeated, "rate": rate}
+    finally:
+        registry.stop()
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="layercache-bench-registry-")
+    binaries = {line: build_patched_registry(line) for line in LINES}
+    proxy_bin = os.path.join(work, "delayproxy")
+    subprocess.run(["go", "build", "-o", proxy_bin, "./cmd/delayproxy"], cwd=os.path.join(ROOT, "clients", "go"), check=True)
+    module, plain = Redis(work, [], name="module"), Redis(work, None, name="plain")
+    results = {}
+    try:
+        for rtt in RTTS:
+            proxies = {"module": Proxy(proxy_bin, module.port, rtt), "plain": Proxy(proxy_bin, plain.port, rtt)}
+            try:
+                for rnd in range(ROUNDS):
+                    for line in LINES:
+                        for cache in CACHES:
+                            server = "plain" if cache == "redis" else "module"
+                            redis = plain if server == "plain" else module
+                            redis.cli("FLUSHALL")
+                            run_dir = tempfile.mkdtemp(dir=work)
+                            figures = variant(run_dir, binaries, line, cache, proxies[server], redis)
+                            shutil.rmtree(run_dir, ignore_errors=True)
+                            results.setdefault((rtt, line, cache), []).append(figures)
+                            say(f"{rtt} ms, {line}, {cache}, round {rnd + 1}: HEAD p50 {figures['head'][0]:.2f} ms, "
+                                f"{figures['rts']:.2f} round trips per HEAD")
+            finally:
+                for p in proxies.values():
+                    p.stop()
+    finally:
+        module.stop()
+        plain.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results)
+
+
+def med(runs, key, i=None):
+    values = [r[key] if i is None else r[key][i] for r in runs]
+    return statistics.median(values)
+
+
+def write(results):
+    rows = ["| line | added RTT | cache | HEAD p50 / p99 ms | manifest GET p50 / p99 ms | skopeo pull s | Redis commands per HEAD "
+            "| round trips per HEAD | round trips of a first HEAD | commands of a repeated pull | HEADs/s, 16 clients | HEAD p50 speed-up |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    verdicts = []
+    for line in LINES:
+        for rtt in RTTS:
+            base = med(results[(rtt, line, "redis")], "head", 0)
+            for cache in CACHES:
+                runs = results[(rtt, line, cache)]
+                speedup = base / med(runs, "head", 0)
+                rows.append(f"| {'v3' if line == '3' else '2.8'} | {rtt:g} ms | {cache} | {med(runs, 'head', 0):.2f} / {med(runs, 'head', 1):.2f} "
+                            f"| {med(runs, 'manifest', 0):.2f} / {med(runs, 'manifest', 1):.2f} | {med(runs, 'pull'):.2f} "
+                            f"| {med(runs, 'cmds'):.2f} | {med(runs, 'rts'):.2f} | {med(runs, 'cold'):.2f} | {med(runs, 'repeated'):.0f} "
+                            f"| {med(runs, 'rate'):.0f} | {speedup:.1f}× |")
+                if rtt == 2.0 and cache == "layercache":
+                    verdicts.append(f"{line}: layercache ≥ 3× the redis cache at 2 ms: {'met' if speedup >= 3 else '**not met**'} ({speedup:.1f}×)")
+                if rtt == 2.0 and cache == "layercache + tier":
+                    verdicts.append(f"{line}: the tier ≥ 20×: {'met' if speedup >= 20 else '**not met**'} ({speedup:.1f}×); "
+                                    f"a first HEAD ≤ 2 round trips: {'met' if med(runs, 'cold') <= 2 else '**not met**'} "
+                                    f"({med(runs, 'cold'):.2f}); a repeated pull sends Redis nothing: "
+                                    f"{'met' if med(runs, 'repeated') == 0 else '**not met**'} ({med(runs, 'repeated'):.0f} commands)")
+    section = (f"Through real registries (`make bench-registry`): distribution v3 and 2.8 as `make registry` builds them, "
+               f"Redis behind a delay proxy that counts the round trips crossing it; {HEADS} repeated HEADs of the pushed "
+               f"blobs, {HEADS // 4} manifest GETs per repository, three skopeo pulls, 16 HEAD clients for 3 s; "
+               f"{ROUNDS} interleaved rounds, medians. Redis commands and round trips leave out the tier's tracking PINGs.\n\n"
+               + "\n".join(rows) + "\n\nTargets at 2 ms: " + "; ".join(verdicts) + ".\n")
+    print(section)
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    text = open(path).read()
+    start, end = "<!-- registry -->", "<!-- /registry -->"
+    block = f"{start}\n{section}\n{end}"
+    if start in text and end in text:
+        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text += "\n## Through real registries\n\n" + block + "\n"
+    open(path, "w").write(text)
+    say("BENCHMARKS.md updated")
+
+
+if __name__ == "__main__":
+    main()
