@@ -34,6 +34,8 @@ type Client struct {
 	// request pays at most one timeout, so the write-back distribution sends after a
 	// failed Stat, in the same request, is skipped.
 	paid sync.Map
+	// requests holds each running registry request's Stat answers (request.go).
+	requests sync.Map
 	// tier and tracker are the local tier, nil when it is off.
 	tier    *tier
 	tracker *tracker
@@ -118,7 +120,7 @@ func (c *Client) RepoStat(ctx context.Context, repo string, dgst digest.Digest) 
 // and size overwritten, mediatype only if absent. A write Redis skipped is as if the
 // cache had evicted it.
 func (c *Client) SetDescriptor(ctx context.Context, dgst digest.Digest, d Descriptor) error {
-	defer c.forget(dgst)
+	defer c.forget(ctx, dgst)
 	return c.write(ctx, dgst, "LAYERCACHE.SETDESCRIPTOR", dgst, d.Digest, d.Size, d.MediaType)
 }
 
@@ -135,7 +137,7 @@ func (c *Client) write(ctx context.Context, dgst digest.Digest, args ...interfac
 // (LAYERCACHE.REPOSETDESCRIPTOR). On a cluster whose slots split the two digests, the
 // same writes go as one-key commands.
 func (c *Client) RepoSetDescriptor(ctx context.Context, repo string, dgst digest.Digest, d Descriptor) error {
-	defer c.forget(dgst, d.Digest)
+	defer c.forget(ctx, dgst, d.Digest)
 	err := c.write(ctx, dgst, "LAYERCACHE.REPOSETDESCRIPTOR", repo, dgst, d.Digest, d.Size, d.MediaType)
 	if code, _ := ReplyCode(err); code != "CROSSSLOT" {
 		return err
@@ -154,7 +156,7 @@ func (c *Client) RepoSetDescriptor(ctx context.Context, repo string, dgst digest
 // Clear removes the global descriptor of dgst (LAYERCACHE.CLEAR); ErrUnknown when
 // there was none, ErrUnavailable when Redis was skipped.
 func (c *Client) Clear(ctx context.Context, dgst digest.Digest) error {
-	defer c.forget(dgst)
+	defer c.forget(ctx, dgst)
 	return c.removed(ctx, dgst, "LAYERCACHE.CLEAR", dgst)
 }
 
@@ -162,7 +164,7 @@ func (c *Client) Clear(ctx context.Context, dgst digest.Digest) error {
 // step (LAYERCACHE.REPOCLEAR), so another repository caching the blob again cannot make
 // it visible here (CVE-2026-35172); ErrUnknown unless the repository held it.
 func (c *Client) RepoClear(ctx context.Context, repo string, dgst digest.Digest) error {
-	defer c.forget(dgst)
+	defer c.forget(ctx, dgst)
 	return c.removed(ctx, dgst, "LAYERCACHE.REPOCLEAR", repo, dgst)
 }
 
@@ -178,34 +180,53 @@ func (c *Client) Do(ctx context.Context, key digest.Digest, args ...interface{})
 
 // stat is a Stat through the local tier: its stored reply when it may serve one;
 // otherwise Redis's, which it then stores unless tier.go's rules say not to.
+//
+// Within one registry request the first answer stands (request.go): distribution asks
+// the same Stat up to three times per blob HEAD.
 func (c *Client) stat(ctx context.Context, k entryKey, args ...interface{}) (Descriptor, error) {
-	if c.tier == nil {
-		d, _, _, err := c.descriptor(ctx, k.dgst, args...)
+	r := c.request(ctx)
+	if d, err, ok := r.get(k); ok {
 		return d, err
 	}
-	if d, ok, err := c.tier.get(k); ok {
-		return d, err
+	var d Descriptor
+	var epoch uint64
+	var err error
+	switch {
+	case c.tier == nil:
+		d, epoch, _, err = c.descriptor(ctx, k.dgst, args...)
+	default:
+		var ok bool
+		if d, ok, err = c.tier.get(k); ok {
+			r.put(k, d, err)
+			return d, err
+		}
+		t := c.tier.begin(k)
+		// WITHTTL: a hit says when the first key it was read from expires, counted from
+		// before the call was sent, so the tier never serves it past that.
+		sent := time.Now()
+		var ttl int64
+		d, epoch, ttl, err = c.descriptor(ctx, k.dgst, append(args, "WITHTTL")...)
+		var expires time.Time
+		if ttl >= 0 {
+			expires = sent.Add(time.Duration(ttl) * time.Millisecond)
+		}
+		c.tier.finish(t, epoch, d, expires, err)
 	}
-	t := c.tier.begin(k)
-	// WITHTTL: a hit says when the first key it was read from expires, counted from
-	// before the call was sent, so the tier never serves it past that.
-	sent := time.Now()
-	d, epoch, ttl, err := c.descriptor(ctx, k.dgst, append(args, "WITHTTL")...)
-	var expires time.Time
-	if ttl >= 0 {
-		expires = sent.Add(time.Duration(ttl) * time.Millisecond)
+	if epoch != 0 && (err == nil || err == ErrUnknown) { // Redis's answer, not a skip or a failure
+		r.put(k, d, err)
 	}
-	c.tier.finish(t, epoch, d, expires, err)
 	return d, err
 }
 
-// forget drops the tier's replies about the digests a write touched, once the write is
-// done: the instance reads its own writes at once.
-func (c *Client) forget(dgsts ...digest.Digest) {
-	if c.tier != nil {
-		for _, d := range dgsts {
+// forget drops the tier's replies, and the request's, about the digests a write
+// touched, once the write is done: the instance reads its own writes at once.
+func (c *Client) forget(ctx context.Context, dgsts ...digest.Digest) {
+	r := c.request(ctx)
+	for _, d := range dgsts {
+		if c.tier != nil {
 			c.tier.dropDigest(d)
 		}
+		r.drop(d)
 	}
 }
 

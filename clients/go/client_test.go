@@ -189,3 +189,57 @@ func TestRequestContext(t *testing.T) {
 		t.Fatalf("cancelled after 100 ms: %v after %v", err, time.Since(started))
 	}
 }
+
+// Within one request the first answer stands: three Stats of a blob in one request
+// context make one round trip; the request's own write is read at once; the next
+// request asks Redis again.
+func TestRequestReadsOnce(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{s.Addr}})
+	calls := func() int64 {
+		info, _ := redis.String(s.Dial(t).Do("INFO", "layercache"))
+		var n int64
+		for _, line := range strings.Split(info, "\r\n") {
+			if v, ok := strings.CutPrefix(line, "layercache_repostat_calls:"); ok {
+				fmt.Sscan(v, &n)
+			}
+		}
+		return n
+	}
+	request, end := context.WithCancel(ctx)
+	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	before := calls()
+	for i := 0; i < 3; i++ {
+		if got, err := c.RepoStat(request, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+			t.Fatalf("Stat %d: %v, %v", i, got, err)
+		}
+	}
+	if n := calls() - before; n != 1 {
+		t.Fatalf("three Stats in one request sent %d REPOSTATs, want 1", n)
+	}
+	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/app", blob) // another registry's delete
+	if _, err := c.RepoStat(request, "team/app", blob); err != nil {
+		t.Fatalf("the request's first answer: %v", err)
+	}
+	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RepoClear(request, "team/app", blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RepoStat(request, "team/app", blob); err != ErrUnknown {
+		t.Fatalf("after its own Clear the request read %v, want a miss", err)
+	}
+	end()
+	next, done := context.WithCancel(ctx)
+	defer done()
+	redistest.WaitFor(t, 5*time.Second, "the ended request's answers gone", func() bool {
+		_, ok := c.requests.Load(request.Done())
+		return !ok
+	})
+	if _, err := c.RepoStat(next, "team/app", blob); err != ErrUnknown {
+		t.Fatalf("the next request: %v", err)
+	}
+}
