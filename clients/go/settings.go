@@ -1,12 +1,9 @@
 package layercache
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-
-	"github.com/opencontainers/go-digest"
 )
 
 // CacheSettings reads the keys of a registry's `storage.cache` section into o, for
@@ -63,31 +60,4 @@ func SettingString(key string, value interface{}) (string, error) {
 		return "", fmt.Errorf("layercache: storage.cache.%s must be a string, not %v", key, value)
 	}
 	return s, nil
-}
-
-// ErrorMap says how a distribution line spells the core's errors and the module's
-// error codes; Map uses it.
-type ErrorMap struct {
-	Unknown       error                                        // a miss (ErrBlobUnknown)
-	InvalidDigest func(dgst digest.Digest, reason error) error // DIGEST_INVALID
-	InvalidName   func(repo string, reason error) error        // NAME_INVALID
-	InvalidLength error                                        // SIZE_INVALID
-}
-
-// Map turns err, of a call about dgst in repo, into the line's error where it has an
-// equivalent; any other error passes through unchanged.
-func (m *ErrorMap) Map(err error, dgst digest.Digest, repo string) error {
-	if err == ErrUnknown {
-		return m.Unknown
-	}
-	code, message := ReplyCode(err)
-	switch code {
-	case "DIGEST_INVALID":
-		return m.InvalidDigest(dgst, errors.New(message))
-	case "NAME_INVALID":
-		return m.InvalidName(repo, errors.New(message))
-	case "SIZE_INVALID":
-		return m.InvalidLength
-	}
-	return err
 }

@@ -11,7 +11,6 @@ package dist2
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/docker/distribution"
 	"github.com/docker/distribution/reference"
@@ -40,33 +39,32 @@ func New(o layercache.Options) (*Provider, error) {
 	return &Provider{c}, nil
 }
 
+// line is the core's view of distribution 2.8's types.
+var line = layercache.Line[distribution.Descriptor]{
+	From: func(d distribution.Descriptor) layercache.Descriptor {
+		return layercache.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	},
+	To: func(d layercache.Descriptor) distribution.Descriptor {
+		return distribution.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	},
+	Validate: cache.ValidateDescriptor,
+	Errors:   errs,
+}
+
 // Stat returns the global descriptor of dgst.
 func (p *Provider) Stat(ctx context.Context, dgst digest.Digest) (distribution.Descriptor, error) {
-	if err := dgst.Validate(); err != nil {
-		return distribution.Descriptor{}, err
-	}
-	d, err := p.Client.Stat(ctx, dgst)
-	return descriptor(d), mapError(err, dgst, "")
+	return line.Stat(p.Client, ctx, "", dgst)
 }
 
 // SetDescriptor stores the global descriptor of dgst: digest and size overwritten,
 // mediatype only if absent.
 func (p *Provider) SetDescriptor(ctx context.Context, dgst digest.Digest, desc distribution.Descriptor) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	if err := cache.ValidateDescriptor(desc); err != nil {
-		return err
-	}
-	return mapError(p.Client.SetDescriptor(ctx, dgst, core(desc)), dgst, "")
+	return line.SetDescriptor(p.Client, ctx, "", dgst, desc)
 }
 
 // Clear removes the global descriptor of dgst; ErrBlobUnknown when there was none.
 func (p *Provider) Clear(ctx context.Context, dgst digest.Digest) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	return mapError(p.Client.Clear(ctx, dgst), dgst, "")
+	return line.Clear(p.Client, ctx, "", dgst)
 }
 
 // RepositoryScoped returns the descriptor service of one repository, whose descriptors
@@ -86,45 +84,21 @@ type repository struct {
 // Stat returns the descriptor as the repository sees it: ErrBlobUnknown unless the
 // repository holds the blob.
 func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (distribution.Descriptor, error) {
-	if err := dgst.Validate(); err != nil {
-		return distribution.Descriptor{}, err
-	}
-	d, err := r.c.RepoStat(ctx, r.repo, dgst)
-	return descriptor(d), mapError(err, dgst, r.repo)
+	return line.Stat(r.c, ctx, r.repo, dgst)
 }
 
 // SetDescriptor records that the repository holds the blob, its descriptor and the
 // repository's mediatype, under both digests when they differ by algorithm, in one
 // step.
 func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc distribution.Descriptor) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	if err := cache.ValidateDescriptor(desc); err != nil {
-		return err
-	}
-	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
-		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
-	}
-	return mapError(r.c.RepoSetDescriptor(ctx, r.repo, dgst, core(desc)), dgst, r.repo)
+	return line.SetDescriptor(r.c, ctx, r.repo, dgst, desc)
 }
 
 // Clear removes the repository's membership, its mediatype and the global descriptor
 // in one step, so another repository caching the blob again cannot make it visible
 // here (CVE-2026-35172); ErrBlobUnknown unless the repository held it.
 func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	return mapError(r.c.RepoClear(ctx, r.repo, dgst), dgst, r.repo)
-}
-
-func descriptor(d layercache.Descriptor) distribution.Descriptor {
-	return distribution.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
-}
-
-func core(d distribution.Descriptor) layercache.Descriptor {
-	return layercache.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	return line.Clear(r.c, ctx, r.repo, dgst)
 }
 
 // errs are distribution 2.8's errors for the core's and the module's.
@@ -138,5 +112,3 @@ var errs = layercache.ErrorMap{
 	},
 	InvalidLength: distribution.ErrBlobInvalidLength,
 }
-
-func mapError(err error, dgst digest.Digest, repo string) error { return errs.Map(err, dgst, repo) }

@@ -172,7 +172,7 @@ func TestErrors(t *testing.T) {
 	p := provider(t, on(s.Addr))
 	for n, c := range cases {
 		_, err := p.Client.Do(ctx, blob, c.cmd...)
-		if err = mapError(err, blob, "team/a"); !c.check(err) {
+		if err = errs.Map(err, blob, "team/a"); !c.check(err) {
 			t.Errorf("case %d: %v became %#v", n, c.cmd, err)
 		}
 	}

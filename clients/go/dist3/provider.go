@@ -13,7 +13,6 @@ package dist3
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/distribution/distribution/v3"
 	"github.com/distribution/distribution/v3/registry/storage/cache"
@@ -45,33 +44,32 @@ func New(o layercache.Options) (cache.BlobDescriptorCacheProvider, *layercache.C
 	return metrics.NewPrometheusCacheProvider(&Provider{c}, "cache_redis", "Number of seconds taken by redis"), c, nil
 }
 
+// line is the core's view of distribution v3's types.
+var line = layercache.Line[v1.Descriptor]{
+	From: func(d v1.Descriptor) layercache.Descriptor {
+		return layercache.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	},
+	To: func(d layercache.Descriptor) v1.Descriptor {
+		return v1.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	},
+	Validate: cache.ValidateDescriptor,
+	Errors:   errs,
+}
+
 // Stat returns the global descriptor of dgst.
 func (p *Provider) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, error) {
-	if err := dgst.Validate(); err != nil {
-		return v1.Descriptor{}, err
-	}
-	d, err := p.Client.Stat(ctx, dgst)
-	return descriptor(d), mapError(err, dgst, "")
+	return line.Stat(p.Client, ctx, "", dgst)
 }
 
 // SetDescriptor stores the global descriptor of dgst: digest and size overwritten,
 // mediatype only if absent.
 func (p *Provider) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	if err := cache.ValidateDescriptor(desc); err != nil {
-		return err
-	}
-	return mapError(p.Client.SetDescriptor(ctx, dgst, core(desc)), dgst, "")
+	return line.SetDescriptor(p.Client, ctx, "", dgst, desc)
 }
 
 // Clear removes the global descriptor of dgst; ErrBlobUnknown when there was none.
 func (p *Provider) Clear(ctx context.Context, dgst digest.Digest) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	return mapError(p.Client.Clear(ctx, dgst), dgst, "")
+	return line.Clear(p.Client, ctx, "", dgst)
 }
 
 // RepositoryScoped returns the descriptor service of one repository, whose descriptors
@@ -94,45 +92,21 @@ type repository struct {
 // Stat returns the descriptor as the repository sees it: ErrBlobUnknown unless the
 // repository holds the blob.
 func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, error) {
-	if err := dgst.Validate(); err != nil {
-		return v1.Descriptor{}, err
-	}
-	d, err := r.c.RepoStat(ctx, r.repo, dgst)
-	return descriptor(d), mapError(err, dgst, r.repo)
+	return line.Stat(r.c, ctx, r.repo, dgst)
 }
 
 // SetDescriptor records that the repository holds the blob, its descriptor and the
 // repository's mediatype, under both digests when they differ by algorithm, in one
 // step.
 func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	if err := cache.ValidateDescriptor(desc); err != nil {
-		return err
-	}
-	if dgst != desc.Digest && dgst.Algorithm() == desc.Digest.Algorithm() {
-		return fmt.Errorf("layercache: digest for descriptors differ but algorithm does not: %q != %q", dgst, desc.Digest)
-	}
-	return mapError(r.c.RepoSetDescriptor(ctx, r.repo, dgst, core(desc)), dgst, r.repo)
+	return line.SetDescriptor(r.c, ctx, r.repo, dgst, desc)
 }
 
 // Clear removes the repository's membership, its mediatype and the global descriptor
 // in one step, so another repository caching the blob again cannot make it visible
 // here (CVE-2026-35172); ErrBlobUnknown unless the repository held it.
 func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
-	if err := dgst.Validate(); err != nil {
-		return err
-	}
-	return mapError(r.c.RepoClear(ctx, r.repo, dgst), dgst, r.repo)
-}
-
-func descriptor(d layercache.Descriptor) v1.Descriptor {
-	return v1.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
-}
-
-func core(d v1.Descriptor) layercache.Descriptor {
-	return layercache.Descriptor{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType}
+	return line.Clear(r.c, ctx, r.repo, dgst)
 }
 
 // errs are distribution v3's errors for the core's and the module's.
@@ -146,5 +120,3 @@ var errs = layercache.ErrorMap{
 	},
 	InvalidLength: distribution.ErrBlobInvalidLength,
 }
-
-func mapError(err error, dgst digest.Digest, repo string) error { return errs.Map(err, dgst, repo) }
