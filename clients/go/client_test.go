@@ -196,16 +196,7 @@ func TestRequestContext(t *testing.T) {
 func TestRequestReadsOnce(t *testing.T) {
 	s := redistest.Start(t)
 	c := newClient(t, Options{Addrs: []string{s.Addr}})
-	calls := func() int64 {
-		info, _ := redis.String(s.Dial(t).Do("INFO", "layercache"))
-		var n int64
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "layercache_repostat_calls:"); ok {
-				fmt.Sscan(v, &n)
-			}
-		}
-		return n
-	}
+	calls := func() int64 { return s.Info(t, "layercache", "layercache_repostat_calls") }
 	request, end := context.WithCancel(ctx)
 	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
 		t.Fatal(err)

@@ -167,7 +167,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	used := infoField(info, "used_memory")
+	used := redistest.InfoField(info, "used_memory")
 	// Room for the cache and the fences, not for much filler: filler evicts.
 	if _, err := d.Do("CONFIG", "SET", "maxmemory", used+2<<20, "maxmemory-policy", "allkeys-lru"); err != nil {
 		t.Fatal(err)
@@ -232,7 +232,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return infoField(info, "evicted_keys")
+		return redistest.InfoField(info, "evicted_keys")
 	}
 	var checks, fromTier, retried, fences, fillers int
 	check := func(i int, p *Client, who, repo string, dgst digest.Digest, since int64, op string) {
@@ -329,17 +329,6 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	if evicted() == 0 || fromTier < checks/4 {
 		t.Fatal("the run evicted nothing, or the reader's tier served few of its reads: it did not test what it should")
 	}
-}
-
-// infoField is an integer field of an INFO reply.
-func infoField(info, name string) int64 {
-	for _, line := range strings.Split(info, "\r\n") {
-		if strings.HasPrefix(line, name+":") {
-			n, _ := strconv.ParseInt(line[len(name)+1:], 10, 64)
-			return n
-		}
-	}
-	return -1
 }
 
 // CVE-2026-35172 through the tier: a blob cleared from one repository does not come

@@ -10,7 +10,6 @@ import (
 	"os"
 	"runtime"
 	"sort"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -274,14 +273,4 @@ func logs(o *layercache.Options) *redistest.Logs {
 	var l redistest.Logs
 	o.Logf = l.Logf
 	return &l
-}
-
-func contains(lines []string, s string) int {
-	n := 0
-	for _, l := range lines {
-		if strings.Contains(l, s) {
-			n++
-		}
-	}
-	return n
 }

@@ -200,16 +200,7 @@ func TestNoChurn(t *testing.T) {
 	warm(t, c)
 	l := startLoad(c, workers, nil)
 	time.Sleep(time.Second)
-	accepted := func() int64 {
-		info, _ := redis.String(s.Dial(t).Do("INFO", "stats"))
-		var n int64
-		for _, line := range strings.Split(info, "\r\n") {
-			if v, ok := strings.CutPrefix(line, "total_connections_received:"); ok {
-				fmt.Sscan(v, &n)
-			}
-		}
-		return n
-	}
+	accepted := func() int64 { return s.Info(t, "stats", "total_connections_received") }
 	before, start := accepted(), time.Now()
 	time.Sleep(2 * time.Second)
 	opened := accepted() - before - 1 // the INFO's own connection

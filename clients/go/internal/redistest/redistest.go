@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +115,27 @@ func (s *Server) Do(t testing.TB, args ...interface{}) interface{} {
 		t.Fatalf("%v: %v", args, err)
 	}
 	return reply
+}
+
+// InfoField is an integer field of an INFO reply (-1: not there).
+func InfoField(info, name string) int64 {
+	for _, line := range strings.Split(info, "\r\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// Info is the integer field name of the server's INFO section, asked now.
+func (s *Server) Info(t testing.TB, section, name string) int64 {
+	t.Helper()
+	info, err := redis.String(s.Dial(t).Do("INFO", section))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return InfoField(info, name)
 }
 
 // FreePort is a loopback port free now.
