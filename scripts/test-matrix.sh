@@ -66,7 +66,8 @@ for server in "${servers[@]}"; do
   failed=$(grep -o '[0-9]* failed' "$log" | awk '{s += $1} END {print s + 0}')
   if [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ] || ! grep -q 'test result' "$log"; then
     failed_servers+=("$name $version (log: $log)")
-    grep -E '^(test .* FAILED|---- )' "$log" | head -20 || true
+    # Each failure's name and its panic message (the assertion and where it failed).
+    grep -E -A3 '^(test .* FAILED|---- |thread .* panicked)' "$log" | head -60 || true
   fi
   table+=$'\n'"| $name | $version | $passed | $failed |"
 done
