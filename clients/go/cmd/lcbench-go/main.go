@@ -171,10 +171,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	section += "\nThrough Sentinel: repository Stat hits with distribution's redis provider on Harbor's pool (its distribution " +
-		"fork's `TestOnBorrow` asks `ROLE` on every borrow) and with the layercache provider (`New` with `MasterName`: " +
-		"go-redis's pool, no check per borrow that costs a round trip, the master followed through `+switch-master`). " +
-		"One sentinel watches the master through the same delay proxy, so it names the proxy's address.\n\n" + sentinelRows
+	section += "\nThrough Sentinel: repository Stat hits on Harbor's pool (its distribution fork's `TestOnBorrow` asks " +
+		"`ROLE` on every borrow), with distribution's redis provider (what Harbor runs) and with the module's command " +
+		"(the same command as the provider, so the pools alone differ: the target), and with the layercache provider " +
+		"(`New` with `MasterName`: go-redis's pool, no check per borrow that costs a round trip, the master followed " +
+		"through `+switch-master`). One sentinel watches the master through the same delay proxy, so it names the " +
+		"proxy's address.\n\n" + sentinelRows
 	tierRows, err := tierTable(*addr, durations, *n)
 	if err != nil {
 		log.Fatal(err)

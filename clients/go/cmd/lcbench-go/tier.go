@@ -97,7 +97,7 @@ func us(d time.Duration) string { return fmt.Sprintf("%.4f", float64(d)/float64(
 
 // measureStat is measure's p50 and p99 as a pair.
 func measureStat(p cache.BlobDescriptorCacheProvider, n int) ([2]time.Duration, error) {
-	p50, p99, err := measure(p, n)
+	p50, p99, err := measure(statOf(p), n)
 	return [2]time.Duration{p50, p99}, err
 }
 
