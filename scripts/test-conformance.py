@@ -7,11 +7,13 @@ of `make registry`: pull, push, content discovery and content management, with
 Each line runs first with no cache (the baseline), then with its own redis cache (the
 reference for distribution's caching), then with layercache: v3 on one node, with the
 local tier, and on a 3-master Redis Cluster (scheme blob); 2.8 on one node. A
-layercache run passes when each test it fails beyond the baseline fails with the
-line's own redis cache too: the same caching, the same answers (distribution's caches
-answer a blob mounted by its sha512 digest with the sha256 descriptor they keep, which
-the suite rejects). Prints one row per run (passed, failed, skipped or disabled, the
-failures beyond the baseline) and exits non-zero when a layercache run fails more.
+layercache run passes when every test it fails beyond the baseline is one the baseline
+never reached and the line's own redis cache fails too. (Without a cache a blob mounted
+by its sha512 digest is a 404, so the baseline fails the mount and never runs its HEAD
+and GET; with a cache, distribution's or ours, the mount passes and the blob is served,
+under the sha256 digest distribution stores it by, which those two tests reject.) Prints
+one row per run (passed, failed, skipped or disabled, the baseline's failures it passes,
+the failures beyond the baseline) and exits non-zero when a layercache run fails more.
 Standard library only."""
 
 import os
@@ -49,16 +51,20 @@ def run(binary, registry, work, name):
 
 
 def row(name, found, baseline, reference):
-    """Prints the run's row; the failures beyond both its line's baseline and its line's
-    own redis cache (distribution's caching, which layercache keeps)."""
+    """Prints the run's row; the failures beyond its line's baseline that the baseline
+    ran, or that its line's own redis cache (distribution's caching, which layercache
+    keeps) does not fail too."""
     count = lambda s: sum(1 for v in found.values() if v == s)
-    beyond = sorted(t.removeprefix("OCI Conformance Test/") for t, v in found.items() if v == "FAIL" and baseline.get(t) != "FAIL")
-    unexplained = [t for t in beyond if reference is None or reference.get("OCI Conformance Test/" + t) != "FAIL"]
-    note = ", ".join(beyond) or "-"
+    short = lambda tests: sorted(t.removeprefix("OCI Conformance Test/") for t in tests)
+    beyond = [t for t, v in found.items() if v == "FAIL" and baseline.get(t) != "FAIL"]
+    fixed = [t for t, v in found.items() if v == "Pass" and baseline.get(t) == "FAIL"]
+    unexplained = [t for t in beyond if t in baseline or reference is None or reference.get(t) != "FAIL"]
+    note = ", ".join(short(beyond)) or "-"
     if beyond and not unexplained:
-        note += " (as with the line's own redis cache)"
-    say(f"| {name} | {count('Pass')} | {count('FAIL')} | {count('Skip') + count('Disabled')} | {note} |")
-    return unexplained
+        note += " (not reached by the baseline; the same with the line's own redis cache)"
+    say(f"| {name} | {count('Pass')} | {count('FAIL')} | {count('Skip') + count('Disabled')} | "
+        f"{', '.join(short(fixed)) or '-'} | {note} |")
+    return short(unexplained)
 
 
 def main():
@@ -80,8 +86,8 @@ def main():
         ("2.8 with its redis cache", "2.8", {"addr": f"127.0.0.1:{plain.port}"}, "redis"),
         ("2.8 with layercache", "2.8", {"addr": f"127.0.0.1:{redis.port}"}, {}),
     ]
-    say("| registry | passed | failed | skipped or disabled | failed beyond the no-cache baseline |")
-    say("|---|---:|---:|---:|---|")
+    say("| registry | passed | failed | skipped or disabled | passed where the baseline failed | failed beyond the baseline |")
+    say("|---|---:|---:|---:|---|---|")
     baselines, references, every, failed = {}, {}, {}, []
     try:
         for i, (name, line, section, params) in enumerate(runs):
@@ -102,14 +108,15 @@ def main():
             if params == "redis":
                 references[line] = found
             every[name] = found
-            if row(name, found, baselines[line], references.get(line)) and params != "redis":
-                failed.append(name)
+            unexplained = row(name, found, baselines[line], references.get(line))
+            if unexplained and params != "redis":
+                failed.append(f"{name}: {', '.join(unexplained)}")
     finally:
         for r in [redis, tiered, plain] + nodes:
             r.stop()
     if not os.environ.get("KEEP"):
         shutil.rmtree(work, ignore_errors=True)
-    check(not failed, f"no layercache run failed beyond its baseline and its line's redis cache {failed or ''}")
+    check(not failed, f"no layercache run failed a test the baseline passed or one its line's redis cache passes {failed or ''}")
     for name in (r[0] for r in runs if "layercache" in r[0]):
         deletes = [v for t, v in every[name].items() if t.startswith("OCI Conformance Test/sha256 blobs/") and t.endswith("/blob-delete")]
         check(deletes and all(v == "Pass" for v in deletes),
