@@ -88,24 +88,36 @@ func TestFailOpen(t *testing.T) {
 	t.Logf("resumed %v after the server was back", time.Since(started))
 }
 
-// A server that answers READONLY (it was demoted to a replica) gets a new client: the
-// connections that heard it are closed, none returns to a pool.
-func TestReadonlyConnectionDropped(t *testing.T) {
-	primary, replica := redistest.Start(t), redistest.Start(t)
-	c := newClient(t, Options{Addrs: []string{replica.Addr}})
-	if err := c.SetDescriptor(ctx, blob, desc); err != nil {
-		t.Fatal(err)
-	}
-	d := c.topo.(*direct)
-	before, _ := d.current()
-	replica.Do(t, "REPLICAOF", "127.0.0.1", primary.Port)
-	err := c.SetDescriptor(ctx, blob, desc)
-	if err == nil || !strings.HasPrefix(err.Error(), "READONLY") {
-		t.Fatalf("a write to the replica: %v", err)
-	}
-	after, _ := d.current()
-	if after == before || before.client.PoolStats().TotalConns != 0 {
-		t.Fatalf("the READONLY server's client was kept (%d connections)", before.client.PoolStats().TotalConns)
+// A server that cannot serve gets a new client: the connections that heard it are
+// closed, none returns to a pool. READONLY: it was demoted to a replica. MASTERDOWN: a
+// replica that lost its master and does not serve stale data.
+func TestUnservingConnectionDropped(t *testing.T) {
+	for _, code := range []string{"READONLY", "MASTERDOWN"} {
+		t.Run(code, func(t *testing.T) {
+			primary, replica := redistest.Start(t), redistest.Start(t, "--replica-serve-stale-data", "no")
+			c := newClient(t, Options{Addrs: []string{replica.Addr}})
+			if err := c.SetDescriptor(ctx, blob, desc); err != nil {
+				t.Fatal(err)
+			}
+			d := c.topo.(*direct)
+			before, _ := d.current()
+			master := primary.Port
+			if code == "MASTERDOWN" {
+				master = redistest.FreePort(t) // nothing listens: the link stays down
+			}
+			replica.Do(t, "REPLICAOF", "127.0.0.1", master)
+			_, err := c.RepoStat(ctx, "team/app", blob)
+			if code == "READONLY" {
+				err = c.SetDescriptor(ctx, blob, desc)
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), code) {
+				t.Fatalf("a call to the replica: %v", err)
+			}
+			after, _ := d.current()
+			if after == before || before.client.PoolStats().TotalConns != 0 {
+				t.Fatalf("the %s server's client was kept (%d connections)", code, before.client.PoolStats().TotalConns)
+			}
+		})
 	}
 }
 
