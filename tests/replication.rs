@@ -153,7 +153,7 @@ fn a_replica_without_the_module_holds_the_primary_data() {
 #[test]
 fn an_aof_replayed_without_the_module_holds_the_same_data() {
     let aof = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
-    let primary = Server::with(Options { args: aof.clone(), ..Options::default() });
+    let primary = Server::with(Options { args: aof.clone(), dir: Some(memory_dir()), ..Options::default() });
     let mut p = primary.client();
     write_burst(&mut p);
     let want = snapshot(&mut p);
@@ -169,7 +169,7 @@ fn an_aof_replayed_without_the_module_holds_the_same_data() {
 #[test]
 fn acknowledged_writes_survive_kill_9_with_and_without_the_module() {
     let aof = ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
-    let mut options = Options { args: aof.clone(), ..Options::default() };
+    let mut options = Options { args: aof.clone(), dir: Some(memory_dir()), ..Options::default() };
     options.module_args.extend(["ttl".into(), "3600".into()]);
     let server = Server::with(options);
     let url = server.url();
@@ -199,7 +199,7 @@ fn acknowledged_writes_survive_kill_9_with_and_without_the_module() {
     assert!(acked.len() >= 2_000, "{} writes acknowledged", acked.len());
 
     for module in [true, false] {
-        let mut options = Options { module, args: aof.clone(), dir: Some(tempfile::tempdir().unwrap()), ..Options::default() };
+        let mut options = Options { module, args: aof.clone(), dir: Some(memory_dir()), ..Options::default() };
         copy_dir(dir.path(), options.dir.as_ref().unwrap().path());
         options.args.extend(["--appendfsync".into(), "everysec".into()]);
         let restarted = Server::with(options);

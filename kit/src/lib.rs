@@ -11,4 +11,4 @@ mod server;
 pub use data::{bulk, cmd, digest, info_counter, info_field, run, wait_until};
 pub use report::write_section;
 pub use rng::Rng;
-pub use server::{free_port, module_path, scheme, server_binary, server_version, Options, Scheme, Server, Version};
+pub use server::{free_port, memory_dir, module_path, scheme, server_binary, server_version, Options, Scheme, Server, Version};

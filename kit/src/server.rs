@@ -25,6 +25,20 @@ pub fn server_binary() -> String {
     std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into())
 }
 
+/// A new temporary directory in memory (`/dev/shm` where there is one), for servers
+/// that fsync on every write (`appendfsync always`): what they prove is that Redis wrote
+/// the module's writes before replying, which a stalled disk on a shared machine would
+/// only delay past the tests' bounds.
+pub fn memory_dir() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::Builder::new().prefix("layercache-").tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("tempdir")
+}
+
 pub struct Server {
     child: Child,
     pub port: u16,
