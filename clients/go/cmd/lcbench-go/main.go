@@ -165,7 +165,7 @@ func main() {
 		"layercache provider against one redis-server with the module, through a proxy that delays every packet by half "+
 		"the added round trip each way; one client, operations one after another, %d per measurement, latency in ms. "+
 		"\"PING per borrow\" is distribution's registry pool (`TestOnBorrow` pings); the others use a pool that "+
-		"does not (layercache's `PingIdle`). Speed-up: distribution's p50 (without the PING) over layercache's.\n\n%s",
+		"does not (a plain redigo pool for distribution; go-redis's, which checks a borrowed connection without a round trip, for layercache). Speed-up: distribution's p50 (without the PING) over layercache's.\n\n%s",
 		*n, table.String())
 	sentinelRows, err := sentinelTable(*addr, *server, durations, *n)
 	if err != nil {
