@@ -71,6 +71,34 @@ func (l *Line[D]) Clear(c *Client, ctx context.Context, repo string, dgst digest
 	return l.Errors.Map(c.RepoClear(ctx, repo, dgst), dgst, repo)
 }
 
+// Scope is a line's BlobDescriptorService over a Client for one repository (or the
+// global one, repo ""): what an adapter's RepositoryScoped returns.
+func (l *Line[D]) Scope(c *Client, repo string) Scope[D] {
+	return Scope[D]{line: l, c: c, repo: repo}
+}
+
+// Scope is the service Line.Scope returns.
+type Scope[D any] struct {
+	line *Line[D]
+	c    *Client
+	repo string
+}
+
+// Stat is Line.Stat in the scope.
+func (s Scope[D]) Stat(ctx context.Context, dgst digest.Digest) (D, error) {
+	return s.line.Stat(s.c, ctx, s.repo, dgst)
+}
+
+// SetDescriptor is Line.SetDescriptor in the scope.
+func (s Scope[D]) SetDescriptor(ctx context.Context, dgst digest.Digest, desc D) error {
+	return s.line.SetDescriptor(s.c, ctx, s.repo, dgst, desc)
+}
+
+// Clear is Line.Clear in the scope.
+func (s Scope[D]) Clear(ctx context.Context, dgst digest.Digest) error {
+	return s.line.Clear(s.c, ctx, s.repo, dgst)
+}
+
 // ErrorMap says how a distribution line spells the core's errors and the module's
 // error codes; Map uses it.
 type ErrorMap struct {

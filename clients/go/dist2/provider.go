@@ -27,7 +27,7 @@ type Provider struct {
 
 var (
 	_ cache.BlobDescriptorCacheProvider  = &Provider{}
-	_ distribution.BlobDescriptorService = &repository{}
+	_ distribution.BlobDescriptorService = layercache.Scope[distribution.Descriptor]{}
 )
 
 // New returns the provider for the Redis o describes (layercache.New).
@@ -73,32 +73,7 @@ func (p *Provider) RepositoryScoped(repo string) (distribution.BlobDescriptorSer
 	if _, err := reference.ParseNormalizedNamed(repo); err != nil {
 		return nil, err
 	}
-	return &repository{c: p.Client, repo: repo}, nil
-}
-
-type repository struct {
-	c    *layercache.Client
-	repo string
-}
-
-// Stat returns the descriptor as the repository sees it: ErrBlobUnknown unless the
-// repository holds the blob.
-func (r *repository) Stat(ctx context.Context, dgst digest.Digest) (distribution.Descriptor, error) {
-	return line.Stat(r.c, ctx, r.repo, dgst)
-}
-
-// SetDescriptor records that the repository holds the blob, its descriptor and the
-// repository's mediatype, under both digests when they differ by algorithm, in one
-// step.
-func (r *repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc distribution.Descriptor) error {
-	return line.SetDescriptor(r.c, ctx, r.repo, dgst, desc)
-}
-
-// Clear removes the repository's membership, its mediatype and the global descriptor
-// in one step, so another repository caching the blob again cannot make it visible
-// here (CVE-2026-35172); ErrBlobUnknown unless the repository held it.
-func (r *repository) Clear(ctx context.Context, dgst digest.Digest) error {
-	return line.Clear(r.c, ctx, r.repo, dgst)
+	return line.Scope(p.Client, repo), nil
 }
 
 // errs are distribution 2.8's errors for the core's and the module's.
