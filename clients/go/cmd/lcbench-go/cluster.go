@@ -153,7 +153,7 @@ func clusterProvider(addrs []string) (cache.BlobDescriptorCacheProvider, error) 
 func seedCluster(p cache.BlobDescriptorCacheProvider) error {
 	r, _ := p.RepositoryScoped("bench/app")
 	for i := 0; i < 100; i++ {
-		if err := r.SetDescriptor(ctx, digestOf(i), distribution.Descriptor{Digest: digestOf(i), Size: 2797, MediaType: "application/octet-stream"}); err != nil {
+		if err := r.SetDescriptor(ctx, benchkit.Digest(i), distribution.Descriptor{Digest: benchkit.Digest(i), Size: 2797, MediaType: "application/octet-stream"}); err != nil {
 			return err
 		}
 	}
@@ -282,7 +282,7 @@ func throughput(p cache.BlobDescriptorCacheProvider, nodes []*node, clients int,
 		go func(g int) {
 			defer wg.Done()
 			for i := g; time.Now().Before(deadline); i += clients {
-				if _, err := repo.Stat(ctx, digestOf(i%100)); err != nil {
+				if _, err := repo.Stat(ctx, benchkit.Digest(i%100)); err != nil {
 					failed.Store(err)
 					return
 				}

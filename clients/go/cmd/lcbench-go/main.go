@@ -26,52 +26,6 @@ import (
 
 var ctx = context.Background()
 
-func digestOf(n int) digest.Digest {
-	return digest.Digest(fmt.Sprintf("sha256:%064x", n))
-}
-
-// operation runs one cache operation for iteration i of variant v.
-type operation struct {
-	name string
-	run  func(p cache.BlobDescriptorCacheProvider, i, v int) error
-}
-
-func operations() []operation {
-	desc := func(n int) distribution.Descriptor {
-		return distribution.Descriptor{Digest: digestOf(n), Size: 2797, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}
-	}
-	repo := func(p cache.BlobDescriptorCacheProvider) distribution.BlobDescriptorService {
-		r, err := p.RepositoryScoped("bench/app")
-		if err != nil {
-			log.Fatal(err)
-		}
-		return r
-	}
-	return []operation{
-		{"repository Stat, hit", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
-			_, err := repo(p).Stat(ctx, digestOf(i%100))
-			return err
-		}},
-		{"repository Stat, miss", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
-			if _, err := repo(p).Stat(ctx, digestOf(1_000_000+i)); err != distribution.ErrBlobUnknown {
-				return fmt.Errorf("a miss returned %v", err)
-			}
-			return nil
-		}},
-		{"repository SetDescriptor", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
-			n := 2_000_000 + v*100_000 + i
-			return repo(p).SetDescriptor(ctx, digestOf(n), desc(n))
-		}},
-		{"repository Clear", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
-			return repo(p).Clear(ctx, digestOf(2_000_000+v*100_000+i))
-		}},
-		{"global Stat", func(p cache.BlobDescriptorCacheProvider, i, v int) error {
-			_, err := p.Stat(ctx, digestOf(i%100))
-			return err
-		}},
-	}
-}
-
 func main() {
 	addr := flag.String("addr", "127.0.0.1:6379", "redis-server with the layercache module")
 	rtts := flag.String("rtt", "0.5ms,2ms", "round trips to add, comma-separated")
@@ -108,7 +62,7 @@ func main() {
 	seed := plain(*addr)
 	for i := 0; i < 100; i++ {
 		r, _ := seed.RepositoryScoped("bench/app")
-		if err := r.SetDescriptor(ctx, digestOf(i), distribution.Descriptor{Digest: digestOf(i), Size: 2797, MediaType: "application/octet-stream"}); err != nil {
+		if err := r.SetDescriptor(ctx, benchkit.Digest(i), distribution.Descriptor{Digest: benchkit.Digest(i), Size: 2797, MediaType: "application/octet-stream"}); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -125,40 +79,30 @@ func main() {
 	var table strings.Builder
 	table.WriteString("| operation | added RTT | distribution, PING per borrow p50 / p99 | distribution p50 / p99 | layercache p50 / p99 | p50 speed-up over distribution | target at 2 ms |\n|---|---|---|---|---|---:|---|\n")
 	targets := map[string]float64{"repository Stat, hit": 2.8, "repository SetDescriptor": 3.5, "repository Clear": 1.9}
+	operations := benchkit.Operations[distribution.Descriptor, distribution.BlobDescriptorService, cache.BlobDescriptorCacheProvider](
+		func(d digest.Digest) distribution.Descriptor {
+			return distribution.Descriptor{Digest: d, Size: 2797, MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"}
+		}, distribution.ErrBlobUnknown)
 	for _, d := range durations {
 		rtt := benchkit.RTTName(d)
 		via, err := benchkit.Proxy(*addr, d/2)
 		if err != nil {
 			log.Fatal(err)
 		}
-		for _, op := range operations() {
+		for _, op := range operations {
 			var p50s, p99s []time.Duration
 			for vi, v := range variants {
-				p := v.provider(via)
-				p.Stat(ctx, digestOf(0)) // a connection in the pool
-				lat := make([]time.Duration, *n)
-				for i := 0; i < *n; i++ {
-					start := time.Now()
-					if err := op.run(p, i, vi); err != nil {
-						log.Fatalf("%s %s: %v", v.name, op.name, err)
-					}
-					lat[i] = time.Since(start)
+				p50, p99, err := benchkit.Latency(v.provider(via), op, vi, *n)
+				if err != nil {
+					log.Fatalf("%s %v", v.name, err)
 				}
-				p50, p99 := benchkit.Percentiles(lat)
 				p50s, p99s = append(p50s, p50), append(p99s, p99)
 			}
 			speedup := float64(p50s[1]) / float64(p50s[2])
-			target := ""
-			if t, ok := targets[op.name]; ok && rtt == "2ms" {
-				met := "met"
-				if speedup < t {
-					met = "**not met**"
-				}
-				target = fmt.Sprintf("≥ %.1f×: %s", t, met)
-			}
-			fmt.Fprintf(&table, "| %s | %s | %s / %s | %s / %s | %s / %s | %.2f× | %s |\n", op.name, rtt,
-				benchkit.Ms(p50s[0]), benchkit.Ms(p99s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p99s[1]), benchkit.Ms(p50s[2]), benchkit.Ms(p99s[2]), speedup, target)
-			log.Printf("%s at %s: distribution+PING %s, distribution %s, layercache %s ms (p50)", op.name, rtt, benchkit.Ms(p50s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p50s[2]))
+			fmt.Fprintf(&table, "| %s | %s | %s / %s | %s / %s | %s / %s | %.2f× | %s |\n", op.Name, rtt,
+				benchkit.Ms(p50s[0]), benchkit.Ms(p99s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p99s[1]), benchkit.Ms(p50s[2]), benchkit.Ms(p99s[2]),
+				speedup, benchkit.Target(d, targets[op.Name], speedup))
+			log.Printf("%s at %s: distribution+PING %s, distribution %s, layercache %s ms (p50)", op.Name, rtt, benchkit.Ms(p50s[0]), benchkit.Ms(p50s[1]), benchkit.Ms(p50s[2]))
 		}
 	}
 	section := fmt.Sprintf("## Go provider latency\n\n`make bench-go` (`clients/go/.../cmd/lcbench-go`): distribution's redis provider and the "+

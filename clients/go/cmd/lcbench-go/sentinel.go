@@ -48,7 +48,7 @@ func sentinelTable(addr, serverBinary string, rtts []time.Duration, n int) (stri
 		for _, stat := range []func(int) error{statOf(harbor), func(i int) error {
 			c := pool.Get()
 			defer c.Close()
-			_, err := garyburd.Values(c.Do("LAYERCACHE.REPOSTAT", "bench/app", digestOf(i%100).String()))
+			_, err := garyburd.Values(c.Do("LAYERCACHE.REPOSTAT", "bench/app", benchkit.Digest(i%100).String()))
 			return err
 		}, statOf(ours)} {
 			p50, p99, err := measure(stat, n)
@@ -81,7 +81,7 @@ func statOf(p cache.BlobDescriptorCacheProvider) func(int) error {
 		if err != nil {
 			return err
 		}
-		_, err := repo.Stat(ctx, digestOf(i%100))
+		_, err := repo.Stat(ctx, benchkit.Digest(i%100))
 		return err
 	}
 }

@@ -108,7 +108,7 @@ func invalidationDelays(writer, reader cache.BlobDescriptorCacheProvider, n int)
 	r, _ := reader.RepositoryScoped("bench/app")
 	delays := make([]time.Duration, n)
 	for i := range delays {
-		dgst := digestOf(i % 100)
+		dgst := benchkit.Digest(i % 100)
 		if _, err := r.Stat(ctx, dgst); err != nil {
 			return nil, err
 		}
@@ -215,7 +215,7 @@ func seedBlobs(addr string, blobs int) error {
 	}
 	defer c.Close()
 	for i := 0; i < blobs; i++ {
-		d := string(digestOf(5_000_000 + i))
+		d := string(benchkit.Digest(5_000_000 + i))
 		c.Send("SADD", "repository::bench/app::blobs", d)
 		c.Send("HSET", "blobs::"+d, "digest", d, "size", 2797, "mediatype", "application/octet-stream")
 		c.Send("HSET", "repository::bench/app::blobs::"+d, "mediatype", "application/vnd.oci.image.layer.v1.tar+gzip")
@@ -237,7 +237,7 @@ func mix(server string, module bool, reader, writer cache.BlobDescriptorCachePro
 	var total time.Duration
 	reads := 0
 	for i := 0; i < ops; i++ {
-		dgst := digestOf(5_000_000 + int(draw.Uint64()))
+		dgst := benchkit.Digest(5_000_000 + int(draw.Uint64()))
 		if coin.Intn(100) < 5 {
 			if err := w.SetDescriptor(ctx, dgst, distribution.Descriptor{Digest: dgst, Size: int64(2797 + i), MediaType: "application/octet-stream"}); err != nil {
 				return 0, 0, err
