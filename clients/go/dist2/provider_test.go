@@ -252,44 +252,21 @@ func TestACLUser(t *testing.T) {
 // storage.cache.
 func TestFromConfiguration(t *testing.T) {
 	type Options = layercache.Options
-	cases := []struct {
-		yaml string
-		want Options
-		err  string
-	}{
-		{yaml: "redis: {addr: 'r:6379', password: p, db: 2, dialtimeout: 2s, pool: {maxidle: 8, maxactive: 64}}",
-			want: Options{Addrs: []string{"r:6379"}, Password: "p", DB: 2, DialTimeout: 2 * time.Second, MaxIdle: 8, PoolSize: 64}},
-		{yaml: "redis: {addr: 's1:26379, s2:26379,s3:26379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, sentinelMasterSet: mymaster, username: registry, enabletls: 'true'}}",
-			want: Options{Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, MasterName: "mymaster", Username: "registry", TLS: true, SentinelTLS: true}},
-		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: true, sentineltls: false, tlscafile: /ca, tlscertfile: /c, tlskeyfile: /k, tlsservername: redis}}",
-			want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFiles: []string{"/ca"}, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
-		{yaml: "redis: {addr: 'a:1,b:2'}", want: Options{Addrs: []string{"a:1", "b:2"}}},
-		{yaml: "redis: {addr: 'a:1'}\nstorage: {inmemory: {}, cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
-		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, localentries: 50000}}",
-			want: Options{Addrs: []string{"r:6379"}, LocalEntries: 50000}},
-		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {localentries: many}}", err: "must be a number of entries"},
-		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {sentinelmaster: x}}", err: "unknown setting storage.cache.sentinelmaster"},
-		{yaml: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: maybe}}", err: "must be true or false"},
-		{yaml: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", err: "redis.addr is required"},
+	cases := []redistest.Configuration[Options]{
+		{YAML: "redis: {addr: 'r:6379', password: p, db: 2, dialtimeout: 2s, pool: {maxidle: 8, maxactive: 64}}",
+			Want: Options{Addrs: []string{"r:6379"}, Password: "p", DB: 2, DialTimeout: 2 * time.Second, MaxIdle: 8, PoolSize: 64}},
+		{YAML: "redis: {addr: 's1:26379, s2:26379,s3:26379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, sentinelMasterSet: mymaster, username: registry, enabletls: 'true'}}",
+			Want: Options{Addrs: []string{"s1:26379", "s2:26379", "s3:26379"}, MasterName: "mymaster", Username: "registry", TLS: true, SentinelTLS: true}},
+		{YAML: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: true, sentineltls: false, tlscafile: /ca, tlscertfile: /c, tlskeyfile: /k, tlsservername: redis}}",
+			Want: Options{Addrs: []string{"r:6379"}, TLS: true, TLSCAFiles: []string{"/ca"}, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
+		{YAML: "redis: {addr: 'a:1,b:2'}", Want: Options{Addrs: []string{"a:1", "b:2"}}},
+		{YAML: "redis: {addr: 'a:1'}\nstorage: {inmemory: {}, cache: {cluster: true}}", Want: Options{Addrs: []string{"a:1"}, Cluster: true}},
+		{YAML: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, localentries: 50000}}",
+			Want: Options{Addrs: []string{"r:6379"}, LocalEntries: 50000}},
+		{YAML: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {localentries: many}}", Err: "must be a number of entries"},
+		{YAML: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {sentinelmaster: x}}", Err: "unknown setting storage.cache.sentinelmaster"},
+		{YAML: "redis: {addr: 'r:6379'}\nstorage: {inmemory: {}, cache: {enabletls: maybe}}", Err: "must be true or false"},
+		{YAML: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", Err: "redis.addr is required"},
 	}
-	for n, c := range cases {
-		text := "version: 0.1\n" + c.yaml
-		if !strings.Contains(text, "storage:") {
-			text += "\nstorage: {inmemory: {}}"
-		}
-		config, err := configuration.Parse(strings.NewReader(text))
-		if err != nil {
-			t.Fatalf("case %d: %v", n, err)
-		}
-		got, err := FromConfiguration(config)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("case %d: error %v, want %q", n, err, c.err)
-			}
-			continue
-		}
-		if err != nil || !reflect.DeepEqual(got, c.want) {
-			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.want)
-		}
-	}
+	redistest.CheckConfigurations(t, cases, configuration.Parse, FromConfiguration)
 }

@@ -133,45 +133,22 @@ func TestClearedBlobStaysCleared(t *testing.T) {
 // The registry configuration: v3's redis section unchanged, and storage.cache's keys.
 func TestFromConfiguration(t *testing.T) {
 	type Options = layercache.Options
-	cases := []struct {
-		yaml string
-		want Options
-		err  string
-	}{
-		{yaml: "redis: {addrs: ['r:6379'], password: p, db: 2, dialtimeout: 2s, poolsize: 64, maxidleconns: 8}",
-			want: Options{Addrs: []string{"r:6379"}, Password: "p", DB: 2, DialTimeout: 2 * time.Second, PoolSize: 64, MaxIdle: 8}},
-		{yaml: "redis: {addrs: ['s1:26379', 's2:26379'], mastername: mymaster, username: registry, sentinelusername: su, sentinelpassword: sp, tls: {rootcas: [/ca1, /ca2]}}",
-			want: Options{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster", Username: "registry", SentinelUsername: "su", SentinelPassword: "sp",
+	cases := []redistest.Configuration[Options]{
+		{YAML: "redis: {addrs: ['r:6379'], password: p, db: 2, dialtimeout: 2s, poolsize: 64, maxidleconns: 8}",
+			Want: Options{Addrs: []string{"r:6379"}, Password: "p", DB: 2, DialTimeout: 2 * time.Second, PoolSize: 64, MaxIdle: 8}},
+		{YAML: "redis: {addrs: ['s1:26379', 's2:26379'], mastername: mymaster, username: registry, sentinelusername: su, sentinelpassword: sp, tls: {rootcas: [/ca1, /ca2]}}",
+			Want: Options{Addrs: []string{"s1:26379", "s2:26379"}, MasterName: "mymaster", Username: "registry", SentinelUsername: "su", SentinelPassword: "sp",
 				TLS: true, SentinelTLS: true, TLSCAFiles: []string{"/ca1", "/ca2"}}},
-		{yaml: "redis: {addrs: ['r:6380'], tls: {certificate: /c, key: /k}}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tlsservername: redis}}",
-			want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
-		{yaml: "redis: {addrs: ['r:6380']}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tls: true, localentries: 5000}}",
-			want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, LocalEntries: 5000}},
-		{yaml: "redis: {addrs: ['a:1']}\nstorage: {inmemory: {}, cache: {cluster: true}}", want: Options{Addrs: []string{"a:1"}, Cluster: true}},
-		{yaml: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {sentinelmasterset: x}}", err: "unknown setting storage.cache.sentinelmasterset"},
-		{yaml: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {tls: maybe}}", err: "must be true or false"},
-		{yaml: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", err: "redis.addrs is required"},
+		{YAML: "redis: {addrs: ['r:6380'], tls: {certificate: /c, key: /k}}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tlsservername: redis}}",
+			Want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, TLSCertFile: "/c", TLSKeyFile: "/k", TLSServerName: "redis"}},
+		{YAML: "redis: {addrs: ['r:6380']}\nstorage: {inmemory: {}, cache: {blobdescriptor: layercache, tls: true, localentries: 5000}}",
+			Want: Options{Addrs: []string{"r:6380"}, TLS: true, SentinelTLS: true, LocalEntries: 5000}},
+		{YAML: "redis: {addrs: ['a:1']}\nstorage: {inmemory: {}, cache: {cluster: true}}", Want: Options{Addrs: []string{"a:1"}, Cluster: true}},
+		{YAML: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {sentinelmasterset: x}}", Err: "unknown setting storage.cache.sentinelmasterset"},
+		{YAML: "redis: {addrs: ['r:6379']}\nstorage: {inmemory: {}, cache: {tls: maybe}}", Err: "must be true or false"},
+		{YAML: "storage: {inmemory: {}, cache: {blobdescriptor: layercache}}", Err: "redis.addrs is required"},
 	}
-	for n, c := range cases {
-		text := "version: 0.1\n" + c.yaml
-		if !strings.Contains(text, "storage:") {
-			text += "\nstorage: {inmemory: {}}"
-		}
-		config, err := configuration.Parse(strings.NewReader(text))
-		if err != nil {
-			t.Fatalf("case %d: %v", n, err)
-		}
-		got, err := FromConfiguration(config)
-		if c.err != "" {
-			if err == nil || !strings.Contains(err.Error(), c.err) {
-				t.Errorf("case %d: error %v, want %q", n, err, c.err)
-			}
-			continue
-		}
-		if err != nil || !reflect.DeepEqual(got, c.want) {
-			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.want)
-		}
-	}
+	redistest.CheckConfigurations(t, cases, configuration.Parse, FromConfiguration)
 }
 
 // The provider's own metrics: tier, breaker and error replies by code, read at each

@@ -5,10 +5,12 @@ package redistest
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
@@ -343,4 +345,39 @@ func (s *Server) Slot(t testing.TB, key string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Configuration is a case of an adapter's FromConfiguration: a registry configuration
+// in YAML (its version, and an inmemory storage when it has none, are added), and the
+// options it gives or the error it is refused with.
+type Configuration[O any] struct {
+	YAML string
+	Want O
+	Err  string
+}
+
+// CheckConfigurations parses each case with the line's parse (configuration.Parse)
+// and checks what from (the adapter's FromConfiguration) makes of it.
+func CheckConfigurations[C, O any](t *testing.T, cases []Configuration[O], parse func(io.Reader) (C, error), from func(C) (O, error)) {
+	t.Helper()
+	for n, c := range cases {
+		text := "version: 0.1\n" + c.YAML
+		if !strings.Contains(text, "storage:") {
+			text += "\nstorage: {inmemory: {}}"
+		}
+		config, err := parse(strings.NewReader(text))
+		if err != nil {
+			t.Fatalf("case %d: %v", n, err)
+		}
+		got, err := from(config)
+		if c.Err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.Err) {
+				t.Errorf("case %d: error %v, want %q", n, err, c.Err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.Want) {
+			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.Want)
+		}
+	}
 }
