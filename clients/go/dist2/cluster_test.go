@@ -22,22 +22,7 @@ func TestCluster(t *testing.T) {
 	cachecheck.CheckBlobDescriptorCache(t, provider(t, o))
 
 	p := provider(t, o)
-	a, _ := p.RepositoryScoped("team/a")
-	b, _ := p.RepositoryScoped("team/b")
-	for _, r := range []distribution.BlobDescriptorService{a, b} {
-		if err := r.SetDescriptor(ctx, blob, desc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.Clear(ctx, blob); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.SetDescriptor(ctx, blob, desc); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
-		t.Fatalf("team/a sees the blob team/b cached again: %v", err)
-	}
+	a, _ := clearedStaysCleared(t, p)
 
 	var alias digest.Digest
 	for n := 0; alias == ""; n++ {
