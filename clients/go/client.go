@@ -2,7 +2,7 @@
 // distribution: the LAYERCACHE.* commands of the layercache Redis module, one round trip
 // and one atomic step each, over one node, Sentinel or Redis Cluster, failing open
 // through a breaker, with an optional local tier kept exact by Redis's tracking. The
-// adapters (dist2 for distribution 2.8 and Harbor) turn it into each line's
+// adapters (dist2 for distribution 2.8 and Harbor, dist3 for v3) turn it into each line's
 // BlobDescriptorCacheProvider.
 package layercache
 
