@@ -90,28 +90,39 @@ func TestFailOpen(t *testing.T) {
 
 // A server that cannot serve gets a new client: the connections that heard it are
 // closed, none returns to a pool. READONLY: it was demoted to a replica. MASTERDOWN: a
-// replica that lost its master and does not serve stale data.
+// replica that lost its master and does not serve stale data. LOADING: it is loading
+// its dataset (DEBUG RELOAD, slowed to five seconds by key-load-delay).
 func TestUnservingConnectionDropped(t *testing.T) {
-	for _, code := range []string{"READONLY", "MASTERDOWN"} {
+	for _, code := range []string{"READONLY", "MASTERDOWN", "LOADING"} {
 		t.Run(code, func(t *testing.T) {
-			primary, replica := redistest.Start(t), redistest.Start(t, "--replica-serve-stale-data", "no")
-			c := newClient(t, Options{Addrs: []string{replica.Addr}})
+			primary := redistest.Start(t)
+			server := redistest.Start(t, "--replica-serve-stale-data", "no", "--enable-debug-command", "yes",
+				"--key-load-delay", "1000", "--loading-process-events-interval-bytes", "1024")
+			c := newClient(t, Options{Addrs: []string{server.Addr}})
 			if err := c.SetDescriptor(ctx, blob, desc); err != nil {
 				t.Fatal(err)
 			}
 			d := c.topo.(*direct)
 			before, _ := d.current()
-			master := primary.Port
-			if code == "MASTERDOWN" {
-				master = redistest.FreePort(t) // nothing listens: the link stays down
+			call := func() error { _, err := c.RepoStat(ctx, "team/app", blob); return err }
+			switch code {
+			case "READONLY":
+				server.Do(t, "REPLICAOF", "127.0.0.1", primary.Port)
+				call = func() error { return c.SetDescriptor(ctx, blob, desc) }
+			case "MASTERDOWN":
+				server.Do(t, "REPLICAOF", "127.0.0.1", redistest.FreePort(t)) // nothing listens: the link stays down
+			case "LOADING":
+				server.Do(t, "DEBUG", "POPULATE", 5000)
+				conn, reloaded := server.Dial(t), make(chan struct{})
+				go func() {
+					defer close(reloaded)
+					conn.Do("DEBUG", "RELOAD") //nolint:errcheck // the test waits for its end only
+				}()
+				t.Cleanup(func() { <-reloaded })
+				redistest.WaitFor(t, 10*time.Second, "the reload to start", func() bool { return server.Info(t, "persistence", "loading") == 1 })
 			}
-			replica.Do(t, "REPLICAOF", "127.0.0.1", master)
-			_, err := c.RepoStat(ctx, "team/app", blob)
-			if code == "READONLY" {
-				err = c.SetDescriptor(ctx, blob, desc)
-			}
-			if err == nil || !strings.HasPrefix(err.Error(), code) {
-				t.Fatalf("a call to the replica: %v", err)
+			if err := call(); err == nil || !strings.HasPrefix(err.Error(), code) {
+				t.Fatalf("a call to the server: %v", err)
 			}
 			after, _ := d.current()
 			if after == before || before.client.PoolStats().TotalConns != 0 {
