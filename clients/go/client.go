@@ -29,10 +29,9 @@ type Client struct {
 	o       Options
 	topo    topology
 	replies *replyLog
-	// paid holds the registry requests whose call already failed on a connection, by
-	// their context's Done channel (comparable, and shared by what derives from it): a
-	// request pays at most one timeout, so the write-back distribution sends after a
-	// failed Stat, in the same request, is skipped.
+	// paid holds the registry requests whose call already failed on a connection (by
+	// requestOf): a request pays at most one timeout, so the write-back distribution
+	// sends after a failed Stat, in the same request, is skipped.
 	paid sync.Map
 	// requests holds each running registry request's Stat answers (request.go).
 	requests sync.Map
@@ -242,8 +241,8 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 			args[i] = string(d)
 		}
 	}
-	if done := ctx.Done(); done != nil {
-		if _, ok := c.paid.Load(done); ok {
+	if key := requestOf(ctx); key != nil {
+		if _, ok := c.paid.Load(key); ok {
 			return nil, 0, errSkipped
 		}
 	}
@@ -295,9 +294,9 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 	r.breaker.done(p, failed, err)
 	if failed {
 		r.failed(epoch, unavailable)
-		if done := request.Done(); done != nil { // not Background: a request, which ends
-			if _, dup := c.paid.LoadOrStore(done, true); !dup {
-				context.AfterFunc(request, func() { c.paid.Delete(done) })
+		if key := requestOf(request); key != nil && request.Done() != nil { // a request, which ends
+			if _, dup := c.paid.LoadOrStore(key, true); !dup {
+				context.AfterFunc(request, func() { c.paid.Delete(key) })
 			}
 		}
 		return nil, 0, err

@@ -3,6 +3,8 @@ package layercache
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -255,5 +257,56 @@ func TestRequestReadsOnce(t *testing.T) {
 	})
 	if _, err := c.RepoStat(next, "team/app", blob); err != ErrUnknown {
 		t.Fatalf("the next request: %v", err)
+	}
+}
+
+// registryRequest is a context as distribution makes one per request: it carries the
+// request's *http.Request as "http.request".
+type registryRequest struct {
+	context.Context
+	r *http.Request
+}
+
+func (c registryRequest) Value(key any) any {
+	if key == "http.request" {
+		return c.r
+	}
+	return c.Context.Value(key)
+}
+
+// v3's notification listener Stats a blob it served with context.WithoutCancel(request):
+// the detached context still belongs to the request: it reads the request's first
+// answer, and after the request paid a timeout it is skipped, not a second timeout.
+func TestDetachedRequestContext(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{s.Addr}, ReadTimeout: 300 * time.Millisecond})
+	calls := func() int64 { return s.Info(t, "layercache", "layercache_repostat_calls") }
+	newRequest := func() registryRequest {
+		base, end := context.WithCancel(ctx)
+		t.Cleanup(end)
+		return registryRequest{base, httptest.NewRequest("HEAD", "/v2/team/app/blobs/"+string(blob), nil)}
+	}
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	request, before := newRequest(), calls()
+	for _, stat := range []context.Context{request, context.WithoutCancel(request)} {
+		if got, err := c.RepoStat(stat, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+			t.Fatalf("Stat: %v, %v", got, err)
+		}
+	}
+	if n := calls() - before; n != 1 {
+		t.Fatalf("a Stat and its detached repeat sent %d REPOSTATs, want 1", n)
+	}
+
+	s.Stop()
+	defer s.Continue()
+	request = newRequest()
+	if _, err := c.RepoStat(request, "team/app", blob); err == nil {
+		t.Fatal("a Stat on a hung server succeeded")
+	}
+	started := time.Now()
+	if _, err := c.RepoStat(context.WithoutCancel(request), "team/app", blob); err != ErrUnknown || time.Since(started) > 100*time.Millisecond {
+		t.Fatalf("the detached Stat of a request that paid a timeout: %v after %v, want a miss at once", err, time.Since(started))
 	}
 }

@@ -2,6 +2,7 @@ package layercache
 
 import (
 	"context"
+	"net/http"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -11,10 +12,10 @@ import (
 // several times in one request (a blob HEAD makes three repository Stats of the
 // blob: the handler's, the blob statter's and the notification listener's), and
 // within one request the first answer stands, as if the request had run a few
-// microseconds earlier, which it may always have. It lives as long as the request's
-// context (keyed by its Done channel, which what derives from it shares), holds at
-// most memoEntries answers, and forgets a digest the request itself writes. A context
-// that cannot end (Background) has none.
+// microseconds earlier, which it may always have. It lives as long as the context
+// that made it (keyed by requestOf), holds at most memoEntries answers, and forgets a
+// digest the request itself writes. A context that is no request (Background) has
+// none.
 type requestMemo struct {
 	mu      sync.Mutex
 	answers map[entryKey]memoAnswer
@@ -27,18 +28,37 @@ type memoAnswer struct {
 
 const memoEntries = 64
 
-// request is ctx's memo; nil for a context that cannot end.
+// requestOf is what identifies ctx's registry request: the *http.Request distribution
+// puts in its request contexts (their "http.request" value, which derived contexts
+// keep, even when detached by context.WithoutCancel, as v3's notification listener
+// detaches its Stat after serving a blob), else the context's Done channel (shared by
+// what derives from it); nil when it has neither (Background).
+func requestOf(ctx context.Context) any {
+	if r, ok := ctx.Value("http.request").(*http.Request); ok && r != nil {
+		return r
+	}
+	if done := ctx.Done(); done != nil {
+		return done
+	}
+	return nil
+}
+
+// request is ctx's memo; nil for a context that is no request. A detached context
+// reads its request's memo but makes none, since nothing would end it.
 func (c *Client) request(ctx context.Context) *requestMemo {
-	done := ctx.Done()
-	if done == nil {
+	key := requestOf(ctx)
+	if key == nil {
 		return nil
 	}
-	if m, ok := c.requests.Load(done); ok {
+	if m, ok := c.requests.Load(key); ok {
 		return m.(*requestMemo)
 	}
-	m, loaded := c.requests.LoadOrStore(done, &requestMemo{answers: map[entryKey]memoAnswer{}})
+	if ctx.Done() == nil {
+		return nil
+	}
+	m, loaded := c.requests.LoadOrStore(key, &requestMemo{answers: map[entryKey]memoAnswer{}})
 	if !loaded {
-		context.AfterFunc(ctx, func() { c.requests.Delete(done) })
+		context.AfterFunc(ctx, func() { c.requests.CompareAndDelete(key, m) })
 	}
 	return m.(*requestMemo)
 }
