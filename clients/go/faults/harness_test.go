@@ -39,7 +39,7 @@ type row struct {
 	name                   string
 	calls, errors, paid    int
 	p50, p99, max, openP99 time.Duration // of requests during the fault; openP99 once the breaker settled
-	recovered              time.Duration // from the fault's end (or the failover) to the first hit; -1: not measured
+	recovered              time.Duration // from the fault's end (the server back, or the failover) to the first hit; -1: not measured
 	lost, stale            int
 	note                   string
 }

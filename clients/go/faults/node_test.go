@@ -28,16 +28,18 @@ func serverFault(t *testing.T, name string, addr string, fault, heal func(), hol
 	fault()
 	time.Sleep(hold)
 	end := time.Now()
+	var healed time.Time // the server is back (a restarted one once it is ready)
 	if heal != nil {
 		heal()
-		redistest.WaitFor(t, 10*time.Second, "hits again after "+name, func() bool { return !l.firstHit(end, nil).IsZero() })
+		healed = time.Now()
+		redistest.WaitFor(t, 10*time.Second, "hits again after "+name, func() bool { return !l.firstHit(healed, nil).IsZero() })
 	}
 	l.halt()
 	r := measure(name, l.between(start, end), start.Add(2*timeout))
 	if heal != nil {
-		r.recovered = l.firstHit(end, nil).Sub(end)
+		r.recovered = l.firstHit(healed, nil).Sub(healed)
 		if r.recovered > o.BackoffMax+margin {
-			t.Errorf("%s: hits again %v after the fault, over one back-off window (%v)", name, r.recovered, o.BackoffMax)
+			t.Errorf("%s: hits again %v after the server was back, over one back-off window (%v)", name, r.recovered, o.BackoffMax)
 		}
 		if n := log.Count("answers again"); n != 1 {
 			t.Errorf("%s: logged the return %d times: %q", name, n, log.Lines)
