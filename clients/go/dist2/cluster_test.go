@@ -22,7 +22,7 @@ func TestCluster(t *testing.T) {
 	cachecheck.CheckBlobDescriptorCache(t, provider(t, o))
 
 	p := provider(t, o)
-	a, _ := clearedStaysCleared(t, p)
+	a, _ := redistest.ClearedStaysCleared(t, p.RepositoryScoped, blob, desc, distribution.ErrBlobUnknown)
 
 	var alias digest.Digest
 	for n := 0; alias == ""; n++ {

@@ -117,43 +117,10 @@ func TestClearedBlobStaysCleared(t *testing.T) {
 			t.Run(scheme, func(t *testing.T) {
 				o := on(redistest.Start(t, "scheme", scheme).Addr)
 				o.LocalEntries = entries
-				clearedStaysCleared(t, provider(t, o))
+				redistest.ClearedStaysCleared(t, provider(t, o).RepositoryScoped, blob, desc, distribution.ErrBlobUnknown)
 			})
 		}
 	}
-}
-
-// clearedStaysCleared runs the CVE-2026-35172 sequence on p: team/a and team/b cache a
-// blob, team/a clears it (a second Clear is a miss), team/b caches it again, and team/a
-// still does not see it; the two repositories' services.
-func clearedStaysCleared(t *testing.T, p *Provider) (a, b distribution.BlobDescriptorService) {
-	t.Helper()
-	a, _ = p.RepositoryScoped("team/a")
-	b, _ = p.RepositoryScoped("team/b")
-	for _, r := range []distribution.BlobDescriptorService{a, b} {
-		if err := r.SetDescriptor(ctx, blob, desc); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := r.Stat(ctx, blob); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := a.Clear(ctx, blob); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Clear(ctx, blob); err != distribution.ErrBlobUnknown {
-		t.Fatalf("second Clear: %v", err)
-	}
-	if err := b.SetDescriptor(ctx, blob, desc); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
-		t.Fatalf("team/a sees the blob team/b cached again: %v", err)
-	}
-	if got, err := b.Stat(ctx, blob); err != nil || !reflect.DeepEqual(got, desc) {
-		t.Fatalf("team/b: %v, %v", got, err)
-	}
-	return a, b
 }
 
 // The module's error codes become distribution's errors; others pass through.

@@ -103,28 +103,7 @@ func TestClearedBlobStaysCleared(t *testing.T) {
 		for _, entries := range []int{0, 1000} {
 			t.Run(scheme, func(t *testing.T) {
 				p := provider(t, on(redistest.Start(t, "scheme", scheme).Addr, entries))
-				a, _ := p.RepositoryScoped("team/a")
-				b, _ := p.RepositoryScoped("team/b")
-				for _, r := range []distribution.BlobDescriptorService{a, b} {
-					if err := r.SetDescriptor(ctx, blob, desc); err != nil {
-						t.Fatal(err)
-					}
-					if _, err := r.Stat(ctx, blob); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := a.Clear(ctx, blob); err != nil {
-					t.Fatal(err)
-				}
-				if err := b.SetDescriptor(ctx, blob, desc); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := a.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
-					t.Fatalf("team/a sees the blob team/b cached again: %v", err)
-				}
-				if got, err := b.Stat(ctx, blob); err != nil || !reflect.DeepEqual(got, desc) {
-					t.Fatalf("team/b: %v, %v", got, err)
-				}
+				redistest.ClearedStaysCleared(t, p.RepositoryScoped, blob, desc, distribution.ErrBlobUnknown)
 			})
 		}
 	}

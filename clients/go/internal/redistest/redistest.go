@@ -4,6 +4,7 @@
 package redistest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+	"github.com/layercache/go-layercache/internal/benchkit"
+	"github.com/opencontainers/go-digest"
 )
 
 // Server is a redis-server (or sentinel) the test started.
@@ -380,4 +383,39 @@ func CheckConfigurations[C, O any](t *testing.T, cases []Configuration[O], parse
 			t.Errorf("case %d:\n got %+v, %v\nwant %+v", n, got, err, c.Want)
 		}
 	}
+}
+
+// ClearedStaysCleared runs the CVE-2026-35172 sequence on a line's provider, given as
+// its RepositoryScoped: team/a and team/b cache blob, team/a clears it (a second Clear
+// is unknown, the line's ErrBlobUnknown), team/b caches it again, and team/a still
+// does not see it while team/b does; the two repositories' services.
+func ClearedStaysCleared[D any, S benchkit.Service[D]](t *testing.T, scoped func(string) (S, error), blob digest.Digest, desc D, unknown error) (a, b S) {
+	t.Helper()
+	ctx := context.Background()
+	a, _ = scoped("team/a")
+	b, _ = scoped("team/b")
+	for _, r := range []S{a, b} {
+		if err := r.SetDescriptor(ctx, blob, desc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.Stat(ctx, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Clear(ctx, blob); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Clear(ctx, blob); err != unknown {
+		t.Fatalf("second Clear: %v", err)
+	}
+	if err := b.SetDescriptor(ctx, blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Stat(ctx, blob); err != unknown {
+		t.Fatalf("team/a sees the blob team/b cached again: %v", err)
+	}
+	if got, err := b.Stat(ctx, blob); err != nil || !reflect.DeepEqual(got, desc) {
+		t.Fatalf("team/b: %v, %v", got, err)
+	}
+	return a, b
 }
