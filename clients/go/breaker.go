@@ -1,6 +1,9 @@
 package layercache
 
 import (
+	"context"
+	"errors"
+	"net"
 	"sync"
 	"time"
 )
@@ -18,7 +21,8 @@ import (
 //   - Open: every call is a miss at once. After the window one call probes; never two
 //     at once. The probe's success closes the breaker; its failure doubles the window
 //     (BackoffMin up to BackoffMax). Results of calls admitted before it opened
-//     (stragglers) change nothing.
+//     (stragglers) change nothing. A probe that go-redis's pool refused without
+//     dialling (see dialer) learnt nothing: the next call probes.
 //
 // Only connection failures count (dial errors, timeouts, broken connections, and the
 // replies of a server that cannot serve: LOADING, READONLY, MASTERDOWN, CLUSTERDOWN,
@@ -35,6 +39,7 @@ type breaker struct {
 	window   time.Duration // 0: closed
 	until    time.Time     // open: no probe before this
 	probe    uint64        // open: the token of the probe in flight, 0 none
+	probeAt  time.Time     // open: when the probe in flight was admitted
 	tokens   uint64
 	opens    int64 // times opened
 }
@@ -67,7 +72,7 @@ func (b *breaker) allow() (pass, bool) {
 		return pass{}, false
 	}
 	b.tokens++
-	b.probe = b.tokens
+	b.probe, b.probeAt = b.tokens, time.Now()
 	return pass{probe: b.probe}, true
 }
 
@@ -88,6 +93,9 @@ func (b *breaker) done(p pass, failed bool, err error) {
 			b.window, b.failures = 0, 0
 			b.logf("layercache: Redis%s answers again; the cache is back in use", b.where())
 			return
+		}
+		if failedBefore(err, b.probeAt) {
+			return // refused by go-redis's pool, not by Redis: the next call probes
 		}
 		b.window = min(2*b.window, b.max)
 		b.until = time.Now().Add(b.window)
@@ -138,4 +146,41 @@ func (b *breaker) state() (open bool, opens int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.window != 0, b.opens
+}
+
+// dialer wraps go-redis's dialer so that a failed dial says when it failed. go-redis's
+// pool has a breaker of its own: after PoolSize failed dials (counted over the pool's
+// life: a successful dial does not reset the count) it stops dialling, answers every
+// call at once with its last dial error, and retries one dial a second until one
+// succeeds. A probe refused that way asked Redis nothing; taken as a failure, it would
+// double the window and keep the cache off up to BackoffMax after go-redis dials again.
+func dialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, &dialFailure{err: err, at: time.Now()}
+		}
+		return conn, nil
+	}
+}
+
+// dialFailure is a failed dial and when it failed; to go-redis it is the dial's error
+// (go-redis retries a cluster call on a refused dial, and tells timeouts apart).
+type dialFailure struct {
+	err error
+	at  time.Time
+}
+
+func (e *dialFailure) Error() string { return e.err.Error() }
+func (e *dialFailure) Unwrap() error { return e.err }
+func (e *dialFailure) Timeout() bool {
+	var t interface{ Timeout() bool }
+	return errors.As(e.err, &t) && t.Timeout()
+}
+
+// failedBefore reports whether err is a dial that failed before t: an answer go-redis
+// kept from an earlier call.
+func failedBefore(err error, t time.Time) bool {
+	var d *dialFailure
+	return errors.As(err, &d) && d.at.Before(t)
 }

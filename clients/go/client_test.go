@@ -90,6 +90,39 @@ func TestFailOpen(t *testing.T) {
 	t.Logf("resumed %v after the server was back", time.Since(started))
 }
 
+// go-redis's pool stops dialling after PoolSize failed dials and answers every call
+// with its last dial error until a dial it retries once a second succeeds. A probe it
+// refused asked Redis nothing: the window does not grow, the next call probes, and
+// the cache is back within that second of the server's return. (Taken as a failure,
+// a refused probe doubled the window: back 2-3 s after the server here, up to
+// BackoffMax with the defaults.)
+func TestProbeRefusedByThePool(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{s.Addr}, PoolSize: 1, FailAfter: 1,
+		BackoffMin: 300 * time.Millisecond, BackoffMax: 10 * time.Second})
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	s.Kill()
+	// Probes at 0.3 s (its dial refused: the pool's one failed dial stops it dialling)
+	// and after, refused by the pool.
+	for start := time.Now(); time.Since(start) < 2*time.Second; time.Sleep(10 * time.Millisecond) {
+		if d, err := c.RepoStat(ctx, "team/app", blob); err == nil {
+			t.Fatalf("a Stat during the outage answered %v", d)
+		}
+	}
+	redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)})
+	back := time.Now()
+	redistest.WaitFor(t, 15*time.Second, "the cache back", func() bool {
+		return c.RepoSetDescriptor(ctx, "team/app", blob, desc) == nil && !c.Stats().BreakerOpen
+	})
+	if took := time.Since(back); took > time.Second+500*time.Millisecond {
+		t.Fatalf("the cache was back %v after the server, over go-redis's one-second dial retry", took)
+	} else {
+		t.Logf("the cache was back %v after the server", took)
+	}
+}
+
 // A server that cannot serve gets a new client: the connections that heard it are
 // closed, none returns to a pool. READONLY: it was demoted to a replica. MASTERDOWN: a
 // replica that lost its master and does not serve stale data. LOADING: it is loading

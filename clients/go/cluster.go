@@ -63,6 +63,7 @@ func newCluster(o Options) (*clusterTopology, error) {
 		ConnMaxIdleTime:       node.ConnMaxIdleTime,
 		TLSConfig:             serverTLS,
 		DisableIdentity:       true,
+		Dialer:                node.Dialer,
 	})
 	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*breaker{}}
 	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+o.ReadTimeout)

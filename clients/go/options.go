@@ -110,9 +110,9 @@ func (o Options) cluster() bool {
 
 // serverOptions are go-redis's options for connections to addr. Each call carries its
 // own deadline (ContextTimeoutEnabled), is tried once (no retries: one timeout per
-// call), and a dial is tried once.
+// call), and a dial is tried once; a failed dial says when it failed (dialer).
 func (o Options) serverOptions(addr string, tlsConfig *tls.Config) *redis.Options {
-	return &redis.Options{
+	options := &redis.Options{
 		Addr:                  addr,
 		Protocol:              2,
 		Username:              o.Username,
@@ -130,6 +130,8 @@ func (o Options) serverOptions(addr string, tlsConfig *tls.Config) *redis.Option
 		TLSConfig:             tlsConfig,
 		DisableIdentity:       true,
 	}
+	options.Dialer = dialer(redis.NewDialer(options))
+	return options
 }
 
 // tlsConfigs are the TLS settings of connections to servers and to sentinels (nil: no
