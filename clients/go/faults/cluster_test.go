@@ -105,9 +105,12 @@ func TestClusterOneMaster(t *testing.T) {
 				proxy = redistest.NewProxy(t, faulty.Addr)
 				port, key := strings.Split(proxy.Addr, ":")[1], faultySlotKey(t, set, faulty)
 				faulty.Do(t, "CONFIG", "SET", "cluster-announce-port", port)
-				redistest.WaitFor(t, 10*time.Second, "the proxy announced", func() bool {
-					return fmt.Sprint(masterPort(t, set.masters[1], key)) == port
-				})
+				// Every node, since the provider takes its slot map from any of them.
+				for _, n := range set.nodes {
+					redistest.WaitFor(t, 10*time.Second, "the proxy announced by "+n.Addr, func() bool {
+						return fmt.Sprint(masterPort(t, n, key)) == port
+					})
+				}
 			}
 			c := client(t, options(redistest.Addrs(set.masters)...))
 			warm(t, c)
@@ -177,6 +180,9 @@ func TestClusterOneMaster(t *testing.T) {
 			}
 			if f.max > timeout+margin {
 				t.Errorf("%s: a request to the faulty slots took %v", fault, f.max)
+			}
+			if f.errors == 0 {
+				t.Errorf("%s: no request to the faulty slots failed: the fault never reached the provider", fault)
 			}
 			report(t, f)
 		})
