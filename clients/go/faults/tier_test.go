@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/garyburd/redigo/redis"
 	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/internal/redistest"
 )
@@ -152,17 +153,40 @@ func TestTierTTLExpiry(t *testing.T) {
 	s := redistest.Start(t, "ttl", "1", "--enable-debug-command", "local")
 	s.Do(t, "DEBUG", "SET-ACTIVE-EXPIRE", 0)
 	c := tiered(t, s.Addr) // its write gave every key a TTL of 1 s
-	written := time.Now()
+	expired := firstExpiry(t, s)
 	r := startReads(c)
 	time.Sleep(2 * time.Second)
-	stale, last := r.stale(written.Add(time.Second), -1)
+	stale, last := r.stale(expired, -1)
 	if c.Stats().TierServed == 0 {
 		t.Error("the tier served nothing before the expiry: the case tested nothing")
 	}
 	row := row{name: "TTL expiry, active expiry off (layercache.ttl 1 s)", calls: r.n, stale: stale, recovered: -1}
 	if stale > 0 {
-		row.note = fmt.Sprintf("served %s ms past the expiry", ms(last.Sub(written.Add(time.Second))))
+		row.note = fmt.Sprintf("served %s ms past the expiry", ms(last.Sub(expired)))
 		t.Errorf("the tier served an entry %d times past its keys' expiry", stale)
 	}
 	report(t, row)
+}
+
+// firstExpiry is when the first of s's keys to expire is expired for Redis: the
+// millisecond after its PEXPIRETIME (Redis still serves a key during the millisecond
+// it expires at).
+func firstExpiry(t *testing.T, s *redistest.Server) time.Time {
+	t.Helper()
+	c := s.Dial(t)
+	keys, err := redis.Strings(c.Do("KEYS", "*"))
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("KEYS: %q, %v", keys, err)
+	}
+	first := int64(-1)
+	for _, k := range keys {
+		at, err := redis.Int64(c.Do("PEXPIRETIME", k))
+		if err != nil || at < 0 {
+			t.Fatalf("PEXPIRETIME %s: %d, %v (every key written should carry layercache.ttl)", k, at, err)
+		}
+		if first < 0 || at < first {
+			first = at
+		}
+	}
+	return time.UnixMilli(first + 1)
 }
