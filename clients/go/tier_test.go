@@ -437,7 +437,7 @@ func TestLocalTierTrackingLost(t *testing.T) {
 
 	s.Kill()
 	redistest.WaitFor(t, 5*time.Second, "the tier to stop", func() bool { s := p.Stats(); return s.TierEntries == 0 && !s.TierServing })
-	back := redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)})
+	back := redistest.StartOn(t, s.Port)
 	defer back.Kill()
 	// The new server is empty: a miss, from Redis or from the tier once it is back.
 	redistest.WaitFor(t, 10*time.Second, "the provider to reach the new server", func() bool {

@@ -73,9 +73,7 @@ func TestBlackHoleForGood(t *testing.T) {
 
 func TestKilledServer(t *testing.T) {
 	s := redistest.Start(t)
-	restart := func() {
-		redistest.StartProcess(t, s.Port, "Ready to accept connections", []string{"--loadmodule", redistest.Module(t)})
-	}
+	restart := func() { redistest.StartOn(t, s.Port) }
 	serverFault(t, "killed server, restarted after 3 s", s.Addr, s.Kill, restart, 3*time.Second)
 }
 

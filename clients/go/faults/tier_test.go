@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/garyburd/redigo/redis"
+	"github.com/gomodule/redigo/redis"
 	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/internal/redistest"
 )

@@ -52,7 +52,13 @@ func Module(t testing.TB) string {
 // its log says it is ready.
 func Start(t testing.TB, moduleArgs ...string) *Server {
 	t.Helper()
-	return StartProcess(t, FreePort(t), "Ready to accept connections", append([]string{"--loadmodule", Module(t)}, moduleArgs...))
+	return StartOn(t, FreePort(t), moduleArgs...)
+}
+
+// StartOn is Start on port: a server back where a killed one was.
+func StartOn(t testing.TB, port int, moduleArgs ...string) *Server {
+	t.Helper()
+	return StartProcess(t, port, "Ready to accept connections", append([]string{"--loadmodule", Module(t)}, moduleArgs...))
 }
 
 // StartProcess runs the server binary with --port port and argv, until ready appears in
