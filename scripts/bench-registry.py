@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 
-from registrykit import (OCI_MANIFEST, ROOT, Redis, Registry, build_patched_registry, pull, push_and_pull, say)
+from regkit import (OCI_MANIFEST, ROOT, Redis, Registry, build_patched_registry, pull, push_and_pull, say)
 import random
 import urllib.request
 

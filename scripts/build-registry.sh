@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make registry: distribution's registry with layercache's provider, built from the Go
 # module proxy into build/registry/. For 2.8 (v2.8.3): distribution's module copied to
-# build/registry/distribution-v2.8.3, clients/go/registry/dist2/distribution.patch
+# build/registry/distribution-v2.8.3 (again when the patch changes), clients/go/registry/dist2/distribution.patch
 # applied, and clients/go/registry/dist2 (whose go.mod points at that copy) built as
 # build/registry/registry-2.8. For v3 (v3.1.1): clients/go/registry/dist3, a main that
 # registers the provider before distribution's own, built as build/registry/registry-3.
@@ -11,12 +11,14 @@ out=$PWD/build/registry
 mkdir -p "$out"
 
 tree=$out/distribution-v2.8.3
-if [ ! -f "$tree/.patched" ]; then
+patchfile=$PWD/clients/go/registry/dist2/distribution.patch
+stamp=$(sha256sum "$patchfile" | cut -d' ' -f1)
+if [ "$(cat "$tree/.patched" 2>/dev/null)" != "$stamp" ]; then
   src=$(cd clients/go && go mod download -json github.com/docker/distribution@v2.8.3+incompatible | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   rm -rf "$tree" && cp -r "$src" "$tree" && chmod -R u+w "$tree"
-  patch -s -p1 -d "$tree" -i "$PWD/clients/go/registry/dist2/distribution.patch"
+  patch -s -p1 -d "$tree" -i "$patchfile"
   printf 'module github.com/docker/distribution\n\ngo 1.16\n' >"$tree/go.mod"
-  touch "$tree/.patched"
+  echo "$stamp" >"$tree/.patched"
 fi
 (cd clients/go/registry/dist2 && go build -o "$out/registry-2.8" .)
 (cd clients/go/registry/dist3 && go build -o "$out/registry-3" .)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 
-from registrykit import ROOT, Redis, Registry, build_patched_registry, check, cluster_nodes, say
+from regkit import ROOT, Redis, Registry, build_patched_registry, check, cluster_nodes, say
 
 
 def conformance_binary(work):

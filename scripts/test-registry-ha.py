@@ -43,7 +43,7 @@ import tempfile
 import threading
 import time
 
-from registrykit import (TLS, Redis, Registry, build_patched_registry, check, cluster_nodes, cluster_ok, pull,
+from regkit import (TLS, Redis, Registry, build_patched_registry, check, cluster_nodes, cluster_ok, pull,
                          push_and_pull, say, wait_for)
 
 DIAL_TIMEOUT = 1.0  # seconds, redis.dialtimeout in every configuration here

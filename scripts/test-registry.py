@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 
-from registrykit import (MODULE, OCI_CONFIG, ROOT, Redis, Registry, build_patched_registry, check,
+from regkit import (MODULE, OCI_CONFIG, ROOT, Redis, Registry, build_patched_registry, check,
                          push_and_pull, say)
 
 TTL = 3600

@@ -1,0 +1,91 @@
+"""distribution's registries: Debian's docker-registry and those `make registry` builds,
+on a filesystem or S3 store, with a blob-descriptor cache."""
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+from .base import ROOT, check, free_port, wait_for
+from .images import OCI_MANIFEST
+
+
+class Registry:
+    """`binary serve` with deletes and the blob-descriptor cache `cache` ("" for none,
+    "inmemory", "redis", "layercache"); redis is the configuration's redis section,
+    params more storage.cache keys. storage is the driver's section (a filesystem store
+    under work by default; S3.storage() for S3), redirect False turns storage redirects
+    off, secret is http.secret (one for every registry behind a round robin)."""
+
+    def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
+                 storage=None, redirect=True, secret=None):
+        self.port, self.debug_port = free_port(), free_port()
+        self.binary, self.name = binary, name
+        self.config = os.path.join(work, f"{name}.json")
+        storage = dict(storage or {"filesystem": {"rootdirectory": f"{work}/storage"}})
+        storage.update({"cache": {"blobdescriptor": cache, **(params or {})}, "delete": {"enabled": True}})
+        if not redirect:
+            storage["redirect"] = {"disable": True}
+        config = {
+            "version": "0.1",
+            "log": {"level": "info"},
+            "storage": storage,
+            "redis": redis,
+            "http": {"addr": f"127.0.0.1:{self.port}",
+                     "debug": {"addr": f"127.0.0.1:{self.debug_port}", "prometheus": {"enabled": True, "path": "/metrics"}},
+                     **({"secret": secret} if secret else {})},
+        }
+        with open(self.config, "w") as f:
+            json.dump(config, f, indent=2)  # JSON is YAML
+        self.log_path = os.path.join(work, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([binary, "serve", self.config], stdout=self.log, stderr=self.log)
+        wait_for(name, lambda: self.status("GET", "/v2/") == 200 or self.proc.poll() is not None)
+        check(self.proc.poll() is None, f"{name} started {self.logged()[-2000:] if self.proc.poll() is not None else ''}")
+
+    def garbage_collect(self, *flags):
+        """`registry garbage-collect` on this registry's configuration; its output."""
+        out = subprocess.run([self.binary, "garbage-collect", *flags, self.config], capture_output=True, text=True)
+        check(out.returncode == 0, f"{self.name}: garbage-collect {' '.join(flags)} {out.stderr[-2000:]}")
+        return out.stdout + out.stderr
+
+    def request(self, method, path):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
+                                     headers={"Accept": OCI_MANIFEST})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+        except OSError:
+            return None, None
+
+    def status(self, method, path):
+        return self.request(method, path)[0]
+
+    def head_blob(self, repo, digest):
+        status, headers = self.request("HEAD", f"/v2/{repo}/blobs/{digest}")
+        return status, int(headers["Content-Length"]) if status == 200 else None
+
+    def metrics(self):
+        """The registry's Prometheus metrics (http.debug), as text."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.debug_port}/metrics", timeout=30) as r:
+            return r.read().decode()
+
+    def logged(self):
+        self.log.flush()
+        return open(self.log_path).read()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def build_patched_registry(line="2.8"):
+    """distribution's registry with the provider, as `make registry` builds it
+    (scripts/build-registry.sh): line "2.8" (v2.8.3 with the patch) or "3" (v3.1.1)."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "build-registry.sh")], capture_output=True, text=True)
+    check(out.returncode == 0, f"the registries built with the provider {out.stderr.strip()[-2000:]}")
+    return os.path.join(ROOT, "build", "registry", f"registry-{line}")
