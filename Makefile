@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-go test-faults go bench bench-instructions bench-go bench-registry clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-differential test-go test-faults go bench bench-instructions bench-go bench-registry clean
 
 all: release
 
@@ -65,6 +65,12 @@ test-registry: release registry
 	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 openssl:openssl
 	scripts/test-registry.py --with-provider
 	scripts/test-registry-ha.py
+
+# The cache is invisible: one seeded random sequence of registry API calls to a registry
+# with no cache and to round-robin pairs with layercache and the tier and with the
+# line's redis cache, every answer compared (SEED=<seed> replays, CALLS=<n> per line).
+test-differential: release registry
+	scripts/test-differential.py
 
 # The Go provider (clients/go, a Go module, and clients/go/dist3, distribution v3's
 # adapter in a module of its own): go vet, then its tests against real redis-servers

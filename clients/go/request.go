@@ -3,6 +3,7 @@ package layercache
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -96,4 +97,32 @@ func (m *requestMemo) drop(dgst digest.Digest) {
 			delete(m.answers, k)
 		}
 	}
+}
+
+// ManifestRequest reports whether ctx is a registry request to a manifest route
+// (/v2/<name>/manifests/<reference>): distribution v3 gives its manifests and its blobs
+// one repository-scoped cache, while each route answers only for its own links
+// (_manifests/revisions or _layers), so an adapter keeps the manifest routes off the
+// repository's blob entries (dist3).
+func ManifestRequest(ctx context.Context) bool {
+	r, ok := ctx.Value("http.request").(*http.Request)
+	if !ok || r == nil {
+		return false
+	}
+	path := strings.TrimSuffix(r.URL.Path, "/")
+	rest, _, found := cutLast(path)
+	if !found {
+		return false
+	}
+	_, route, _ := cutLast(rest)
+	return route == "manifests"
+}
+
+// cutLast splits s around its last '/'.
+func cutLast(s string) (before, after string, found bool) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return s, "", false
+	}
+	return s[:i], s[i+1:], true
 }

@@ -47,7 +47,8 @@ class Registry:
     def garbage_collect(self, *flags):
         """`registry garbage-collect` on this registry's configuration; its output."""
         out = subprocess.run([self.binary, "garbage-collect", *flags, self.config], capture_output=True, text=True)
-        check(out.returncode == 0, f"{self.name}: garbage-collect {' '.join(flags)} {out.stderr[-2000:]}")
+        if out.returncode != 0:
+            check(False, f"{self.name}: garbage-collect {' '.join(flags)}: {out.stderr[-2000:]}")
         return out.stdout + out.stderr
 
     def request(self, method, path):

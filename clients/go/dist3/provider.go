@@ -81,7 +81,33 @@ func (p *Provider) RepositoryScoped(repo string) (distribution.BlobDescriptorSer
 		}
 		return nil, err
 	}
-	return line.Scope(p.Client, repo), nil
+	return repository{line.Scope(p.Client, repo)}, nil
+}
+
+// repository is a repository's descriptor service. v3 gives one to both the
+// repository's blob statter (its _layers links) and its manifest statter (its
+// _manifests/revisions links), while the cache holds one membership per repository;
+// without a cache a blob HEAD of a manifest's digest and a manifest GET of a layer's
+// digest are 404s. So the cache serves the blob routes only: on a manifest route
+// (layercache.ManifestRequest) a Stat is a miss without a round trip and a
+// SetDescriptor writes nothing, as in 2.8, whose manifests have no cache. A Clear
+// always goes to Redis: removing is never wrong.
+type repository struct {
+	layercache.Scope[v1.Descriptor]
+}
+
+func (r repository) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, error) {
+	if layercache.ManifestRequest(ctx) {
+		return v1.Descriptor{}, distribution.ErrBlobUnknown
+	}
+	return r.Scope.Stat(ctx, dgst)
+}
+
+func (r repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
+	if layercache.ManifestRequest(ctx) {
+		return nil
+	}
+	return r.Scope.SetDescriptor(ctx, dgst, desc)
 }
 
 // errs are distribution v3's errors for the core's and the module's.

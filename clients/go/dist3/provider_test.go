@@ -2,6 +2,7 @@ package dist3
 
 import (
 	"context"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
@@ -165,5 +166,44 @@ func TestCollector(t *testing.T) {
 	}
 	if got["registry_layercache_error_replies_total{code=ERR}"] != 1 {
 		t.Errorf("error replies by code: %v", got)
+	}
+}
+
+// A manifest route neither reads nor writes the repository's blob entries: a layer the
+// cache holds is a miss to a manifest GET of its digest, and a manifest's descriptor
+// written on a manifest PUT is no hit to a blob HEAD (without a cache both are 404s).
+func TestManifestRoutesKeepOffBlobEntries(t *testing.T) {
+	at := func(method, path string) context.Context {
+		r := httptest.NewRequest(method, path, nil)
+		return context.WithValue(r.Context(), "http.request", r) //nolint:staticcheck // distribution's key
+	}
+	blobs := at("HEAD", "/v2/team/manifests/blobs/"+blob.String()) // a repository named team/manifests
+	manifests := at("GET", "/v2/team/blobs/manifests/"+blob.String())
+	for _, entries := range []int{0, 1000} {
+		repo, err := provider(t, on(redistest.Start(t).Addr, entries)).RepositoryScoped("team/app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := repo.SetDescriptor(manifests, blob, desc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := repo.Stat(blobs, blob); err != distribution.ErrBlobUnknown {
+			t.Fatalf("tier %d: a blob HEAD after a manifest route's SetDescriptor: %v, want ErrBlobUnknown", entries, err)
+		}
+		if err := repo.SetDescriptor(blobs, blob, desc); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := repo.Stat(blobs, blob); err != nil || got.Digest != blob {
+			t.Fatalf("tier %d: a blob route's Stat: %v %v, want the descriptor", entries, got, err)
+		}
+		if _, err := repo.Stat(manifests, blob); err != distribution.ErrBlobUnknown {
+			t.Fatalf("tier %d: a manifest route's Stat of a held layer: %v, want ErrBlobUnknown", entries, err)
+		}
+		if err := repo.Clear(manifests, blob); err != nil {
+			t.Fatalf("tier %d: a manifest route's Clear: %v", entries, err)
+		}
+		if _, err := repo.Stat(ctx, blob); err != distribution.ErrBlobUnknown {
+			t.Fatalf("tier %d: after a manifest route's Clear: %v, want ErrBlobUnknown", entries, err)
+		}
 	}
 }

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""make test-differential: the cache is invisible. One seeded random sequence of registry
+API calls goes, call by call, to a registry with no cache (the reference, a store of its
+own) and to round-robin pairs of registries (two instances sharing one store, one
+http.secret and one cache, the calls alternating between them through httpproxy): one
+pair with layercache and the local tier, one with the line's own redis cache. The calls
+push blobs (monolithic and in two requests, each to whichever instance the round robin
+picks) and manifests in several repositories, mount across repositories, tag and re-tag,
+HEAD and GET blobs and manifests by tag and by digest (a manifest's digest asked as a
+blob and a layer's as a manifest among them), list tags, delete blobs, manifests and
+tags, and run garbage collection between phases (on each store; for layercache the
+README's recipe purges what it deleted; distribution's redis cache has none).
+
+Every answer is compared with the reference's: status, Docker-Content-Digest,
+Content-Length, Content-Type and the body (a 2xx body whole; an error by its error
+codes). layercache must answer every call as the reference does; the redis cache's
+differences are counted and shown as the contrast. Both lines (LINES=3 or 2.8 for one); CALLS calls per line (10,000 by default), the
+seed printed and replayed with SEED=<seed>. Standard library
+only."""
+
+import collections
+import hashlib
+import http.client
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from regkit import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, HTTPProxy, Redis, Registry, build_patched_registry, check,
+                    say)
+
+CALLS = int(os.environ.get("CALLS", "10000"))
+SEED = int(os.environ.get("SEED", str(random.SystemRandom().randrange(1 << 32))))
+PHASES = 4
+LINES = os.environ.get("LINES", "3 2.8").split()
+REPOS = ["team/a", "team/b", "other/c"]
+TAGS = ["t1", "t2", "t3"]
+ACCEPT = ", ".join([OCI_MANIFEST, "application/vnd.oci.image.index.v1+json",
+                    "application/vnd.docker.distribution.manifest.v2+json"])
+
+
+def call(base, method, path, body=None, headers=None):
+    """One HTTP call, redirects not followed; (status, headers, body)."""
+    url = path if path.startswith("http") else base + path
+    req = urllib.request.Request(url, data=body, method=method, headers={"Accept": ACCEPT, **(headers or {})})
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(req, timeout=60) as r:
+            try:
+                return r.status, r.headers, r.read()
+            except http.client.IncompleteRead as e:
+                return r.status, r.headers, b"(body cut short after %d bytes)" % len(e.partial)
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+    except (http.client.HTTPException, OSError) as e:
+        return 0, {}, f"(no answer: {type(e).__name__})".encode()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+
+
+def answer(status, headers, body):
+    """What is compared of a reply."""
+    if 200 <= status < 300:
+        what = hashlib.sha256(body).hexdigest()[:16] if body else ""
+        length = headers.get("Content-Length")
+    else:
+        try:
+            what = ",".join(e.get("code", "?") for e in json.loads(body).get("errors", []))
+        except ValueError:
+            what = body[:80].decode(errors="replace")
+        length = None
+    return (status, headers.get("Docker-Content-Digest"), length, headers.get("Content-Type"), what)
+
+
+def digest_of(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Sequence:
+    """The seeded calls: each step is (name, [request]), a request being (method, path,
+    body, headers) or an upload (a POST whose Location the next PUT follows)."""
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.layers = [self.rng.randbytes(100 + self.rng.randrange(3000)) for _ in range(12)]
+        self.configs, self.manifests, self.known = [], [], {}
+
+    def blob(self):
+        pool = self.layers + self.configs
+        return pool[self.rng.randrange(len(pool))]
+
+    def any_digest(self):
+        pool = [digest_of(b) for b in self.layers + self.configs] + self.manifests
+        return pool[self.rng.randrange(len(pool))] if self.rng.random() < 0.95 else "sha256:" + "0" * 64
+
+    def manifest(self):
+        """A new manifest (its config new) or an earlier one's bytes."""
+        if self.manifests and self.rng.random() < 0.3:
+            return self.known[self.rng.choice(self.manifests)]
+        config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": self.rng.random()}).encode()
+        self.configs.append(config)
+        layers = self.rng.sample(self.layers, self.rng.randint(1, 3))
+        body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+                           "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(x), "size": len(x)} for x in layers]}).encode()
+        self.manifests.append(digest_of(body))
+        self.known[digest_of(body)] = body
+        return body
+
+    def step(self):
+        r, repo = self.rng, self.rng.choice(REPOS)
+        kind = r.choices(["push", "mount", "put-manifest", "head-blob", "get-blob", "head-manifest", "get-manifest",
+                          "delete-blob", "delete-manifest", "delete-tag", "tags"],
+                         [12, 5, 8, 20, 10, 12, 8, 4, 3, 2, 2])[0]
+        if kind == "push":
+            data = self.blob()
+            if r.random() < 0.5:
+                return kind, ("POST", f"/v2/{repo}/blobs/uploads/?digest={digest_of(data)}", data, {})
+            return kind, ("UPLOAD", f"/v2/{repo}/blobs/uploads/", data, digest_of(data))
+        if kind == "mount":
+            source = r.choice([x for x in REPOS if x != repo])
+            return kind, ("POST", f"/v2/{repo}/blobs/uploads/?mount={self.any_digest()}&from={source}", b"", {})
+        if kind == "put-manifest":
+            body = self.manifest()
+            ref = r.choice(TAGS) if r.random() < 0.7 else digest_of(body)
+            return kind, ("PUT", f"/v2/{repo}/manifests/{ref}", body, {"Content-Type": OCI_MANIFEST})
+        if kind in ("head-blob", "get-blob", "delete-blob"):
+            method = {"head-blob": "HEAD", "get-blob": "GET", "delete-blob": "DELETE"}[kind]
+            return kind, (method, f"/v2/{repo}/blobs/{self.any_digest()}", None, {})
+        if kind in ("head-manifest", "get-manifest"):
+            ref = r.choice(TAGS) if r.random() < 0.5 else self.any_digest()
+            return kind, ("HEAD" if kind == "head-manifest" else "GET", f"/v2/{repo}/manifests/{ref}", None, {})
+        if kind == "delete-manifest":
+            return kind, ("DELETE", f"/v2/{repo}/manifests/{self.any_digest()}", None, {})
+        if kind == "delete-tag":
+            return kind, ("DELETE", f"/v2/{repo}/manifests/{r.choice(TAGS)}", None, {})
+        return kind, ("GET", f"/v2/{repo}/tags/list", None, {})
+
+
+def send(base, request):
+    method, path, body, extra = request
+    if method != "UPLOAD":
+        return answer(*call(base, method, path, body, extra))
+    status, headers, _ = call(base, "POST", path, b"")
+    if status != 202:
+        return answer(status, headers, b"")
+    location = urllib.parse.urljoin(base, headers["Location"])
+    location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(extra)
+    return answer(*call(base, "PUT", location, body, {"Content-Type": "application/octet-stream"}))
+
+
+class Target:
+    """Where the calls go: one registry, or a pair behind a round robin; gc() collects
+    its store and, with purge, runs the README's recipe on its Redis."""
+
+    def __init__(self, name, registries, proxy=None, redis=None, purge=False):
+        self.name, self.registries, self.proxy, self.redis, self.purge = name, registries, proxy, redis, purge
+        self.base = proxy.url if proxy else f"http://127.0.0.1:{registries[0].port}"
+        self.differences, self.examples = collections.Counter(), {}
+
+    def gc(self, untagged):
+        out = self.registries[0].garbage_collect(*(["--delete-untagged"] if untagged else []))
+        deleted = sorted({line.split("blob eligible for deletion: ")[1].split()[0].strip('"')
+                          for line in out.splitlines() if "blob eligible for deletion: " in line})
+        for i in range(0, len(deleted), 100):
+            if self.purge:
+                self.redis.cli("LAYERCACHE.PURGE", *deleted[i:i + 100])
+        return len(deleted)
+
+    def stop(self):
+        for r in self.registries:
+            r.stop()
+        if self.proxy:
+            self.proxy.stop()
+
+
+def run_line(work, line, binary):
+    module, plain = Redis(work, [], name=f"module-{line}"), Redis(work, None, name=f"plain-{line}")
+    section = (lambda r: {"addrs": [f"127.0.0.1:{r.port}"]}) if line == "3" else (lambda r: {"addr": f"127.0.0.1:{r.port}"})
+    secret = "layercache-differential"
+
+    def pair(name, cache, redis, params=None):
+        store = os.path.join(work, f"{line}-{name}")
+        os.makedirs(store)
+        regs = [Registry(store, section(redis), binary=binary, cache=cache, params=params, name=f"{name}-{i}",
+                         storage={"filesystem": {"rootdirectory": f"{store}/storage"}}, secret=secret) for i in range(2)]
+        return regs, HTTPProxy(work, [f"http://127.0.0.1:{r.port}" for r in regs])
+
+    ref_dir = os.path.join(work, f"{line}-reference")
+    os.makedirs(ref_dir)
+    targets = [Target("no cache", [Registry(ref_dir, {}, binary=binary, cache="", name="reference", secret=secret)])]
+    regs, proxy = pair("layercache", "layercache", module, {"localentries": 10000})
+    targets.append(Target("layercache + tier, round robin", regs, proxy, module, purge=True))
+    regs, proxy = pair("redis", "redis", plain)
+    targets.append(Target(f"{'v3' if line == '3' else '2.8'}'s redis cache, round robin", regs, proxy, plain))
+    time.sleep(1.5)  # the tier serves once its tracking connection is on
+    seq, calls, kinds = Sequence(SEED), 0, collections.Counter()
+    started = time.time()
+    try:
+        for phase in range(PHASES):
+            for _ in range(CALLS // PHASES):
+                kind, request = seq.step()
+                kinds[kind] += 1
+                calls += 1
+                answers = [send(t.base, request) for t in targets]
+                for t, a in zip(targets[1:], answers[1:]):
+                    if a != answers[0]:
+                        key = (kind, answers[0][0], a[0])
+                        t.differences[key] += 1
+                        t.examples.setdefault(key, f"call {calls} {request[0]} {request[1][:90]}: no cache {answers[0]}, here {a}")
+            if phase < PHASES - 1:
+                deleted = [t.gc(untagged=phase % 2 == 1) for t in targets]
+                check(len(set(deleted)) == 1, f"{line}: garbage collection {phase + 1} deleted as much from every store ({deleted})")
+    finally:
+        for t in targets:
+            t.stop()
+        module.stop()
+        plain.stop()
+    say(f"{line}: {calls} calls in {time.time() - started:.0f} s, seed {SEED}: "
+        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    return targets[1:]
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="layercache-differential-")
+    say(f"seed {SEED} (replay: SEED={SEED} make test-differential), {CALLS} calls per line")
+    results = {}
+    try:
+        for line in LINES:
+            results[line] = run_line(work, line, build_patched_registry(line))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    say("| line | cache | differences from no cache | by call (no cache → this cache) |")
+    say("|---|---|---:|---|")
+    for line, targets in results.items():
+        for t in targets:
+            by = "; ".join(f"{k} {a}→{b}: {n}" for (k, a, b), n in t.differences.most_common()) or "-"
+            say(f"| {'v3' if line == '3' else '2.8'} | {t.name} | {sum(t.differences.values())} | {by} |")
+    for line, targets in results.items():
+        for t in targets:
+            for example in list(t.examples.values())[:8]:
+                say(f"{line}, {t.name}: e.g. {example}")
+    for line, targets in results.items():
+        layercache = targets[0]
+        check(not layercache.differences, f"{line}: layercache with the tier, through a round robin, answered every call "
+                                          f"as no cache does (seed {SEED})")
+
+
+if __name__ == "__main__":
+    main()
