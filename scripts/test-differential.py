@@ -4,12 +4,13 @@ API calls goes, call by call, to a registry with no cache (the reference, a stor
 own) and to round-robin pairs of registries (two instances sharing one store, one
 http.secret and one cache, the calls alternating between them through httpproxy): one
 pair with layercache and the local tier, one with the line's own redis cache. The calls
-push blobs (monolithic and in two requests, each to whichever instance the round robin
-picks) and manifests in several repositories, mount across repositories, tag and re-tag,
+push blobs (a POST, then a PUT of the data to the upload's Location, each to whichever
+instance the round robin picks) and manifests in several repositories, mount across repositories, tag and re-tag,
 HEAD and GET blobs and manifests by tag and by digest (a manifest's digest asked as a
 blob and a layer's as a manifest among them), list tags, delete blobs, manifests and
 tags, and run garbage collection between phases (on each store; for layercache the
-README's recipe purges what it deleted; distribution's redis cache has none).
+README's recipe, which purges what the collector deleted and clears the layer links it
+removed; distribution's redis cache has none).
 
 Every answer is compared with the reference's: status, Docker-Content-Digest,
 Content-Length, Content-Type and the body (a 2xx body whole; an error by its error
@@ -32,8 +33,9 @@ import urllib.parse
 import urllib.request
 
 from regkit import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, HTTPProxy, Redis, Registry, build_patched_registry, check,
-                    say)
+                    run_readme, say)
 
+TRACE = os.environ.get("TRACE")  # a digest's hex prefix: print every call that names it
 CALLS = int(os.environ.get("CALLS", "10000"))
 SEED = int(os.environ.get("SEED", str(random.SystemRandom().randrange(1 << 32))))
 PHASES = 4
@@ -85,26 +87,32 @@ def digest_of(data):
 
 
 class Sequence:
-    """The seeded calls: each step is (name, [request]), a request being (method, path,
-    body, headers) or an upload (a POST whose Location the next PUT follows)."""
+    """The seeded calls: each step is (name, request or [requests]), a request being
+    (method, path, body, headers), or an upload (a POST whose Location the PUT that
+    sends the blob follows)."""
 
     def __init__(self, seed):
         self.rng = random.Random(seed)
         self.layers = [self.rng.randbytes(100 + self.rng.randrange(3000)) for _ in range(12)]
-        self.configs, self.manifests, self.known = [], [], {}
+        self.configs, self.manifests, self.known, self.blobs_of = [], [], {}, {}
+        self.sent = collections.defaultdict(set)
 
     def blob(self):
         pool = self.layers + self.configs
         return pool[self.rng.randrange(len(pool))]
 
-    def any_digest(self):
+    def any_digest(self, repo):
+        """Mostly one the sequence sent to repo; else any blob's or manifest's, or none's."""
+        if self.sent[repo] and self.rng.random() < 0.6:
+            return self.rng.choice(sorted(self.sent[repo]))
         pool = [digest_of(b) for b in self.layers + self.configs] + self.manifests
         return pool[self.rng.randrange(len(pool))] if self.rng.random() < 0.95 else "sha256:" + "0" * 64
 
     def manifest(self):
-        """A new manifest (its config new) or an earlier one's bytes."""
+        """A new manifest (its config new) or an earlier one's bytes; and its blobs."""
         if self.manifests and self.rng.random() < 0.3:
-            return self.known[self.rng.choice(self.manifests)]
+            digest = self.rng.choice(self.manifests)
+            return self.known[digest], self.blobs_of[digest]
         config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": self.rng.random()}).encode()
         self.configs.append(config)
         layers = self.rng.sample(self.layers, self.rng.randint(1, 3))
@@ -112,8 +120,8 @@ class Sequence:
                            "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
                            "layers": [{"mediaType": OCI_LAYER, "digest": digest_of(x), "size": len(x)} for x in layers]}).encode()
         self.manifests.append(digest_of(body))
-        self.known[digest_of(body)] = body
-        return body
+        self.known[digest_of(body)], self.blobs_of[digest_of(body)] = body, [config] + layers
+        return body, [config] + layers
 
     def step(self):
         r, repo = self.rng, self.rng.choice(REPOS)
@@ -122,24 +130,26 @@ class Sequence:
                          [12, 5, 8, 20, 10, 12, 8, 4, 3, 2, 2])[0]
         if kind == "push":
             data = self.blob()
-            if r.random() < 0.5:
-                return kind, ("POST", f"/v2/{repo}/blobs/uploads/?digest={digest_of(data)}", data, {})
+            self.sent[repo].add(digest_of(data))
             return kind, ("UPLOAD", f"/v2/{repo}/blobs/uploads/", data, digest_of(data))
         if kind == "mount":
             source = r.choice([x for x in REPOS if x != repo])
-            return kind, ("POST", f"/v2/{repo}/blobs/uploads/?mount={self.any_digest()}&from={source}", b"", {})
-        if kind == "put-manifest":
-            body = self.manifest()
+            return kind, ("POST", f"/v2/{repo}/blobs/uploads/?mount={self.any_digest(repo)}&from={source}", b"", {})
+        if kind == "put-manifest":  # mostly after pushing its blobs, as a client does
+            body, blobs = self.manifest()
             ref = r.choice(TAGS) if r.random() < 0.7 else digest_of(body)
-            return kind, ("PUT", f"/v2/{repo}/manifests/{ref}", body, {"Content-Type": OCI_MANIFEST})
+            self.sent[repo].update([digest_of(body)] + [digest_of(b) for b in blobs])
+            pushes = [("UPLOAD", f"/v2/{repo}/blobs/uploads/", b, digest_of(b)) for b in blobs] if r.random() < 0.8 else []
+            return kind, pushes + [("PUT", f"/v2/{repo}/manifests/{ref}", body, {"Content-Type": OCI_MANIFEST})]
         if kind in ("head-blob", "get-blob", "delete-blob"):
             method = {"head-blob": "HEAD", "get-blob": "GET", "delete-blob": "DELETE"}[kind]
-            return kind, (method, f"/v2/{repo}/blobs/{self.any_digest()}", None, {})
+            return kind, (method, f"/v2/{repo}/blobs/{self.any_digest(repo)}", None, {})
         if kind in ("head-manifest", "get-manifest"):
-            ref = r.choice(TAGS) if r.random() < 0.5 else self.any_digest()
+            ref = r.choice(TAGS) if r.random() < 0.5 else self.any_digest(repo)
             return kind, ("HEAD" if kind == "head-manifest" else "GET", f"/v2/{repo}/manifests/{ref}", None, {})
-        if kind == "delete-manifest":
-            return kind, ("DELETE", f"/v2/{repo}/manifests/{self.any_digest()}", None, {})
+        if kind == "delete-manifest":  # mostly a manifest, which some repository holds
+            ref = r.choice(self.manifests) if self.manifests and r.random() < 0.8 else self.any_digest(repo)
+            return kind, ("DELETE", f"/v2/{repo}/manifests/{ref}", None, {})
         if kind == "delete-tag":
             return kind, ("DELETE", f"/v2/{repo}/manifests/{r.choice(TAGS)}", None, {})
         return kind, ("GET", f"/v2/{repo}/tags/list", None, {})
@@ -166,14 +176,16 @@ class Target:
         self.base = proxy.url if proxy else f"http://127.0.0.1:{registries[0].port}"
         self.differences, self.examples = collections.Counter(), {}
 
-    def gc(self, untagged):
-        out = self.registries[0].garbage_collect(*(["--delete-untagged"] if untagged else []))
-        deleted = sorted({line.split("blob eligible for deletion: ")[1].split()[0].strip('"')
-                          for line in out.splitlines() if "blob eligible for deletion: " in line})
-        for i in range(0, len(deleted), 100):
-            if self.purge:
-                self.redis.cli("LAYERCACHE.PURGE", *deleted[i:i + 100])
-        return len(deleted)
+    def gc(self, untagged, work):
+        """Collects the store (with the README's recipe where purge); how many blobs went."""
+        registry, flags = self.registries[0], ["--delete-untagged"] if untagged else []
+        if self.purge:
+            run_readme("gc", self.redis, work, replace=[("registry garbage-collect /etc/docker/registry/config.yml",
+                                                         " ".join([registry.binary, "garbage-collect", *flags, registry.config]))])
+            out = open(os.path.join(work, "gc.log")).read()
+        else:
+            out = registry.garbage_collect(*flags)
+        return len({l.split()[-1] for l in out.splitlines() if "blob eligible for deletion: " in l})
 
     def stop(self):
         for r in self.registries:
@@ -206,26 +218,32 @@ def run_line(work, line, binary):
     started = time.time()
     try:
         for phase in range(PHASES):
-            for _ in range(CALLS // PHASES):
-                kind, request = seq.step()
-                kinds[kind] += 1
-                calls += 1
-                answers = [send(t.base, request) for t in targets]
-                for t, a in zip(targets[1:], answers[1:]):
-                    if a != answers[0]:
-                        key = (kind, answers[0][0], a[0])
-                        t.differences[key] += 1
-                        t.examples.setdefault(key, f"call {calls} {request[0]} {request[1][:90]}: no cache {answers[0]}, here {a}")
+            while calls < CALLS * (phase + 1) // PHASES:
+                kind, requests = seq.step()
+                for request in requests if isinstance(requests, list) else [requests]:
+                    calls += 1
+                    answers = [send(t.base, request) for t in targets]
+                    kinds[(kind, answers[0][0])] += 1
+                    if TRACE and (TRACE in request[1] or TRACE in str(request[3])):
+                        say(f"trace: call {calls} {request[0]} {request[1][:100]}: {answers}")
+                    for t, a in zip(targets[1:], answers[1:]):
+                        if a != answers[0]:
+                            key = (kind, answers[0][0], a[0])
+                            t.differences[key] += 1
+                            t.examples.setdefault(key, f"call {calls} {request[0]} {request[1][:90]}: no cache {answers[0]}, here {a}")
             if phase < PHASES - 1:
-                deleted = [t.gc(untagged=phase % 2 == 1) for t in targets]
-                check(len(set(deleted)) == 1, f"{line}: garbage collection {phase + 1} deleted as much from every store ({deleted})")
+                deleted = [t.gc(phase % 2 == 1, work) for t in targets]
+                if TRACE:
+                    say(f"trace: garbage collection after call {calls}")
+                check(deleted[0] == deleted[1], f"{line}: garbage collection {phase + 1} deleted as much with layercache as "
+                                                f"with no cache ({deleted[0]}, {deleted[1]}; the redis cache's store {deleted[2]})")
     finally:
         for t in targets:
             t.stop()
         module.stop()
         plain.stop()
     say(f"{line}: {calls} calls in {time.time() - started:.0f} s, seed {SEED}: "
-        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+        + ", ".join(f"{k} {status}: {n}" for (k, status), n in sorted(kinds.items())))
     return targets[1:]
 
 

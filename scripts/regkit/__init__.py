@@ -7,6 +7,7 @@ non-zero on the first failed check."""
 from .base import NAME, ROOT, check, free_port, go_build, say, wait_for
 from .images import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, blob, layer_tar, oci_layout, pull, push_and_pull, skopeo
 from .proxy import HTTPProxy, RedisDelay
+from .recipes import readme_block, run_readme
 from .redis import MODULE, REDIS_SERVER, TLS, Redis, cluster_nodes, cluster_ok
 from .registry import Registry, build_patched_registry
 from .s3 import S3

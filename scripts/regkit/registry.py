@@ -16,10 +16,11 @@ class Registry:
     "inmemory", "redis", "layercache"); redis is the configuration's redis section,
     params more storage.cache keys. storage is the driver's section (a filesystem store
     under work by default; S3.storage() for S3), redirect False turns storage redirects
-    off, secret is http.secret (one for every registry behind a round robin)."""
+    off, secret is http.secret (one for every registry behind a round robin), env more
+    environment. request() follows no redirect: a 307 to the store is the answer."""
 
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
-                 storage=None, redirect=True, secret=None):
+                 storage=None, redirect=True, secret=None, env=None):
         self.port, self.debug_port = free_port(), free_port()
         self.binary, self.name = binary, name
         self.config = os.path.join(work, f"{name}.json")
@@ -40,7 +41,8 @@ class Registry:
             json.dump(config, f, indent=2)  # JSON is YAML
         self.log_path = os.path.join(work, f"{name}.log")
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([binary, "serve", self.config], stdout=self.log, stderr=self.log)
+        self.proc = subprocess.Popen([binary, "serve", self.config], stdout=self.log, stderr=self.log,
+                                     env={**os.environ, **(env or {})})
         wait_for(name, lambda: self.status("GET", "/v2/") == 200 or self.proc.poll() is not None)
         check(self.proc.poll() is None, f"{name} started {self.logged()[-2000:] if self.proc.poll() is not None else ''}")
 
@@ -55,7 +57,7 @@ class Registry:
         req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
                                      headers={"Accept": OCI_MANIFEST})
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with _NO_REDIRECT.open(req, timeout=30) as r:
                 return r.status, r.headers
         except urllib.error.HTTPError as e:
             return e.code, e.headers
@@ -82,6 +84,14 @@ class Registry:
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
+
+
+class _Answer(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args):
+        return None
+
+
+_NO_REDIRECT = urllib.request.build_opener(_Answer)
 
 
 def build_patched_registry(line="2.8"):

@@ -91,7 +91,9 @@ func (p *Provider) RepositoryScoped(repo string) (distribution.BlobDescriptorSer
 // digest are 404s. So the cache serves the blob routes only: on a manifest route
 // (layercache.ManifestRequest) a Stat is a miss without a round trip and a
 // SetDescriptor writes nothing, as in 2.8, whose manifests have no cache. A Clear
-// always goes to Redis: removing is never wrong.
+// still goes to Redis (removing is never wrong), and there a miss is no error: v3's
+// cachedBlobStatter fails a manifest DELETE on the cache's ErrBlobUnknown, and the
+// manifest routes never wrote the entry.
 type repository struct {
 	layercache.Scope[v1.Descriptor]
 }
@@ -108,6 +110,14 @@ func (r repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc 
 		return nil
 	}
 	return r.Scope.SetDescriptor(ctx, dgst, desc)
+}
+
+func (r repository) Clear(ctx context.Context, dgst digest.Digest) error {
+	err := r.Scope.Clear(ctx, dgst)
+	if err == distribution.ErrBlobUnknown && layercache.ManifestRequest(ctx) {
+		return nil
+	}
+	return err
 }
 
 // errs are distribution v3's errors for the core's and the module's.
