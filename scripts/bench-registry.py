@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""make bench-registry: the cache through real registries. distribution v3 and 2.8 (the
-registries of `make registry`), each with its own redis cache, with layercache, and with
-layercache and the local tier; Redis behind a delay proxy (clients/go/cmd/delayproxy) at
+"""make bench-registry, on the filesystem driver (scripts/bench-registry-s3.py is S3): the
+cache through real registries. distribution v3 and 2.8 (the registries of `make
+registry`), each with no cache, with distribution's in-memory cache, with its own redis
+cache, with layercache, and with layercache and the local tier; Redis behind a delay proxy (clients/go/cmd/delayproxy) at
 0.5 and 2 ms added round trip, which counts the round trips that cross it. Per variant:
 HEAD blob p50/p99 (repeated HEADs of pushed blobs), manifest GET p50/p99, a full skopeo
 pull's median time, the Redis commands and round trips per HEAD (tracking PINGs left
@@ -11,74 +12,29 @@ interleaved, ROUNDS times, and each figure is the median of its rounds. Writes i
 section of BENCHMARKS.md. Standard library only."""
 
 import os
+import random
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-
-from regkit import (OCI_MANIFEST, ROOT, Redis, Registry, build_patched_registry, pull, push_and_pull, say)
-import random
 import urllib.request
+
+from regkit import (OCI_MANIFEST, Redis, RedisDelay, Registry, build_patched_registry, commands, median_of, pull,
+                    push_and_pull, quantiles, say, timed, write_section)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 HEADS = int(os.environ.get("HEADS", "200"))
 RTTS = [0.5, 2.0]
 LINES = ["3", "2.8"]
-CACHES = ["redis", "layercache", "layercache + tier"]
-
-
-class Proxy:
-    """delayproxy in front of a server: half the round trip each way; round trips()."""
-
-    def __init__(self, binary, port, rtt_ms):
-        self.proc = subprocess.Popen([binary, "-target", f"127.0.0.1:{port}", "-delay", f"{rtt_ms / 2}ms"],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.addr = self.proc.stdout.readline().strip()
-
-    def round_trips(self):
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
-def commands(redis):
-    """Commands the registries sent so far, and the PINGs among them (the tier's
-    tracking connection): on the module's server its LAYERCACHE commands (commandstats
-    also counts what the module calls inside them), elsewhere every command."""
-    total, pings = 0, 0
-    for line in redis.cli("INFO", "commandstats"):
-        if line.startswith("cmdstat_") and "calls=" in line:
-            name, _, rest = line.partition(":")
-            calls = int(rest.split("calls=")[1].split(",")[0])
-            if name == "cmdstat_ping":
-                pings += calls
-            if name == "cmdstat_ping" or (name.startswith("cmdstat_layercache") if redis.name == "module" else name != "cmdstat_info"):
-                total += calls
-    return total, pings
-
-
-def timed(fn):
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000
+CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
+WORD = {"none": "", "inmemory": "inmemory", "redis": "redis"}  # storage.cache.blobdescriptor; else layercache
 
 
 def get(registry, path):
     req = urllib.request.Request(f"http://127.0.0.1:{registry.port}{path}", headers={"Accept": OCI_MANIFEST})
     with urllib.request.urlopen(req, timeout=30) as r:
         r.read()
-
-
-def quantiles(ms):
-    ms = sorted(ms)
-    return ms[len(ms) // 2], ms[min(len(ms) - 1, len(ms) * 99 // 100)]
 
 
 def throughput(registry, targets, clients=16, seconds=3.0):
@@ -105,7 +61,7 @@ def variant(work, binaries, line, cache, proxy, redis):
     """One run: a registry of line on proxy's Redis with cache; its figures."""
     section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
     params = {"localentries": 100000} if cache == "layercache + tier" else {}
-    start = lambda name: Registry(work, section, binary=binaries[line], cache="redis" if cache == "redis" else "layercache",
+    start = lambda name: Registry(work, section, binary=binaries[line], cache=WORD.get(cache, "layercache"),
                                   params=params, name=name)
     registry = start("pusher")
     try:
@@ -119,7 +75,7 @@ def variant(work, binaries, line, cache, proxy, redis):
         if cache == "layercache + tier":
             time.sleep(1.5)  # the tier serves once its tracking connection is on
         # First HEADs: blobs the tier does not hold yet, their round trips.
-        rt0, (c0, p0) = proxy.round_trips(), commands(redis)
+        rt0, (_, p0) = proxy.round_trips(), commands(redis)
         for repo, d in targets:
             registry.request("HEAD", f"/v2/{repo}/blobs/{d}")
         rt1, (c1, p1) = proxy.round_trips(), commands(redis)
@@ -146,13 +102,11 @@ def variant(work, binaries, line, cache, proxy, redis):
 def main():
     work = tempfile.mkdtemp(prefix="layercache-bench-registry-")
     binaries = {line: build_patched_registry(line) for line in LINES}
-    proxy_bin = os.path.join(work, "delayproxy")
-    subprocess.run(["go", "build", "-o", proxy_bin, "./cmd/delayproxy"], cwd=os.path.join(ROOT, "clients", "go"), check=True)
     module, plain = Redis(work, [], name="module"), Redis(work, None, name="plain")
     results = {}
     try:
         for rtt in RTTS:
-            proxies = {"module": Proxy(proxy_bin, module.port, rtt), "plain": Proxy(proxy_bin, plain.port, rtt)}
+            proxies = {"module": RedisDelay(work, module.port, rtt), "plain": RedisDelay(work, plain.port, rtt)}
             try:
                 for rnd in range(ROUNDS):
                     for line in LINES:
@@ -176,49 +130,36 @@ def main():
     write(results)
 
 
-def med(runs, key, i=None):
-    values = [r[key] if i is None else r[key][i] for r in runs]
-    return statistics.median(values)
-
-
 def write(results):
     rows = ["| line | added RTT | cache | HEAD p50 / p99 ms | manifest GET p50 / p99 ms | skopeo pull s | Redis commands per HEAD "
-            "| round trips per HEAD | round trips of a first HEAD | commands of a repeated pull | HEADs/s, 16 clients | HEAD p50 speed-up |",
+            "| round trips per HEAD | round trips of a first HEAD | commands of a repeated pull | HEADs/s, 16 clients "
+            "| HEAD p50 speed-up over the redis cache / no cache |",
             "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     verdicts = []
     for line in LINES:
         for rtt in RTTS:
-            base = med(results[(rtt, line, "redis")], "head", 0)
+            base = median_of(results[(rtt, line, "redis")], "head", 0)
+            bare = median_of(results[(rtt, line, "none")], "head", 0)
             for cache in CACHES:
                 runs = results[(rtt, line, cache)]
-                speedup = base / med(runs, "head", 0)
-                rows.append(f"| {'v3' if line == '3' else '2.8'} | {rtt:g} ms | {cache} | {med(runs, 'head', 0):.2f} / {med(runs, 'head', 1):.2f} "
-                            f"| {med(runs, 'manifest', 0):.2f} / {med(runs, 'manifest', 1):.2f} | {med(runs, 'pull'):.2f} "
-                            f"| {med(runs, 'cmds'):.2f} | {med(runs, 'rts'):.2f} | {med(runs, 'cold'):.2f} | {med(runs, 'repeated'):.0f} "
-                            f"| {med(runs, 'rate'):.0f} | {speedup:.1f}× |")
+                speedup = base / median_of(runs, "head", 0)
+                rows.append(f"| {'v3' if line == '3' else '2.8'} | {rtt:g} ms | {cache} | {median_of(runs, 'head', 0):.2f} / {median_of(runs, 'head', 1):.2f} "
+                            f"| {median_of(runs, 'manifest', 0):.2f} / {median_of(runs, 'manifest', 1):.2f} | {median_of(runs, 'pull'):.2f} "
+                            f"| {median_of(runs, 'cmds'):.2f} | {median_of(runs, 'rts'):.2f} | {median_of(runs, 'cold'):.2f} | {median_of(runs, 'repeated'):.0f} "
+                            f"| {median_of(runs, 'rate'):.0f} | {speedup:.1f}× / {bare / median_of(runs, 'head', 0):.2f}× |")
                 if rtt == 2.0 and cache == "layercache":
                     verdicts.append(f"{line}: layercache ≥ 3× the redis cache at 2 ms: {'met' if speedup >= 3 else '**not met**'} ({speedup:.1f}×)")
                 if rtt == 2.0 and cache == "layercache + tier":
                     verdicts.append(f"{line}: the tier ≥ 20×: {'met' if speedup >= 20 else '**not met**'} ({speedup:.1f}×); "
-                                    f"a first HEAD ≤ 2 round trips: {'met' if med(runs, 'cold') <= 2 else '**not met**'} "
-                                    f"({med(runs, 'cold'):.2f}); a repeated pull sends Redis nothing: "
-                                    f"{'met' if med(runs, 'repeated') == 0 else '**not met**'} ({med(runs, 'repeated'):.0f} commands)")
+                                    f"a first HEAD ≤ 2 round trips: {'met' if median_of(runs, 'cold') <= 2 else '**not met**'} "
+                                    f"({median_of(runs, 'cold'):.2f}); a repeated pull sends Redis nothing: "
+                                    f"{'met' if median_of(runs, 'repeated') == 0 else '**not met**'} ({median_of(runs, 'repeated'):.0f} commands)")
     section = (f"Through real registries (`make bench-registry`): distribution v3 and 2.8 as `make registry` builds them, "
                f"Redis behind a delay proxy that counts the round trips crossing it; {HEADS} repeated HEADs of the pushed "
                f"blobs, {HEADS // 4} manifest GETs per repository, three skopeo pulls, 16 HEAD clients for 3 s; "
                f"{ROUNDS} interleaved rounds, medians. Redis commands and round trips leave out the tier's tracking PINGs.\n\n"
                + "\n".join(rows) + "\n\nTargets at 2 ms: " + "; ".join(verdicts) + ".\n")
-    print(section)
-    path = os.path.join(ROOT, "BENCHMARKS.md")
-    text = open(path).read()
-    start, end = "<!-- registry -->", "<!-- /registry -->"
-    block = f"{start}\n{section}\n{end}"
-    if start in text and end in text:
-        text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text += "\n## Through real registries\n\n" + block + "\n"
-    open(path, "w").write(text)
-    say("BENCHMARKS.md updated")
+    write_section("registry", "Through real registries", section)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@ of `make registry`: pull, push, content discovery and content management, with
 
 Each line runs first with no cache (the baseline), then with its own redis cache (the
 reference for distribution's caching), then with layercache: v3 on one node, with the
-local tier, and on a 3-master Redis Cluster (scheme blob); 2.8 on one node. A
+local tier, and on a 3-master Redis Cluster (scheme blob); 2.8 on one node. Then each
+line through a pair: two registries sharing one store, one http.secret and one cache
+(Redis, or each its own memory for `inmemory`), the suite's requests alternating
+between them through httpproxy, with no cache, inmemory (whose failures are the
+contrast: a blob or manifest deleted through one instance is still served by the
+other), the line's redis cache, layercache and layercache with the tier. A
 layercache run passes when every test it fails beyond the baseline is one the baseline
 never reached and the line's own redis cache fails too. (Without a cache a blob mounted
 by its sha512 digest is a 404, so the baseline fails the mount and never runs its HEAD
@@ -20,10 +25,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
+import time
 
-from regkit import ROOT, Redis, Registry, build_patched_registry, check, cluster_nodes, say
+from regkit import ROOT, HTTPProxy, Redis, Registry, build_patched_registry, check, cluster_nodes, say
 
 
 def conformance_binary(work):
@@ -38,10 +43,10 @@ def conformance_binary(work):
 LEAF = re.compile(r"^\s*(OCI Conformance Test/\S.*): (Pass|FAIL|Skip|Disabled)$")
 
 
-def run(binary, registry, work, name):
-    """{leaf test: status} of one run of the suite against registry."""
+def run(binary, addr, work, name):
+    """{leaf test: status} of one run of the suite against the registry at addr."""
     out_dir = os.path.join(work, f"results-{name}")
-    env = dict(os.environ, OCI_REGISTRY=f"127.0.0.1:{registry.port}", OCI_TLS="disabled", OCI_VERSION="1.0",
+    env = dict(os.environ, OCI_REGISTRY=addr, OCI_TLS="disabled", OCI_VERSION="1.0",
                OCI_API_REFERRER="false", OCI_RESULTS_DIR=out_dir, OCI_LOG="error",
                OCI_REPO1="conformance/repo1", OCI_REPO2="conformance/repo2")
     out = subprocess.run([binary], env=env, cwd=work, capture_output=True, text=True, timeout=600)
@@ -70,21 +75,33 @@ def row(name, found, baseline, reference):
 def main():
     work = tempfile.mkdtemp(prefix="layercache-conformance-")
     binary = conformance_binary(work)
-    registries = {line: build_patched_registry(line) for line in ("3", "2.8")}
+    registries_by_line = {line: build_patched_registry(line) for line in ("3", "2.8")}
     redis = Redis(work, [])
     tiered = Redis(work, [], name="tiered")
     plain = Redis(work, None, name="plain")
     nodes = cluster_nodes(work, 6)
+    v3 = lambda r: {"addrs": [f"127.0.0.1:{r.port}"]}
+    v2 = lambda r: {"addr": f"127.0.0.1:{r.port}"}
     runs = [
-        # (name, line, redis section, storage.cache keys), the baseline first per line
+        # (name, line, redis section, storage.cache: None none, a word, or layercache's keys), the baseline first
         ("v3, no cache (baseline)", "3", None, None),
-        ("v3 with its redis cache", "3", {"addrs": [f"127.0.0.1:{plain.port}"]}, "redis"),
-        ("v3 with layercache", "3", {"addrs": [f"127.0.0.1:{redis.port}"]}, {}),
-        ("v3 with layercache and the tier", "3", {"addrs": [f"127.0.0.1:{tiered.port}"]}, {"localentries": 10000}),
+        ("v3 with its redis cache", "3", v3(plain), "redis"),
+        ("v3 with layercache", "3", v3(redis), {}),
+        ("v3 with layercache and the tier", "3", v3(tiered), {"localentries": 10000}),
         ("v3 with layercache on a cluster", "3", {"addrs": [f"127.0.0.1:{n.port}" for n in nodes[:3]]}, {}),
+        ("v3 pair, no cache", "3", None, None),
+        ("v3 pair with inmemory", "3", None, "inmemory"),
+        ("v3 pair with its redis cache", "3", v3(plain), "redis"),
+        ("v3 pair with layercache", "3", v3(redis), {}),
+        ("v3 pair with layercache and the tier", "3", v3(tiered), {"localentries": 10000}),
         ("2.8, no cache (baseline)", "2.8", None, None),
-        ("2.8 with its redis cache", "2.8", {"addr": f"127.0.0.1:{plain.port}"}, "redis"),
-        ("2.8 with layercache", "2.8", {"addr": f"127.0.0.1:{redis.port}"}, {}),
+        ("2.8 with its redis cache", "2.8", v2(plain), "redis"),
+        ("2.8 with layercache", "2.8", v2(redis), {}),
+        ("2.8 pair, no cache", "2.8", None, None),
+        ("2.8 pair with inmemory", "2.8", None, "inmemory"),
+        ("2.8 pair with its redis cache", "2.8", v2(plain), "redis"),
+        ("2.8 pair with layercache", "2.8", v2(redis), {}),
+        ("2.8 pair with layercache and the tier", "2.8", v2(tiered), {"localentries": 10000}),
     ]
     say("| registry | passed | failed | skipped or disabled | passed where the baseline failed | failed beyond the baseline |")
     say("|---|---:|---:|---:|---|---|")
@@ -93,23 +110,32 @@ def main():
         for i, (name, line, section, params) in enumerate(runs):
             storage = os.path.join(work, f"run-{i}")
             os.makedirs(storage)
-            if section is None:
-                registry = Registry(storage, {}, binary=registries[line], cache="", name=f"registry-{i}")
-            elif params == "redis":
-                registry = Registry(storage, section, binary=registries[line], cache="redis", name=f"registry-{i}")
-            else:
-                registry = Registry(storage, section, binary=registries[line], cache="layercache", params=params,
-                                    name=f"registry-{i}")
+            for r in (redis, tiered, plain):
+                r.cli("FLUSHALL")
+            cache = "" if params is None else params if isinstance(params, str) else "layercache"
+            keys = params if isinstance(params, dict) else None
+            # A pair: two registries on one store, one http.secret and one cache (or each
+            # its own memory), the suite's requests alternating between them.
+            registries = [Registry(storage, section or {}, binary=registries_by_line[line], cache=cache, params=keys,
+                                   name=f"registry-{i}-{n}", storage={"filesystem": {"rootdirectory": f"{storage}/storage"}},
+                                   secret="layercache-conformance")
+                          for n in range(2 if " pair" in name else 1)]
+            proxy = HTTPProxy(work, [f"http://127.0.0.1:{r.port}" for r in registries]) if len(registries) > 1 else None
+            if params == {"localentries": 10000}:
+                time.sleep(1.5)  # the tier serves once its tracking connection is on
             try:
-                found = run(binary, registry, storage, f"run-{i}")
+                found = run(binary, proxy.addr if proxy else f"127.0.0.1:{registries[0].port}", storage, f"run-{i}")
             finally:
-                registry.stop()
+                for r in registries:
+                    r.stop()
+                if proxy:
+                    proxy.stop()
             baselines.setdefault(line, found)
-            if params == "redis":
+            if params == "redis" and " pair" not in name:
                 references[line] = found
             every[name] = found
             unexplained = row(name, found, baselines[line], references.get(line))
-            if unexplained and params != "redis":
+            if unexplained and "layercache" in name:
                 failed.append(f"{name}: {', '.join(unexplained)}")
     finally:
         for r in [redis, tiered, plain] + nodes:

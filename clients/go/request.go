@@ -99,23 +99,22 @@ func (m *requestMemo) drop(dgst digest.Digest) {
 	}
 }
 
-// ManifestRequest reports whether ctx is a registry request to a manifest route
-// (/v2/<name>/manifests/<reference>): distribution v3 gives its manifests and its blobs
-// one repository-scoped cache, while each route answers only for its own links
-// (_manifests/revisions or _layers), so an adapter keeps the manifest routes off the
-// repository's blob entries (dist3).
-func ManifestRequest(ctx context.Context) bool {
-	r, ok := ctx.Value("http.request").(*http.Request)
-	if !ok || r == nil {
-		return false
+// ManifestRoute is the reference (a tag or a digest) of ctx's registry request when it
+// is to a manifest route (/v2/<name>/manifests/<reference>), and whether it is one:
+// distribution v3 gives its manifests and its blobs one repository-scoped cache, while
+// each route answers only for its own links (_manifests/revisions or _layers), so an
+// adapter keeps the manifest routes off the repository's blob entries (dist3).
+func ManifestRoute(ctx context.Context) (reference string, ok bool) {
+	r, isRequest := ctx.Value("http.request").(*http.Request)
+	if !isRequest || r == nil {
+		return "", false
 	}
-	path := strings.TrimSuffix(r.URL.Path, "/")
-	rest, _, found := cutLast(path)
+	rest, reference, found := cutLast(strings.TrimSuffix(r.URL.Path, "/"))
 	if !found {
-		return false
+		return "", false
 	}
 	_, route, _ := cutLast(rest)
-	return route == "manifests"
+	return reference, route == "manifests"
 }
 
 // cutLast splits s around its last '/'.

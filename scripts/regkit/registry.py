@@ -1,10 +1,12 @@
 """distribution's registries: Debian's docker-registry and those `make registry` builds,
 on a filesystem or S3 store, with a blob-descriptor cache."""
 
+import hashlib
 import json
 import os
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from .base import ROOT, check, free_port, wait_for
@@ -53,16 +55,30 @@ class Registry:
             check(False, f"{self.name}: garbage-collect {' '.join(flags)}: {out.stderr[-2000:]}")
         return out.stdout + out.stderr
 
-    def request(self, method, path):
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", method=method,
-                                     headers={"Accept": OCI_MANIFEST})
+    def request(self, method, path, body=None, headers=None):
+        """One call, its body read; (status, headers), (None, None) when it failed."""
+        url = path if path.startswith("http") else f"http://127.0.0.1:{self.port}{path}"
+        req = urllib.request.Request(url, data=body, method=method, headers={"Accept": OCI_MANIFEST, **(headers or {})})
         try:
-            with _NO_REDIRECT.open(req, timeout=30) as r:
+            with _NO_REDIRECT.open(req, timeout=120) as r:
+                r.read()
                 return r.status, r.headers
         except urllib.error.HTTPError as e:
+            e.read()
             return e.code, e.headers
         except OSError:
             return None, None
+
+    def upload(self, repo, data):
+        """A blob pushed as clients do (a POST, then a PUT of the data to its Location);
+        the PUT's status."""
+        status, headers = self.request("POST", f"/v2/{repo}/blobs/uploads/")
+        if status != 202:
+            return status
+        location = urllib.parse.urljoin(f"http://127.0.0.1:{self.port}", headers["Location"])
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(digest)
+        return self.request("PUT", location, data, {"Content-Type": "application/octet-stream"})[0]
 
     def status(self, method, path):
         return self.request(method, path)[0]

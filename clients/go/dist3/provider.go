@@ -88,10 +88,12 @@ func (p *Provider) RepositoryScoped(repo string) (distribution.BlobDescriptorSer
 // repository's blob statter (its _layers links) and its manifest statter (its
 // _manifests/revisions links), while the cache holds one membership per repository;
 // without a cache a blob HEAD of a manifest's digest and a manifest GET of a layer's
-// digest are 404s. So the cache serves the blob routes only: on a manifest route
-// (layercache.ManifestRequest) a Stat is a miss without a round trip and a
-// SetDescriptor writes nothing, as in 2.8, whose manifests have no cache. A Clear
-// still goes to Redis (removing is never wrong), and there a miss is no error: v3's
+// digest are 404s. So the manifest routes (layercache.ManifestRoute) keep off the
+// repository's entries: there a SetDescriptor writes nothing (2.8 has no cache on its
+// manifests either), so every entry is a blob's, and a Stat of the digest the route
+// names is a miss without a round trip (a Stat of another digest there, a manifest
+// PUT's check of the blobs it references, reads the cache). A Clear still goes to
+// Redis (removing is never wrong), and on a manifest route a miss is no error: v3's
 // cachedBlobStatter fails a manifest DELETE on the cache's ErrBlobUnknown, and the
 // manifest routes never wrote the entry.
 type repository struct {
@@ -99,14 +101,14 @@ type repository struct {
 }
 
 func (r repository) Stat(ctx context.Context, dgst digest.Digest) (v1.Descriptor, error) {
-	if layercache.ManifestRequest(ctx) {
+	if ref, ok := layercache.ManifestRoute(ctx); ok && ref == dgst.String() {
 		return v1.Descriptor{}, distribution.ErrBlobUnknown
 	}
 	return r.Scope.Stat(ctx, dgst)
 }
 
 func (r repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc v1.Descriptor) error {
-	if layercache.ManifestRequest(ctx) {
+	if _, ok := layercache.ManifestRoute(ctx); ok {
 		return nil
 	}
 	return r.Scope.SetDescriptor(ctx, dgst, desc)
@@ -114,7 +116,7 @@ func (r repository) SetDescriptor(ctx context.Context, dgst digest.Digest, desc 
 
 func (r repository) Clear(ctx context.Context, dgst digest.Digest) error {
 	err := r.Scope.Clear(ctx, dgst)
-	if err == distribution.ErrBlobUnknown && layercache.ManifestRequest(ctx) {
+	if _, ok := layercache.ManifestRoute(ctx); ok && err == distribution.ErrBlobUnknown {
 		return nil
 	}
 	return err

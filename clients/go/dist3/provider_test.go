@@ -169,9 +169,10 @@ func TestCollector(t *testing.T) {
 	}
 }
 
-// A manifest route neither reads nor writes the repository's blob entries: a layer the
-// cache holds is a miss to a manifest GET of its digest, and a manifest's descriptor
-// written on a manifest PUT is no hit to a blob HEAD (without a cache both are 404s).
+// A manifest route keeps off the repository's blob entries: a layer the cache holds is
+// a miss to a manifest GET of its digest, and a manifest's descriptor written on a
+// manifest PUT is no hit to a blob HEAD (without a cache both are 404s); a manifest
+// PUT's check of a blob it references (another digest than the route's) is a hit.
 func TestManifestRoutesKeepOffBlobEntries(t *testing.T) {
 	at := func(method, path string) context.Context {
 		r := httptest.NewRequest(method, path, nil)
@@ -179,6 +180,7 @@ func TestManifestRoutesKeepOffBlobEntries(t *testing.T) {
 	}
 	blobs := at("HEAD", "/v2/team/manifests/blobs/"+blob.String()) // a repository named team/manifests
 	manifests := at("GET", "/v2/team/blobs/manifests/"+blob.String())
+	put := at("PUT", "/v2/team/app/manifests/latest")
 	for _, entries := range []int{0, 1000} {
 		repo, err := provider(t, on(redistest.Start(t).Addr, entries)).RepositoryScoped("team/app")
 		if err != nil {
@@ -198,6 +200,9 @@ func TestManifestRoutesKeepOffBlobEntries(t *testing.T) {
 		}
 		if _, err := repo.Stat(manifests, blob); err != distribution.ErrBlobUnknown {
 			t.Fatalf("tier %d: a manifest route's Stat of a held layer: %v, want ErrBlobUnknown", entries, err)
+		}
+		if got, err := repo.Stat(put, blob); err != nil || got.Digest != blob {
+			t.Fatalf("tier %d: a manifest PUT's check of a held layer: %v %v, want the descriptor", entries, got, err)
 		}
 		for i := 0; i < 2; i++ { // the second finds nothing: no error either (v3 would fail the DELETE)
 			if err := repo.Clear(manifests, blob); err != nil {

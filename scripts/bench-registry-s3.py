@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""make bench-registry on S3: what the cache removes from the storage backend. The
+registries of `make registry` (v3 and 2.8) on moto's S3 server behind httpproxy, S3_RTT
+ms away (10), counted by S3 operation; Redis behind delayproxy, REDIS_RTT ms away (0.5),
+counting its round trips. Five caches per line: none, distribution's in-memory cache,
+its redis cache, layercache, and layercache with the local tier. Each variant starts
+from an empty bucket and an empty Redis, pushes a 5-layer image with skopeo, then
+measures, each operation REPS times:
+
+- blob HEAD of a present blob (repeated) and of an absent one (a client's pre-push check);
+- blob GET with redirect off (the data through the registry) and on (the 307 answer);
+- manifest GET by tag and by digest (repeated);
+- a cross-repository mount, then the first HEAD in the target repository;
+- a layer push (POST and PUT of a new 64 KiB blob) and a manifest PUT (a new config's);
+- a whole pull (skopeo copy of the image, again) and a whole push (to a new repository).
+
+Per operation: p50 and p99 ms, S3 requests per operation by S3 call, and Redis round
+trips per operation (the tier's tracking PINGs left out). The variants run interleaved,
+ROUNDS times (3), and each figure is the median of its rounds. moto's own time per
+request (no proxy) is measured and printed with the table. Writes its section of
+BENCHMARKS.md. Standard library only."""
+
+import collections
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+
+from regkit import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry, build_patched_registry, check,
+                    commands, layer_tar, oci_layout, quantiles, say, skopeo, timed, write_section)
+
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+REPS = int(os.environ.get("REPS", "30"))
+S3_RTT = float(os.environ.get("S3_RTT", "10"))
+REDIS_RTT = float(os.environ.get("REDIS_RTT", "0.5"))
+LINES = os.environ.get("LINES", "3 2.8").split()
+CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
+WORD = {"none": "", "inmemory": "inmemory", "redis": "redis"}  # storage.cache.blobdescriptor; else layercache
+OPS = ["blob HEAD", "blob HEAD, absent", "blob GET, redirect off", "blob GET, redirect on", "manifest GET by tag",
+       "manifest GET by digest", "mount", "first HEAD after a mount", "layer push", "manifest PUT", "pull (skopeo)",
+       "push (skopeo)"]
+SHORT = {"HeadObject": "Head", "GetObject": "Get", "ListObjectsV2": "List", "ListObjects": "List", "PutObject": "Put",
+         "DeleteObject": "Delete", "DeleteObjects": "Delete", "CopyObject": "Copy", "CreateMultipartUpload": "MPU",
+         "UploadPart": "Part", "UploadPartCopy": "PartCopy", "CompleteMultipartUpload": "Complete",
+         "ListMultipartUploads": "ListMPU", "AbortMultipartUpload": "Abort", "ListParts": "ListParts"}
+
+
+def digest_of(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Meter:
+    """Runs operations, recording each run's time, S3 requests and Redis round trips."""
+
+    def __init__(self, s3, proxy, redis):
+        self.s3, self.proxy, self.redis = s3, proxy, redis
+        self.runs = collections.defaultdict(list)  # op: [(ms, Counter of S3 calls, round trips)]
+
+    def __call__(self, op, fn):
+        s3_before, rt_before, (_, pings_before) = self.s3.counts(), self.proxy.round_trips(), commands(self.redis)
+        result = []
+        ms = timed(lambda: result.append(fn()))
+        s3_after, rt_after, (_, pings_after) = self.s3.counts(), self.proxy.round_trips(), commands(self.redis)
+        calls = collections.Counter({SHORT.get(k, k): n - s3_before.get(k, 0) for k, n in s3_after.items()
+                                     if n != s3_before.get(k, 0)})
+        self.runs[op].append((ms, calls, rt_after - rt_before - (pings_after - pings_before)))
+        return result[0]
+
+    def figures(self):
+        out = {}
+        for op, runs in self.runs.items():
+            s3 = collections.Counter()
+            for _, calls, _ in runs:
+                s3.update(calls)
+            out[op] = {"p": quantiles([ms for ms, _, _ in runs]), "s3": {k: n / len(runs) for k, n in s3.items()},
+                       "rt": sum(rt for _, _, rt in runs) / len(runs)}
+        return out
+
+
+def variant(work, binary, line, cache, s3, redis, proxy, rng):
+    """One line with one cache on a new bucket; {operation: figures}."""
+    bucket = s3.bucket(f"b{rng.getrandbits(48):x}")
+    section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
+    params = {"localentries": 100000} if cache == "layercache + tier" else {}
+    start = lambda name, redirect: Registry(work, section, binary=binary, cache=WORD.get(cache, "layercache"), params=params,
+                                            name=name, storage=s3.storage(bucket), redirect=redirect,
+                                            env={"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
+    reg, redir = start("registry", False), start("redirect", True)
+    meter = Meter(s3, proxy, redis)
+    os.environ["HOME"] = os.path.join(work, "home")  # skopeo's blob-info cache, new per variant
+    try:
+        if cache == "layercache + tier":
+            time.sleep(1.5)  # the tier serves once its tracking connection is on
+        layout = os.path.join(work, "image")
+        blobs, manifest = oci_layout(layout, [layer_tar(f"l{i}", rng) for i in range(5)], rng)
+        dest = lambda repo: f"docker://127.0.0.1:{reg.port}/{repo}:v1"
+        skopeo("copy", f"oci:{layout}:v1", dest("bench/app"), "--dest-tls-verify=false")
+        layers = sorted(d for d, (_, t) in blobs.items() if t == OCI_LAYER)
+        # Repeated reads: one pass first, unmeasured, warms what each cache holds.
+        reads = {"blob HEAD": lambda d: reg.request("HEAD", f"/v2/bench/app/blobs/{d}"),
+                 "blob GET, redirect off": lambda d: reg.request("GET", f"/v2/bench/app/blobs/{d}"),
+                 "blob GET, redirect on": lambda d: redir.request("GET", f"/v2/bench/app/blobs/{d}"),
+                 "manifest GET by tag": lambda d: reg.request("GET", "/v2/bench/app/manifests/v1"),
+                 "manifest GET by digest": lambda d: reg.request("GET", f"/v2/bench/app/manifests/{manifest}")}
+        for read in reads.values():
+            for d in layers:
+                read(d)
+        pull = lambda i: skopeo("copy", dest("bench/app"), f"oci:{work}/pull-{i}:v1", "--src-tls-verify=false")
+        for i in range(REPS):
+            d = layers[i % len(layers)]
+            for op, read in reads.items():
+                status, _ = meter(op, lambda: read(d))
+                check(status == (307 if op == "blob GET, redirect on" else 200), f"{line}, {cache}: {op} ({status})")
+        # Then the writes, apart from the reads above: a write to a key a tier holds
+        # (a mount rewrites the blob's descriptor) drops the entry in every instance.
+        for d in layers:
+            reg.request("POST", f"/v2/bench/put/blobs/uploads/?mount={d}&from=bench/app")
+        for i in range(REPS):
+            d = layers[i % len(layers)]
+            absent = "sha256:" + rng.randbytes(32).hex()
+            check(meter("blob HEAD, absent", lambda: reg.request("HEAD", f"/v2/bench/app/blobs/{absent}"))[0] == 404,
+                  f"{line}, {cache}: an absent blob is a 404")
+            target = f"bench/mount-{i}"
+            status, _ = meter("mount", lambda: reg.request("POST", f"/v2/{target}/blobs/uploads/?mount={d}&from=bench/app"))
+            check(status == 201, f"{line}, {cache}: mounted ({status})")
+            status, _ = meter("first HEAD after a mount", lambda: reg.request("HEAD", f"/v2/{target}/blobs/{d}"))
+            check(status == 200, f"{line}, {cache}: HEAD after the mount ({status})")
+            status = meter("layer push", lambda: reg.upload("bench/push", rng.randbytes(64 << 10)))
+            check(status == 201, f"{line}, {cache}: layer pushed ({status})")
+            config = json.dumps({"architecture": "amd64", "os": "linux", "nonce": rng.random()}).encode()
+            reg.upload("bench/put", config)
+            body = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_CONFIG, "digest": digest_of(config), "size": len(config)},
+                               "layers": [{"mediaType": OCI_LAYER, "digest": x, "size": blobs[x][0]} for x in layers]}).encode()
+            status, _ = meter("manifest PUT", lambda: reg.request("PUT", f"/v2/bench/put/manifests/{digest_of(body)}", body,
+                                                                  {"Content-Type": OCI_MANIFEST}))
+            check(status == 201, f"{line}, {cache}: manifest PUT ({status})")
+        pull("warm")
+        for i in range(3):
+            meter("pull (skopeo)", lambda: pull(i))
+        for i in range(3):
+            meter("push (skopeo)", lambda: skopeo("copy", f"oci:{layout}:v1", dest(f"bench/copy-{i}"), "--dest-tls-verify=false"))
+        return meter.figures()
+    finally:
+        reg.stop()
+        redir.stop()
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="layercache-bench-s3-")
+    home = os.environ.get("HOME")
+    binaries = {line: build_patched_registry(line) for line in LINES}
+    s3 = S3(work, rtt_ms=S3_RTT)
+    module, plain = Redis(work, [], name="module"), Redis(work, None, name="plain")
+    proxies = {"module": RedisDelay(work, module.port, REDIS_RTT), "plain": RedisDelay(work, plain.port, REDIS_RTT)}
+    rng, results, moto = random.Random(29), {}, []
+    try:
+        moto.append(s3.server_ms(s3.bucket("timing")))
+        for rnd in range(ROUNDS):
+            for line in LINES:
+                for cache in CACHES:
+                    server = "plain" if cache == "redis" else "module"
+                    redis = plain if server == "plain" else module
+                    redis.cli("FLUSHALL")
+                    run_dir = tempfile.mkdtemp(dir=work)
+                    figures = variant(run_dir, binaries[line], line, cache, s3, redis, proxies[server], rng)
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                    results.setdefault((line, cache), []).append(figures)
+                    head = figures["blob HEAD"]
+                    say(f"{line}, {cache}, round {rnd + 1}: blob HEAD p50 {head['p'][0]:.2f} ms, "
+                        f"{sum(head['s3'].values()):.1f} S3 requests, {head['rt']:.2f} Redis round trips")
+            moto.append(s3.server_ms("timing"))
+    finally:
+        if home:
+            os.environ["HOME"] = home
+        for p in proxies.values():
+            p.stop()
+        s3.stop()
+        module.stop()
+        plain.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    write(results, statistics.median(moto))
+
+
+def s3_text(calls):
+    return " + ".join(f"{n:g} {k}" for k, n in sorted(calls.items())) if calls else "0"
+
+
+def write(results, moto_ms):
+    """The S3 section of BENCHMARKS.md: a table per line, the targets' verdicts."""
+    med = lambda runs, op, f: statistics.median(f(r[op]) for r in runs)
+    parts, verdicts = [], []
+    for line in LINES:
+        rows = [f"**{'v3' if line == '3' else '2.8'}** | " + " | ".join(CACHES) + " |", "|---|" + "---:|" * len(CACHES)]
+        for op in OPS:
+            cells = []
+            for cache in CACHES:
+                runs = results[(line, cache)]
+                p50, p99 = med(runs, op, lambda f: f["p"][0]), med(runs, op, lambda f: f["p"][1])
+                calls = {k: statistics.median(r[op]["s3"].get(k, 0) for r in runs) for k in {k for r in runs for k in r[op]["s3"]}}
+                calls = {k: round(n, 2) for k, n in calls.items() if round(n, 2)}
+                rt = med(runs, op, lambda f: f["rt"])
+                cells.append(f"{p50:.2f} / {p99:.2f} ms; S3 {s3_text(calls)}; Redis {rt:.2f}")
+            rows.append(f"| {op} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(rows))
+        p50 = {c: med(results[(line, c)], "blob HEAD", lambda f: f["p"][0]) for c in CACHES}
+        requests = {c: med(results[(line, c)], "blob HEAD", lambda f: sum(f["s3"].values())) for c in CACHES}
+        name = "v3" if line == "3" else "2.8"
+        verdicts += [
+            f"{name}: a repeated blob HEAD makes 0 S3 requests with every cache: "
+            + ("met" if all(requests[c] == 0 for c in CACHES if c != "none") else "**not met**")
+            + f" ({', '.join(f'{c} {requests[c]:g}' for c in CACHES)})",
+            f"{name}: with layercache and the tier ≥ 50× faster at p50 than no cache: "
+            + ("met" if p50["none"] / p50["layercache + tier"] >= 50 else "**not met**")
+            + f" ({p50['none'] / p50['layercache + tier']:.0f}×), within 10% of inmemory: "
+            + ("met" if p50["layercache + tier"] <= 1.1 * p50["inmemory"] else "**not met**")
+            + f" ({p50['layercache + tier']:.2f} ms against {p50['inmemory']:.2f} ms)",
+            f"{name}: with layercache alone ≤ 1.5 ms: " + ("met" if p50["layercache"] <= 1.5 else "**not met**")
+            + f" ({p50['layercache']:.2f} ms)"]
+    section = (f"On S3 (`make bench-registry`, `scripts/bench-registry-s3.py`): the registries of `make registry` on moto's S3 "
+               f"server behind a proxy that adds {S3_RTT:g} ms to every request and counts them by S3 call, Redis behind a "
+               f"proxy {REDIS_RTT:g} ms away that counts round trips; a new bucket and an empty Redis per run, a 5-layer image "
+               f"pushed with skopeo, then each operation {REPS} times (the reads first, repeated: one unmeasured pass "
+               f"before; then the writes, in other repositories; then 3 pulls, one unmeasured before, and 3 pushes); {ROUNDS} interleaved rounds, medians. Each cell: p50 / p99, S3 requests per "
+               f"operation by call, Redis round trips per operation (the tier's tracking PINGs left out).\n\n"
+               f"moto answers a request in {moto_ms:.1f} ms itself (median, no proxy), so each S3 request costs about "
+               f"{S3_RTT:g} + {moto_ms:.1f} ms here. On S3 itself, a request's cost is its round trip: an operation's S3 "
+               f"requests × that round trip is what the cache takes off its latency (at {S3_RTT:g} ms: 7 requests are "
+               f"{7 * S3_RTT:g} ms), and off the storage bill.\n\n"
+               + "\n\n".join(parts) + "\n\nTargets (S3 at " + f"{S3_RTT:g} ms, Redis at {REDIS_RTT:g} ms): "
+               + "; ".join(verdicts) + ".\n")
+    write_section("registry-s3", "On S3, through real registries", section)
+
+
+if __name__ == "__main__":
+    main()
