@@ -123,11 +123,13 @@ bench-instructions: deps
 bench-go: release go
 	scripts/bench-go.sh
 
-# The cache through real registries (v3 and 2.8; their redis cache, layercache, and
-# layercache with the tier) with Redis behind a delay proxy; writes its section of
-# BENCHMARKS.md.
+# The cache through real registries (v3 and 2.8; no cache, inmemory, their redis cache,
+# layercache, and layercache with the tier) with Redis behind a delay proxy, on the
+# filesystem driver and on S3 (moto behind a 10 ms proxy counting S3 requests); writes
+# their sections of BENCHMARKS.md.
 bench-registry: release registry
 	@scripts/deps.sh skopeo:skopeo
+	scripts/bench-registry-s3.py
 	scripts/bench-registry.py
 
 clean:

@@ -156,7 +156,7 @@ def main():
     binaries = {line: build_patched_registry(line) for line in LINES}
     s3 = S3(work, rtt_ms=S3_RTT)
     module, plain = Redis(work, [], name="module"), Redis(work, None, name="plain")
-    proxies = {"module": RedisDelay(work, module.port, REDIS_RTT), "plain": RedisDelay(work, plain.port, REDIS_RTT)}
+    proxies = {"module": RedisDelay(module.port, REDIS_RTT), "plain": RedisDelay(plain.port, REDIS_RTT)}
     rng, results, moto = random.Random(29), {}, []
     try:
         moto.append(s3.server_ms(s3.bucket("timing")))

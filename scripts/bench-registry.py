@@ -106,7 +106,7 @@ def main():
     results = {}
     try:
         for rtt in RTTS:
-            proxies = {"module": RedisDelay(work, module.port, rtt), "plain": RedisDelay(work, plain.port, rtt)}
+            proxies = {"module": RedisDelay(module.port, rtt), "plain": RedisDelay(plain.port, rtt)}
             try:
                 for rnd in range(ROUNDS):
                     for line in LINES:

@@ -204,7 +204,7 @@ def run_line(work, line, binary):
         os.makedirs(store)
         regs = [Registry(store, section(redis), binary=binary, cache=cache, params=params, name=f"{name}-{i}",
                          storage={"filesystem": {"rootdirectory": f"{store}/storage"}}, secret=secret) for i in range(2)]
-        return regs, HTTPProxy(work, [f"http://127.0.0.1:{r.port}" for r in regs])
+        return regs, HTTPProxy([f"http://127.0.0.1:{r.port}" for r in regs])
 
     ref_dir = os.path.join(work, f"{line}-reference")
     os.makedirs(ref_dir)

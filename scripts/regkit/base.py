@@ -1,6 +1,7 @@
 """What every registry script shares: the checkout, checks and messages, free loopback
 ports, bounded waits, and Go helpers built from clients/go."""
 
+import functools
 import os
 import socket
 import subprocess
@@ -36,10 +37,11 @@ def wait_for(what, ready, seconds=60):
     sys.exit(f"{NAME}: FAILED: timed out after {seconds} s waiting for {what}")
 
 
-def go_build(work, package, module_dir=("clients", "go")):
-    """Builds a Go main of the checkout (package as `go build` takes it, from module_dir)
-    into work; its path."""
-    binary = os.path.join(work, os.path.basename(package.rstrip("/")))
+@functools.cache
+def go_build(package, module_dir=("clients", "go")):
+    """Builds a Go main (package as `go build` takes it, in the module at module_dir of
+    the checkout) into build/tools, once per run; its path."""
+    binary = os.path.join(ROOT, "build", "tools", os.path.basename(package.rstrip("/")))
     out = subprocess.run(["go", "build", "-o", binary, package], cwd=os.path.join(ROOT, *module_dir),
                          capture_output=True, text=True)
     check(out.returncode == 0, f"{package} built {out.stderr.strip()[-2000:]}")

@@ -30,8 +30,8 @@ class _Counting:
 class RedisDelay(_Counting):
     """delayproxy in front of a Redis server: half of rtt_ms each way; round_trips()."""
 
-    def __init__(self, work, port, rtt_ms):
-        super().__init__([go_build(work, "./cmd/delayproxy"), "-target", f"127.0.0.1:{port}", "-delay", f"{rtt_ms / 2}ms"])
+    def __init__(self, port, rtt_ms):
+        super().__init__([go_build("./cmd/delayproxy"), "-target", f"127.0.0.1:{port}", "-delay", f"{rtt_ms / 2}ms"])
 
     def round_trips(self):
         return int(self._ask())
@@ -41,8 +41,8 @@ class HTTPProxy(_Counting):
     """httpproxy in front of targets (base URLs), in turn; with s3, every request waits
     rtt_ms and counts() is by S3 operation, else by target."""
 
-    def __init__(self, work, targets, rtt_ms=0, s3=False):
-        argv = [go_build(work, "./cmd/httpproxy"), "-delay", f"{rtt_ms}ms"] + (["-s3"] if s3 else [])
+    def __init__(self, targets, rtt_ms=0, s3=False):
+        argv = [go_build("./cmd/httpproxy"), "-delay", f"{rtt_ms}ms"] + (["-s3"] if s3 else [])
         super().__init__(argv + list(targets))
         self.url = f"http://{self.addr}"
 

@@ -10,7 +10,7 @@ import time
 import urllib.error
 import urllib.request
 
-from .base import ROOT, check, free_port, say, wait_for
+from .base import ROOT, check, free_port, wait_for
 from .proxy import HTTPProxy
 
 MOTO = "moto[server]==5.2.6"
@@ -39,7 +39,7 @@ class S3:
                                      stdout=self.log, stderr=self.log)
         self.direct = f"http://127.0.0.1:{self.port}"
         wait_for("moto", lambda: self._status("GET", "/") == 200)
-        self.proxy = HTTPProxy(work, [self.direct], rtt_ms=rtt_ms, s3=True)
+        self.proxy = HTTPProxy([self.direct], rtt_ms=rtt_ms, s3=True)
 
     def _status(self, method, path):
         try:
