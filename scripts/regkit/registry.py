@@ -2,10 +2,10 @@
 on a filesystem or S3 store, with a blob-descriptor cache."""
 
 import hashlib
+import http.client
 import json
 import os
 import subprocess
-import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -19,12 +19,12 @@ class Registry:
     params more storage.cache keys. storage is the driver's section (a filesystem store
     under work by default; S3.storage() for S3), redirect False turns storage redirects
     off, secret is http.secret (one for every registry behind a round robin), env more
-    environment. request() follows no redirect: a 307 to the store is the answer."""
+    environment."""
 
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
                  storage=None, redirect=True, secret=None, env=None):
         self.port, self.debug_port = free_port(), free_port()
-        self.binary, self.name = binary, name
+        self.binary, self.name, self._conn = binary, name, None
         self.config = os.path.join(work, f"{name}.json")
         storage = dict(storage or {"filesystem": {"rootdirectory": f"{work}/storage"}})
         storage.update({"cache": {"blobdescriptor": cache, **(params or {})}, "delete": {"enabled": True}})
@@ -56,18 +56,24 @@ class Registry:
         return out.stdout + out.stderr
 
     def request(self, method, path, body=None, headers=None):
-        """One call, its body read; (status, headers), (None, None) when it failed."""
-        url = path if path.startswith("http") else f"http://127.0.0.1:{self.port}{path}"
-        req = urllib.request.Request(url, data=body, method=method, headers={"Accept": OCI_MANIFEST, **(headers or {})})
-        try:
-            with _NO_REDIRECT.open(req, timeout=120) as r:
+        """One call on a kept-alive connection (as registry clients make them), its
+        body read, no redirect followed (a 307 to the store is the answer); (status,
+        headers), or (None, None) when it failed."""
+        path = urllib.parse.urlsplit(path)._replace(scheme="", netloc="").geturl() if path.startswith("http") else path
+        while True:
+            reused = self._conn is not None
+            try:
+                if not reused:
+                    self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                self._conn.request(method, path, body, {"Accept": OCI_MANIFEST, **(headers or {})})
+                r = self._conn.getresponse()
                 r.read()
                 return r.status, r.headers
-        except urllib.error.HTTPError as e:
-            e.read()
-            return e.code, e.headers
-        except OSError:
-            return None, None
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = None
+                if not reused:  # else the registry had closed the kept-alive connection: once more
+                    return None, None
 
     def upload(self, repo, data):
         """A blob pushed as clients do (a POST, then a PUT of the data to its Location);
@@ -97,17 +103,11 @@ class Registry:
         return open(self.log_path).read()
 
     def stop(self):
+        if self._conn:
+            self._conn.close()
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
-
-
-class _Answer(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args):
-        return None
-
-
-_NO_REDIRECT = urllib.request.build_opener(_Answer)
 
 
 def build_patched_registry(line="2.8"):
