@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import subprocess
+import threading
 import urllib.parse
 import urllib.request
 
@@ -24,7 +25,7 @@ class Registry:
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
                  storage=None, redirect=True, secret=None, env=None):
         self.port, self.debug_port = free_port(), free_port()
-        self.binary, self.name, self._conn = binary, name, None
+        self.binary, self.name, self._conns = binary, name, threading.local()
         self.config = os.path.join(work, f"{name}.json")
         storage = dict(storage or {"filesystem": {"rootdirectory": f"{work}/storage"}})
         storage.update({"cache": {"blobdescriptor": cache, **(params or {})}, "delete": {"enabled": True}})
@@ -61,17 +62,18 @@ class Registry:
         headers), or (None, None) when it failed."""
         path = urllib.parse.urlsplit(path)._replace(scheme="", netloc="").geturl() if path.startswith("http") else path
         while True:
-            reused = self._conn is not None
+            conn = getattr(self._conns, "conn", None)  # one per thread
+            reused = conn is not None
             try:
                 if not reused:
-                    self._conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
-                self._conn.request(method, path, body, {"Accept": OCI_MANIFEST, **(headers or {})})
-                r = self._conn.getresponse()
+                    conn = self._conns.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                conn.request(method, path, body, {"Accept": OCI_MANIFEST, **(headers or {})})
+                r = conn.getresponse()
                 r.read()
                 return r.status, r.headers
             except (http.client.HTTPException, OSError):
-                self._conn.close()
-                self._conn = None
+                conn.close()
+                self._conns.conn = None
                 if not reused:  # else the registry had closed the kept-alive connection: once more
                     return None, None
 
@@ -103,8 +105,6 @@ class Registry:
         return open(self.log_path).read()
 
     def stop(self):
-        if self._conn:
-            self._conn.close()
         self.proc.terminate()
         self.proc.wait(timeout=30)
         self.log.close()
