@@ -30,16 +30,15 @@ import statistics
 import tempfile
 import time
 
-from regkit import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry, build_patched_registry, check,
-                    commands, layer_tar, oci_layout, quantiles, say, skopeo, timed, write_section)
+from regkit import (CACHE_WORD, CACHES, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry,
+                    build_patched_registry, check, commands, interleaved, layer_tar, oci_layout, quantiles, skopeo, timed,
+                    write_section)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REPS = int(os.environ.get("REPS", "30"))
 S3_RTT = float(os.environ.get("S3_RTT", "10"))
 REDIS_RTT = float(os.environ.get("REDIS_RTT", "0.5"))
 LINES = os.environ.get("LINES", "3 2.8").split()
-CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
-WORD = {"none": "", "inmemory": "inmemory", "redis": "redis"}  # storage.cache.blobdescriptor; else layercache
 OPS = ["blob HEAD", "blob HEAD, absent", "blob GET, redirect off", "blob GET, redirect on", "manifest GET by tag",
        "manifest GET by digest", "mount", "first HEAD after a mount", "layer push", "manifest PUT", "pull (skopeo)",
        "push (skopeo)"]
@@ -87,7 +86,7 @@ def variant(work, binary, line, cache, s3, redis, proxy, rng):
     bucket = s3.bucket(f"b{rng.getrandbits(48):x}")
     section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
     params = {"localentries": 100000} if cache == "layercache + tier" else {}
-    start = lambda name, redirect: Registry(work, section, binary=binary, cache=WORD.get(cache, "layercache"), params=params,
+    start = lambda name, redirect: Registry(work, section, binary=binary, cache=CACHE_WORD[cache], params=params,
                                             name=name, storage=s3.storage(bucket), redirect=redirect,
                                             env={"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
     reg, redir = start("registry", False), start("redirect", True)
@@ -145,7 +144,11 @@ def variant(work, binary, line, cache, s3, redis, proxy, rng):
             meter("pull (skopeo)", lambda: pull(i))
         for i in range(3):
             meter("push (skopeo)", lambda: skopeo("copy", f"oci:{layout}:v1", dest(f"bench/copy-{i}"), "--dest-tls-verify=false"))
-        return meter.figures()
+        figures = meter.figures()
+        head = figures["blob HEAD"]
+        figures["summary"] = (f"blob HEAD p50 {head['p'][0]:.2f} ms, {sum(head['s3'].values()):.1f} S3 requests, "
+                              f"{head['rt']:.2f} Redis round trips")
+        return figures
     finally:
         reg.stop()
         redir.stop()
@@ -158,23 +161,13 @@ def main():
     s3 = S3(work, rtt_ms=S3_RTT)
     module, plain = Redis(work, [], name="module"), Redis(work, None, name="plain")
     proxies = {"module": RedisDelay(module.port, REDIS_RTT), "plain": RedisDelay(plain.port, REDIS_RTT)}
-    rng, results, moto = random.Random(29), {}, []
+    rng, moto = random.Random(29), []
     try:
         moto.append(s3.server_ms(s3.bucket("timing")))
-        for rnd in range(ROUNDS):
-            for line in LINES:
-                for cache in CACHES:
-                    server = "plain" if cache == "redis" else "module"
-                    redis = plain if server == "plain" else module
-                    redis.cli("FLUSHALL")
-                    run_dir = tempfile.mkdtemp(dir=work)
-                    figures = variant(run_dir, binaries[line], line, cache, s3, redis, proxies[server], rng)
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                    results.setdefault((line, cache), []).append(figures)
-                    head = figures["blob HEAD"]
-                    say(f"{line}, {cache}, round {rnd + 1}: blob HEAD p50 {head['p'][0]:.2f} ms, "
-                        f"{sum(head['s3'].values()):.1f} S3 requests, {head['rt']:.2f} Redis round trips")
-            moto.append(s3.server_ms("timing"))
+        run = lambda folder, line, cache, redis: variant(folder, binaries[line], line, cache, s3, redis,
+                                                         proxies["plain" if redis is plain else "module"], rng)
+        results = interleaved(ROUNDS, LINES, work, module, plain, run)
+        moto.append(s3.server_ms("timing"))
     finally:
         if home:
             os.environ["HOME"] = home

@@ -20,15 +20,13 @@ import threading
 import time
 import urllib.request
 
-from regkit import (OCI_MANIFEST, Redis, RedisDelay, Registry, build_patched_registry, commands, median_of, pull,
-                    push_and_pull, quantiles, say, timed, write_section)
+from regkit import (CACHE_WORD, CACHES, OCI_MANIFEST, Redis, RedisDelay, Registry, build_patched_registry, commands,
+                    interleaved, median_of, pull, push_and_pull, quantiles, timed, write_section)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 HEADS = int(os.environ.get("HEADS", "200"))
 RTTS = [0.5, 2.0]
 LINES = ["3", "2.8"]
-CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
-WORD = {"none": "", "inmemory": "inmemory", "redis": "redis"}  # storage.cache.blobdescriptor; else layercache
 
 
 def get(registry, path):
@@ -61,7 +59,7 @@ def variant(work, binaries, line, cache, proxy, redis):
     """One run: a registry of line on proxy's Redis with cache; its figures."""
     section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
     params = {"localentries": 100000} if cache == "layercache + tier" else {}
-    start = lambda name: Registry(work, section, binary=binaries[line], cache=WORD.get(cache, "layercache"),
+    start = lambda name: Registry(work, section, binary=binaries[line], cache=CACHE_WORD[cache],
                                   params=params, name=name)
     registry = start("pusher")
     try:
@@ -94,7 +92,8 @@ def variant(work, binaries, line, cache, proxy, redis):
             repeated = (after[0] - before[0]) - (after[1] - before[1])
         rate = throughput(registry, targets)
         return {"head": quantiles(heads), "manifest": quantiles(manifests), "pull": statistics.median(pulls) / 1000,
-                "cmds": per_head_cmds, "rts": per_head_rts, "cold": cold, "repeated": repeated, "rate": rate}
+                "cmds": per_head_cmds, "rts": per_head_rts, "cold": cold, "repeated": repeated, "rate": rate,
+                "summary": f"HEAD p50 {quantiles(heads)[0]:.2f} ms, {per_head_rts:.2f} round trips per HEAD"}
     finally:
         registry.stop()
 
@@ -107,19 +106,11 @@ def main():
     try:
         for rtt in RTTS:
             proxies = {"module": RedisDelay(module.port, rtt), "plain": RedisDelay(plain.port, rtt)}
+            run = lambda folder, line, cache, redis: variant(folder, binaries, line, cache,
+                                                             proxies["plain" if redis is plain else "module"], redis)
             try:
-                for rnd in range(ROUNDS):
-                    for line in LINES:
-                        for cache in CACHES:
-                            server = "plain" if cache == "redis" else "module"
-                            redis = plain if server == "plain" else module
-                            redis.cli("FLUSHALL")
-                            run_dir = tempfile.mkdtemp(dir=work)
-                            figures = variant(run_dir, binaries, line, cache, proxies[server], redis)
-                            shutil.rmtree(run_dir, ignore_errors=True)
-                            results.setdefault((rtt, line, cache), []).append(figures)
-                            say(f"{rtt} ms, {line}, {cache}, round {rnd + 1}: HEAD p50 {figures['head'][0]:.2f} ms, "
-                                f"{figures['rts']:.2f} round trips per HEAD")
+                for (line, cache), runs in interleaved(ROUNDS, LINES, work, module, plain, run, f"{rtt} ms, ").items():
+                    results[(rtt, line, cache)] = runs
             finally:
                 for p in proxies.values():
                     p.stop()

@@ -2,7 +2,9 @@
 sent (INFO commandstats), and writing a section of BENCHMARKS.md."""
 
 import os
+import shutil
 import statistics
+import tempfile
 import time
 
 from .base import ROOT, say
@@ -40,6 +42,29 @@ def commands(redis):
             if name == "cmdstat_ping" or (name.startswith("cmdstat_layercache") if redis.name == "module" else name != "cmdstat_info"):
                 total += calls
     return total, pings
+
+
+# The caches the registry benchmarks compare, and each one's storage.cache.blobdescriptor.
+CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
+CACHE_WORD = {"none": "", "inmemory": "inmemory", "redis": "redis", "layercache": "layercache", "layercache + tier": "layercache"}
+
+
+def interleaved(rounds, lines, work, module, plain, run, label=""):
+    """run(folder, line, cache, redis) for every line and cache of CACHES, rounds times
+    interleaved, each on an emptied Redis (plain, no module, for distribution's redis
+    cache; else the module's) in a folder of its own; {(line, cache): [figures]}."""
+    results = {}
+    for rnd in range(rounds):
+        for line in lines:
+            for cache in CACHES:
+                redis = plain if cache == "redis" else module
+                redis.cli("FLUSHALL")
+                folder = tempfile.mkdtemp(dir=work)
+                figures = run(folder, line, cache, redis)
+                shutil.rmtree(folder, ignore_errors=True)
+                results.setdefault((line, cache), []).append(figures)
+                say(f"{label}{line}, {cache}, round {rnd + 1}: {figures['summary']}")
+    return results
 
 
 def write_section(marker, heading, section):
