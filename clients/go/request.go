@@ -3,7 +3,7 @@ package layercache
 import (
 	"context"
 	"net/http"
-	"strings"
+	"path"
 	"sync"
 
 	"github.com/opencontainers/go-digest"
@@ -109,19 +109,6 @@ func ManifestRoute(ctx context.Context) (reference string, ok bool) {
 	if !isRequest || r == nil {
 		return "", false
 	}
-	rest, reference, found := cutLast(strings.TrimSuffix(r.URL.Path, "/"))
-	if !found {
-		return "", false
-	}
-	_, route, _ := cutLast(rest)
-	return reference, route == "manifests"
-}
-
-// cutLast splits s around its last '/'.
-func cutLast(s string) (before, after string, found bool) {
-	i := strings.LastIndexByte(s, '/')
-	if i < 0 {
-		return s, "", false
-	}
-	return s[:i], s[i+1:], true
+	p := path.Clean(r.URL.Path)
+	return path.Base(p), path.Base(path.Dir(p)) == "manifests"
 }
