@@ -21,7 +21,6 @@ request (no proxy) is measured and printed with the table. Writes its section of
 BENCHMARKS.md. Standard library only."""
 
 import collections
-import hashlib
 import json
 import os
 import random
@@ -31,7 +30,7 @@ import tempfile
 import time
 
 from regkit import (CACHE_WORD, CACHES, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry,
-                    build_patched_registry, check, commands, interleaved, layer_tar, oci_layout, quantiles, skopeo, timed,
+                    build_patched_registry, check, commands, digest_of, interleaved, layer_tar, oci_layout, quantiles, skopeo, timed,
                     write_section)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
@@ -46,10 +45,6 @@ SHORT = {"HeadObject": "Head", "GetObject": "Get", "ListObjectsV2": "List", "Lis
          "DeleteObject": "Delete", "DeleteObjects": "Delete", "CopyObject": "Copy", "CreateMultipartUpload": "MPU",
          "UploadPart": "Part", "UploadPartCopy": "PartCopy", "CompleteMultipartUpload": "Complete",
          "ListMultipartUploads": "ListMPU", "AbortMultipartUpload": "Abort", "ListParts": "ListParts"}
-
-
-def digest_of(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class Meter:

@@ -33,7 +33,7 @@ import urllib.parse
 import urllib.request
 
 from regkit import (OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, HTTPProxy, Redis, Registry, build_patched_registry, check,
-                    run_readme, say)
+                    collected, digest_of, gc_recipe, say)
 
 TRACE = os.environ.get("TRACE")  # a digest's hex prefix: print every call that names it
 CALLS = int(os.environ.get("CALLS", "10000"))
@@ -80,10 +80,6 @@ def answer(status, headers, body):
             what = body[:80].decode(errors="replace")
         length = None
     return (status, headers.get("Docker-Content-Digest"), length, headers.get("Content-Type"), what)
-
-
-def digest_of(data):
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class Sequence:
@@ -180,12 +176,8 @@ class Target:
         """Collects the store (with the README's recipe where purge); how many blobs went."""
         registry, flags = self.registries[0], ["--delete-untagged"] if untagged else []
         if self.purge:
-            run_readme("gc", self.redis, work, replace=[("registry garbage-collect /etc/docker/registry/config.yml",
-                                                         " ".join([registry.binary, "garbage-collect", *flags, registry.config]))])
-            out = open(os.path.join(work, "gc.log")).read()
-        else:
-            out = registry.garbage_collect(*flags)
-        return len({l.split()[-1] for l in out.splitlines() if "blob eligible for deletion: " in l})
+            return len(gc_recipe(self.redis, work, " ".join([registry.binary, "garbage-collect", *flags, registry.config]))[1])
+        return len(collected(registry.garbage_collect(*flags)))
 
     def stop(self):
         for r in self.registries:

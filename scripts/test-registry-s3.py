@@ -24,7 +24,7 @@ import shutil
 import tempfile
 
 from regkit import (S3, Redis, Registry, build_patched_registry, check, layer_tar, oci_layout, pull, push_and_pull,
-                    run_readme, say, skopeo)
+                    gc_recipe, say, skopeo)
 
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 ENV = {"AWS_CA_BUNDLE": CA_BUNDLE}
@@ -75,10 +75,7 @@ def line_run(work, line, s3, redis):
         check(status == 202, f"{line}: manifest of {gone_repo} deleted ({status})")
         gc_dir = os.path.join(work, line, "gc")
         os.makedirs(gc_dir)
-        run_readme("gc", redis, gc_dir, replace=[("registry garbage-collect /etc/docker/registry/config.yml",
-                                                  f"env AWS_CA_BUNDLE={CA_BUNDLE} {binary} garbage-collect {a.config}")])
-        log = open(os.path.join(gc_dir, "gc.log")).read()
-        deleted = {l.split()[-1] for l in log.splitlines() if "blob eligible for deletion: " in l}
+        _, deleted = gc_recipe(redis, gc_dir, f"env AWS_CA_BUNDLE={CA_BUNDLE} {binary} garbage-collect {a.config}")
         only_b = sorted(set(gone_blobs) - set(kept_blobs))
         check(set(only_b) <= deleted, f"{line}: garbage collection on S3 deleted the blobs only {gone_repo} held ({len(deleted)})")
         check(not [k for k in redis.keys() if any(d in k for d in deleted)], f"{line}: no key of a collected digest is left")

@@ -17,8 +17,12 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 
 
+def digest_of(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def blob(layout, data):
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     with open(os.path.join(layout, "blobs", "sha256", digest[7:]), "wb") as f:
         f.write(data)
     return digest, len(data)
@@ -46,7 +50,7 @@ def oci_layout(path, layers, rng):
         digest, size = blob(path, gz)
         blobs[digest] = (size, OCI_LAYER)
         descs.append({"mediaType": OCI_LAYER, "digest": digest, "size": size})
-        diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
+        diff_ids.append(digest_of(tar))
     config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2026-11-29T00:00:00Z",
                          "rootfs": {"type": "layers", "diff_ids": diff_ids},
                          "config": {"Labels": {"nonce": str(rng.random())}}}).encode()

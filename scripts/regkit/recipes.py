@@ -18,6 +18,19 @@ def readme_block(marker):
     return "\n".join(line.strip() for line in m.group(1).splitlines())
 
 
+def collected(log):
+    """The digests a `registry garbage-collect` output says it deleted."""
+    return set(re.findall(r"blob eligible for deletion: (sha[0-9]+:[0-9a-f]+)", log))
+
+
+def gc_recipe(redis, work, collector):
+    """Runs the README's garbage-collection recipe with `collector` (a garbage-collect
+    command line) for its `registry garbage-collect ...`; the recipe's output, and the
+    digests the collector deleted (from the gc.log it keeps in work)."""
+    out = run_readme("gc", redis, work, replace=[("registry garbage-collect /etc/docker/registry/config.yml", collector)])
+    return out, collected(open(os.path.join(work, "gc.log")).read())
+
+
 def run_readme(marker, redis, work, replace=()):
     """Runs a README recipe with `redis-cli` reaching the test's server."""
     script = readme_block(marker)

@@ -1,7 +1,6 @@
 """distribution's registries: Debian's docker-registry and those `make registry` builds,
 on a filesystem or S3 store, with a blob-descriptor cache."""
 
-import hashlib
 import http.client
 import json
 import os
@@ -11,7 +10,7 @@ import urllib.parse
 import urllib.request
 
 from .base import ROOT, check, free_port, wait_for
-from .images import OCI_MANIFEST
+from .images import OCI_MANIFEST, digest_of
 
 
 class Registry:
@@ -84,8 +83,7 @@ class Registry:
         if status != 202:
             return status
         location = urllib.parse.urljoin(f"http://127.0.0.1:{self.port}", headers["Location"])
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(digest)
+        location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(digest_of(data))
         return self.request("PUT", location, data, {"Content-Type": "application/octet-stream"})[0]
 
     def status(self, method, path):

@@ -6,11 +6,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
 from .base import ROOT, check, free_port, wait_for
+from .measure import timed
 from .proxy import HTTPProxy
 
 MOTO = "moto[server]==5.2.6"
@@ -29,8 +29,8 @@ def moto_server():
 
 class S3:
     """moto on a free port and a counting proxy rtt_ms away from the registries.
-    bucket(name) creates a bucket; storage(line, bucket) is a registry's storage driver
-    section for it; counts() the requests through the proxy so far, by operation."""
+    bucket(name) creates a bucket; storage(bucket) is a registry's storage driver section
+    for it (both lines); counts() the requests through the proxy so far, by operation."""
 
     def __init__(self, work, rtt_ms=0):
         self.port = free_port()
@@ -66,12 +66,7 @@ class S3:
     def server_ms(self, bucket, n=200):
         """moto's own time per request, without the proxy: the median of n HEADs of an
         absent object, in ms."""
-        times = []
-        for _ in range(n):
-            start = time.perf_counter()
-            self._status("HEAD", f"/{bucket}/absent")
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
+        return statistics.median(timed(lambda: self._status("HEAD", f"/{bucket}/absent")) for _ in range(n))
 
     def stop(self):
         self.proxy.stop()
