@@ -27,7 +27,7 @@ run: release
 # module's commands (also run under valgrind, with the learning suite), then ACL,
 # replication, the server and loading; all in either key scheme (tests/cluster.rs is
 # blob-only, tests/learn.rs distribution-only).
-COMMAND_SUITES = --test seed --test descriptor --test bad_input --test contexts --test model --test ttl --test info
+COMMAND_SUITES = --test seed --test descriptor --test metadata --test bad_input --test contexts --test model --test ttl --test info
 SCHEME_SUITES = $(COMMAND_SUITES) --test acl --test replication --test server --test loading
 
 # The module's shape: no import circle in src/, no unsafe outside src/api/, no file

@@ -36,6 +36,10 @@ const fn optional_integer(name: &'static CStr) -> Arg {
     Arg { name, kind: ArgKind::Integer, multiple: false, optional: true }
 }
 
+const fn optional_string(name: &'static CStr) -> Arg {
+    Arg { name, kind: ArgKind::String, multiple: false, optional: true }
+}
+
 const fn optional_token(name: &'static CStr) -> Arg {
     Arg { name, kind: ArgKind::Token, multiple: false, optional: true }
 }
@@ -81,6 +85,12 @@ pub enum Id {
     Purge,
     DropRepo,
     Index,
+    Link,
+    LinkSet,
+    LinkDrop,
+    LinkDone,
+    Data,
+    SetData,
 }
 
 pub struct Command {
@@ -298,5 +308,77 @@ pub const COMMANDS: &[Command] = &[
         since: c"0.2.0",
         args: &[integer(c"cursor"), optional_integer(c"count")],
         keys: NO_KEYS,
+    },
+    Command {
+        name: c"layercache.link",
+        id: Id::Link,
+        flags: READ,
+        acl: ACL_READ,
+        arity: -3,
+        summary: c"Metadata cache: returns [gen, entry] for a link of the repository (entry null: not cached; empty: cached as absent). WITHTTL adds the milliseconds until the key expires (-1: never).",
+        complexity: c"O(1)",
+        since: c"0.3.0",
+        args: &[string(c"repo"), string(c"path"), optional_token(c"WITHTTL")],
+        keys: &[keys(1, 1, RO | ACCESS)],
+    },
+    Command {
+        name: c"layercache.linkset",
+        id: Id::LinkSet,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 5,
+        summary: c"Metadata cache: stores a link read from storage (a digest, or empty for absent) if the repository's generation is still gen and no hold runs. Returns 1 if stored, 0 if refused.",
+        complexity: c"O(1)",
+        since: c"0.3.0",
+        args: &[string(c"repo"), integer(c"gen"), string(c"path"), string(c"value")],
+        keys: &[keys(1, 1, RW | UPDATE)],
+    },
+    Command {
+        name: c"layercache.linkdrop",
+        id: Id::LinkDrop,
+        flags: c"write",
+        acl: c"write",
+        arity: -4,
+        summary: c"Metadata cache: removes the repository's links at or under each path (empty: all) and bumps its generation; hold-ms > 0 begins a write, and no fill is stored until LINKDONE or hold-ms. Returns how many links it removed.",
+        complexity: c"O(1) per link path; O(N) for a directory, N the repository's cached links",
+        since: c"0.3.0",
+        args: &[string(c"repo"), integer(c"hold-ms"), strings(c"path")],
+        keys: &[keys(1, 1, RW | UPDATE)],
+    },
+    Command {
+        name: c"layercache.linkdone",
+        id: Id::LinkDone,
+        flags: c"write",
+        acl: c"write",
+        arity: -3,
+        summary: c"Metadata cache: ends a write LINKDROP began; removes the links at or under path again and, with a value, stores it when no other write is in flight. Returns 1 if stored.",
+        complexity: c"O(1) for a link; O(N) for a directory, N the repository's cached links",
+        since: c"0.3.0",
+        args: &[string(c"repo"), string(c"path"), optional_string(c"value")],
+        keys: &[keys(1, 1, RW | UPDATE)],
+    },
+    Command {
+        name: c"layercache.data",
+        id: Id::Data,
+        flags: READ,
+        acl: ACL_READ,
+        arity: -2,
+        summary: c"Metadata cache: returns a blob's cached bytes (a manifest), or null. WITHTTL returns [bytes, milliseconds until the key expires].",
+        complexity: c"O(1)",
+        since: c"0.3.0",
+        args: &[string(c"digest"), optional_token(c"WITHTTL")],
+        keys: &[keys(1, 1, RO | ACCESS)],
+    },
+    Command {
+        name: c"layercache.setdata",
+        id: Id::SetData,
+        flags: WRITE,
+        acl: ACL_WRITE,
+        arity: 3,
+        summary: c"Metadata cache: keeps a blob's bytes (at most 4 MiB), which must hash to its digest.",
+        complexity: c"O(N) where N is the size of the bytes (they are hashed)",
+        since: c"0.3.0",
+        args: &[string(c"digest"), string(c"bytes")],
+        keys: &[keys(1, 1, RW | UPDATE)],
     },
 ];

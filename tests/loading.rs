@@ -44,7 +44,9 @@ mod versions {
         redis::cmd("ACL").arg("CAT").arg(category).query(c).unwrap()
     }
 
-    const READS: [&str; 6] = [
+    const READS: [&str; 8] = [
+        "layercache.link",
+        "layercache.data",
         "layercache.contains",
         "layercache.mcontains",
         "layercache.meta",
@@ -52,7 +54,11 @@ mod versions {
         "layercache.stat",
         "layercache.repostat",
     ];
-    const WRITES: [&str; 9] = [
+    const WRITES: [&str; 13] = [
+        "layercache.linkset",
+        "layercache.linkdrop",
+        "layercache.linkdone",
+        "layercache.setdata",
         "layercache.add",
         "layercache.setmeta",
         "layercache.setdescriptor",
@@ -81,8 +87,20 @@ mod versions {
         let mut c = s.client();
         let expected = |cmd: &str| -> Vec<&str> {
             let kind = if READS.contains(&cmd) { "@read" } else { "@write" };
-            let slow = matches!(cmd, "layercache.mcontains" | "layercache.purge" | "layercache.droprepo" | "layercache.index");
-            if slow { vec![kind] } else { vec![kind, "@fast"] }
+            let slow = matches!(
+                cmd,
+                "layercache.mcontains"
+                    | "layercache.purge"
+                    | "layercache.droprepo"
+                    | "layercache.index"
+                    | "layercache.linkdrop"
+                    | "layercache.linkdone"
+            );
+            if slow {
+                vec![kind]
+            } else {
+                vec![kind, "@fast"]
+            }
         };
         for cmd in READS.iter().chain(&WRITES) {
             let info = run(&mut c, &["COMMAND", "INFO", cmd]).unwrap();
@@ -161,10 +179,10 @@ fn module_load_into_a_running_server() {
     let path = module_path().to_string_lossy().into_owned();
     assert_eq!(run(&mut c, &["MODULE", "LOAD", &path, "ttl", "30", "scheme", scheme().name()]).unwrap(), Value::Okay);
     assert_eq!(run(&mut c, &["LAYERCACHE.ADD", "a/b", D1]).unwrap(), Value::Int(1));
-    assert_eq!(run(&mut c, &["CONFIG", "GET", "layercache.ttl"]).unwrap(), Value::Array(vec![
-        Value::BulkString(b"layercache.ttl".to_vec()),
-        Value::BulkString(b"30".to_vec()),
-    ]));
+    assert_eq!(
+        run(&mut c, &["CONFIG", "GET", "layercache.ttl"]).unwrap(),
+        Value::Array(vec![Value::BulkString(b"layercache.ttl".to_vec()), Value::BulkString(b"30".to_vec()),])
+    );
     let modules = strings(&run(&mut c, &["MODULE", "LIST"]).unwrap());
     assert!(modules.iter().any(|m| m == "layercache"), "{modules:?}");
 }

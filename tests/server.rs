@@ -70,6 +70,12 @@ fn command_info_and_docs_describe_every_command() {
         ("layercache.purge", -2, &["write"], "fast", &["digest"]),
         ("layercache.droprepo", 2, &["write"], "fast", &["repo"]),
         ("layercache.index", -2, &["write"], "fast", &["cursor", "count"]),
+        ("layercache.link", -3, &["readonly", "fast"], "write", &["repo", "path", "WITHTTL"]),
+        ("layercache.linkset", 5, &["write", "denyoom", "fast"], "readonly", &["repo", "gen", "path", "value"]),
+        ("layercache.linkdrop", -4, &["write"], "fast", &["repo", "hold-ms", "path"]),
+        ("layercache.linkdone", -3, &["write"], "fast", &["repo", "path", "value"]),
+        ("layercache.data", -2, &["readonly", "fast"], "write", &["digest", "WITHTTL"]),
+        ("layercache.setdata", 3, &["write", "denyoom", "fast"], "readonly", &["digest", "bytes"]),
     ];
     let described: Vec<&str> = table.iter().map(|row| row.0).collect();
     assert_eq!(described, COMMANDS, "the table describes every command");
@@ -143,13 +149,14 @@ fn module_writes_count_keyspace_stats_as_the_plain_commands_do() {
     };
     run(&mut c, &["SET", &bad, "x"]).unwrap();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
-    let freqs = |c: &mut redis::Connection| -> Vec<i64> { keys.iter().map(|k| redis::cmd("OBJECT").arg("FREQ").arg(k).query(c).unwrap()).collect() };
+    let freqs = |c: &mut redis::Connection| -> Vec<i64> {
+        keys.iter().map(|k| redis::cmd("OBJECT").arg("FREQ").arg(k).query(c).unwrap()).collect()
+    };
     let freq_before = freqs(&mut c);
     let e = error(&mut c, &[b"LAYERCACHE.REPOSETDESCRIPTOR", b"team/app", D3.as_bytes(), D3.as_bytes(), b"1", b"application/json"]);
     assert!(e.starts_with("WRONGTYPE"), "{e}");
     assert_eq!(freqs(&mut c), freq_before);
 }
-
 
 /// What Redis does not tell tracking clients (Redis 7.0 sends nothing for SWAPDB), the
 /// module announces on `__layercache__:events`, for client-side caches to empty.

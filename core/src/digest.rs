@@ -60,11 +60,7 @@ pub fn parse(bytes: &[u8]) -> Result<Digest<'_>, InputError> {
     let Some(expected) = hex_len(algorithm) else {
         // go-digest: an unknown algorithm is "unsupported" only if the digest is
         // otherwise well formed.
-        return Err(if is_algorithm(algorithm) && is_encoded(encoded) {
-            InputError::DigestUnsupported
-        } else {
-            InputError::DigestFormat
-        });
+        return Err(if is_algorithm(algorithm) && is_encoded(encoded) { InputError::DigestUnsupported } else { InputError::DigestFormat });
     };
     if encoded.len() != expected {
         return Err(InputError::DigestLength);
@@ -99,6 +95,22 @@ pub fn alias<'a>(key: Digest<'a>, canonical: Digest<'a>) -> Result<Option<Digest
     } else {
         Ok(Some(canonical))
     }
+}
+
+/// Whether `content` hashes to `digest` (SETDATA: the cache holds a blob's bytes only
+/// under their own digest).
+pub fn matches(digest: Digest, content: &[u8]) -> bool {
+    use sha2::Digest as _;
+    fn hex(sum: &[u8]) -> Vec<u8> {
+        sum.iter().flat_map(|b| [b"0123456789abcdef"[usize::from(b >> 4)], b"0123456789abcdef"[usize::from(b & 15)]]).collect()
+    }
+    let sum = match digest.algorithm() {
+        b"sha256" => hex(&sha2::Sha256::digest(content)),
+        b"sha384" => hex(&sha2::Sha384::digest(content)),
+        b"sha512" => hex(&sha2::Sha512::digest(content)),
+        _ => return false,
+    };
+    digest.as_bytes()[digest.colon + 1..] == sum[..]
 }
 
 /// `[a-zA-Z0-9=_-]+`
@@ -159,6 +171,17 @@ mod tests {
         for (n, key, canonical, want) in cases {
             assert_eq!(alias(key, canonical), want, "case {n}");
         }
+    }
+
+    #[test]
+    fn content() {
+        // sha256("test"), as in go-digest's FromString.
+        let d = format!("sha256:{HEX64}");
+        let d = parse(d.as_bytes()).unwrap();
+        assert!(matches(d, b"test"), "case 1");
+        assert!(!matches(d, b"test\n"), "case 2");
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        assert!(!matches(parse(sha512.as_bytes()).unwrap(), b"test"), "case 3");
     }
 
     #[test]

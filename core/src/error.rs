@@ -11,9 +11,14 @@ pub enum InputError {
     DigestUnsupported,
     /// Two digests of one blob share an algorithm but not a value (REPOSETDESCRIPTOR).
     DigestMismatch,
+    /// Bytes that do not hash to their digest (SETDATA).
+    DigestContent,
     Name(&'static str),
     /// `field` is `length` or `size`.
-    Size { field: &'static str, reason: &'static str },
+    Size {
+        field: &'static str,
+        reason: &'static str,
+    },
     Path(&'static str),
     MediaType(&'static str),
 }
@@ -25,7 +30,8 @@ impl InputError {
             InputError::DigestFormat
             | InputError::DigestLength
             | InputError::DigestUnsupported
-            | InputError::DigestMismatch => "DIGEST_INVALID",
+            | InputError::DigestMismatch
+            | InputError::DigestContent => "DIGEST_INVALID",
             InputError::Name(_) => "NAME_INVALID",
             InputError::Size { .. } => "SIZE_INVALID",
             InputError::Path(_) | InputError::MediaType(_) => "ERR",
@@ -41,6 +47,7 @@ impl fmt::Display for InputError {
             InputError::DigestLength => write!(f, "{code} invalid checksum digest length"),
             InputError::DigestUnsupported => write!(f, "{code} unsupported digest algorithm"),
             InputError::DigestMismatch => write!(f, "{code} digests differ but algorithm does not"),
+            InputError::DigestContent => write!(f, "{code} content does not match digest"),
             InputError::Name(reason) => write!(f, "{code} {reason}"),
             InputError::Size { field, reason } => write!(f, "{code} invalid {field}: {reason}"),
             InputError::Path(reason) => write!(f, "{code} invalid path: {reason}"),

@@ -56,6 +56,12 @@ pub fn repository_hash(repo: Repo, digest: Digest) -> KeyName {
     KeyName::of([b"repository::", repo.as_bytes(), b"::blobs::", digest.as_bytes()])
 }
 
+/// `repository::<repo>::links`: HASH of the repository's cached links (the metadata
+/// cache, DESIGN.md section 7): a field per link path, and `gen`, `hold` and `writes` (the module's `store::meta` says why).
+pub fn links(repo: Repo) -> KeyName {
+    KeyName::of([b"repository::", repo.as_bytes(), b"::links"])
+}
+
 /// `layercache::repos::<digest>`: HASH whose fields are the repositories holding
 /// `digest` (values `""`): layercache's reverse index, under a prefix of its own so that
 /// registry users granted `~blobs::*` never see which other repositories hold a blob.
@@ -110,11 +116,9 @@ mod tests {
         let repo = Repo::parse(b"library/ubuntu").unwrap();
         assert_eq!(membership_set(repo).as_bytes(), b"repository::library/ubuntu::blobs");
         assert_eq!(blob_hash(digest).as_bytes(), format!("blobs::{d}").as_bytes());
-        assert_eq!(
-            repository_hash(repo, digest).as_bytes(),
-            format!("repository::library/ubuntu::blobs::{d}").as_bytes()
-        );
+        assert_eq!(repository_hash(repo, digest).as_bytes(), format!("repository::library/ubuntu::blobs::{d}").as_bytes());
         assert_eq!(reverse_index(digest).as_bytes(), format!("layercache::repos::{d}").as_bytes());
+        assert_eq!(links(repo).as_bytes(), b"repository::library/ubuntu::links");
         assert_eq!(repo_field(repo).as_bytes(), b"repo:library/ubuntu");
     }
 

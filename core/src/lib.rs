@@ -7,6 +7,7 @@
 pub mod digest;
 pub mod error;
 pub mod keys;
+pub mod link;
 pub mod repo;
 pub mod value;
 

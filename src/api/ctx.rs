@@ -97,6 +97,12 @@ impl Ctx {
     }
 }
 
+/// The server's clock, in Unix milliseconds (`RedisModule_Milliseconds`).
+pub fn now_ms() -> i64 {
+    // SAFETY: the function table is filled at load and never changes; no arguments.
+    unsafe { raw::RedisModule_Milliseconds.unwrap()() }
+}
+
 fn flags(ctx: *mut RedisModuleCtx) -> c_int {
     // SAFETY: a live ctx, or NULL, which GetContextFlags accepts (server-wide flags).
     unsafe { raw::RedisModule_GetContextFlags.unwrap()(ctx) }

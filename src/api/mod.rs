@@ -31,7 +31,7 @@ use redis_module::raw::{RedisModuleCtx, RedisModuleString};
 pub(crate) use call::call;
 pub use call::Reply;
 pub use config::{load_configs, register_bool, register_enum, register_numeric, BoolConfig, EnumConfig, NumericConfig};
-pub use ctx::{replica_or_loading, Ctx};
+pub use ctx::{now_ms, replica_or_loading, Ctx};
 pub use events::{after_notification, announce_dataset_events, register_filter, subscribe_to_writes, FilterArgs};
 pub use key::{KeyType, WriteKey};
 pub(crate) use module::module;

@@ -41,13 +41,17 @@ impl Store for Blob {
     }
 
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
-        let Some([path, length]) = ctx.hash_get(&digest.arg, [&PATH, &LENGTH])? else { return Ok(None) };
+        let Some([path, length]) = ctx.hash_get(&digest.arg, [&PATH, &LENGTH])? else {
+            return Ok(None);
+        };
         meta_of(&digest.arg, path, length)
     }
 
     fn lookup<'c>(&self, ctx: &'c Ctx, repo: RepoArg, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
         let field = field(ctx, repo);
-        let Some([Some(_), path, length]) = ctx.hash_get(&digest.arg, [&field, &PATH, &LENGTH])? else { return Ok(None) };
+        let Some([Some(_), path, length]) = ctx.hash_get(&digest.arg, [&field, &PATH, &LENGTH])? else {
+            return Ok(None);
+        };
         meta_of(&digest.arg, path, length)
     }
 
@@ -56,7 +60,9 @@ impl Store for Blob {
     }
 
     fn stat<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
-        let Some([d, size, mediatype]) = ctx.hash_get(&digest.arg, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
+        let Some([d, size, mediatype]) = ctx.hash_get(&digest.arg, [&DIGEST, &SIZE, &MEDIATYPE])? else {
+            return Ok(None);
+        };
         descriptor_of(&digest.arg, d, size, mediatype)
     }
 
@@ -114,6 +120,15 @@ impl Store for Blob {
     /// This scheme keeps no per-repository index.
     fn drop_repo(&self, _: &Ctx, _: RepoArg) -> Result<i64, Error> {
         Err(Error::Refused("ERR DROPREPO needs scheme distribution".into()))
+    }
+
+    /// The repository name itself, as the digest is a blob's: the key is the argument.
+    fn links_key<'c>(&self, ctx: &'c Ctx, repo: RepoArg, _: u64) -> Result<RString<'c>, Error> {
+        Ok(ctx.string(repo.repo.as_bytes()))
+    }
+
+    fn blob_key<'c>(&self, ctx: &'c Ctx, digest: DigestArg, _: u64) -> Result<RString<'c>, Error> {
+        Ok(ctx.string(digest.digest.as_bytes()))
     }
 
     /// Nothing to learn: plain-command registries write distribution's keys.

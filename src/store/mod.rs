@@ -10,9 +10,12 @@
 //! | a blob's meta and descriptor | hash `blobs::<digest>` | hash `<digest>` |
 //! | `repo` holds `digest` | set `repository::<repo>::blobs` ∋ digest (+ reverse index) | field `repo:<repo>` of `<digest>` |
 //! | its repository mediatype | hash `repository::<repo>::blobs::<digest>`, field `mediatype` | the value of `repo:<repo>` (`""`: none) |
+//! | `repo`'s cached links (`meta`) | hash `repository::<repo>::links` | hash `<repo>` |
+//! | a blob's cached bytes (`meta`) | field `data` of `blobs::<digest>` | field `data` of `<digest>` |
 
 mod blob;
 mod distribution;
+pub mod meta;
 
 use layercache_core::digest::{self, Digest};
 use layercache_core::repo::Repo;
@@ -30,7 +33,13 @@ pub static SIZE: Field = Field::new(c"size");
 pub static MEDIATYPE: Field = Field::new(c"mediatype");
 /// The empty value: of an index field, of a blob-scheme membership without a mediatype.
 pub static EMPTY: Field = Field::new(c"");
-static FIELDS: [&Field; 6] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE, &EMPTY];
+/// The metadata cache's fields (`meta`): a blob's bytes; a links hash's generation, its
+/// writes in flight and when they lapse.
+pub static DATA: Field = Field::new(c"data");
+pub static GEN: Field = Field::new(c"gen");
+pub static HOLD: Field = Field::new(c"hold");
+pub static WRITES: Field = Field::new(c"writes");
+static FIELDS: [&Field; 10] = [&PATH, &LENGTH, &DIGEST, &SIZE, &MEDIATYPE, &EMPTY, &DATA, &GEN, &HOLD, &WRITES];
 
 /// A validated repository argument and its Redis string.
 #[derive(Clone, Copy)]
@@ -116,6 +125,12 @@ pub trait Store: Sync {
     fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error>;
     /// One `LAYERCACHE.INDEX` page: the next cursor and how many memberships were new.
     fn index(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error>;
+    /// The hash of `repo`'s cached links, once the user may access it as `flags` say
+    /// (`api::KEY_*`).
+    fn links_key<'c>(&self, ctx: &'c Ctx, repo: RepoArg, flags: u64) -> Result<RString<'c>, Error>;
+    /// The blob's hash, whose field `data` holds its cached bytes, once the user may
+    /// access it as `flags` say.
+    fn blob_key<'c>(&self, ctx: &'c Ctx, digest: DigestArg, flags: u64) -> Result<RString<'c>, Error>;
 }
 
 /// Makes the field names and sets the scheme's store up; called once at load, after
@@ -152,7 +167,9 @@ fn corrupt(key: &dyn AsString) -> Error {
 
 /// Meta from a blob hash's `path` and `length` (`None` when either is missing).
 fn meta_of<'c>(key: &dyn AsString, path: Option<RString<'c>>, length: Option<RString<'c>>) -> Result<Option<Meta<'c>>, Error> {
-    let (Some(path), Some(length)) = (path, length) else { return Ok(None) };
+    let (Some(path), Some(length)) = (path, length) else {
+        return Ok(None);
+    };
     let length = length.to_integer().ok_or_else(|| corrupt(key))?;
     Ok(Some(Meta { path, length }))
 }
@@ -165,7 +182,9 @@ fn descriptor_of<'c>(
     size: Option<RString<'c>>,
     mediatype: Option<RString<'c>>,
 ) -> Result<Option<Descriptor<'c>>, Error> {
-    let (Some(digest), Some(size)) = (digest, size) else { return Ok(None) };
+    let (Some(digest), Some(size)) = (digest, size) else {
+        return Ok(None);
+    };
     let size = size.to_integer().filter(|&n| n >= 0).ok_or_else(|| corrupt(key))?;
     digest::parse(digest.as_bytes()).map_err(|_| corrupt(key))?;
     Ok(Some(Descriptor { digest, size, mediatype }))

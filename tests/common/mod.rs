@@ -11,7 +11,7 @@ pub const D2: &str = "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076db
 pub const D3: &str = "sha256:fd61a03af4f77d870fc21e05e7e80678095c92d808cfb3b5c279ee04c74aca13";
 
 /// Every command the module registers (its tests' one list of them).
-pub const COMMANDS: [&str; 15] = [
+pub const COMMANDS: [&str; 21] = [
     "layercache.add",
     "layercache.contains",
     "layercache.mcontains",
@@ -27,6 +27,12 @@ pub const COMMANDS: [&str; 15] = [
     "layercache.purge",
     "layercache.droprepo",
     "layercache.index",
+    "layercache.link",
+    "layercache.linkset",
+    "layercache.linkdrop",
+    "layercache.linkdone",
+    "layercache.data",
+    "layercache.setdata",
 ];
 
 /// The hash of a blob in the current scheme.
@@ -48,9 +54,7 @@ pub fn holds(c: &mut Connection, repo: &str, digest: &str) -> bool {
 /// The repository's mediatype for `digest`, read with plain commands (None: no field).
 pub fn repo_mediatype(c: &mut Connection, repo: &str, digest: &str) -> Option<String> {
     match scheme() {
-        Scheme::Distribution => {
-            redis::cmd("HGET").arg(format!("repository::{repo}::blobs::{digest}")).arg("mediatype").query(c).unwrap()
-        }
+        Scheme::Distribution => redis::cmd("HGET").arg(format!("repository::{repo}::blobs::{digest}")).arg("mediatype").query(c).unwrap(),
         Scheme::Blob => redis::cmd("HGET").arg(digest).arg(format!("repo:{repo}")).query(c).unwrap(),
     }
 }

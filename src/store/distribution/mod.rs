@@ -14,9 +14,8 @@ use layercache_core::repo::Repo;
 mod learn;
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one,
-    Descriptor, DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH,
-    SIZE,
+    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one, Descriptor,
+    DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, WriteKey, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
 use crate::error::Error;
@@ -119,7 +118,9 @@ impl Store for Distribution {
     fn meta<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Meta<'c>>, Error> {
         let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, KEY_READ)])?;
-        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else { return Ok(None) };
+        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else {
+            return Ok(None);
+        };
         meta_of(&blob, path, length)
     }
 
@@ -129,7 +130,9 @@ impl Store for Distribution {
         if !sismember(ctx, &members, digest.arg)? {
             return Ok(None);
         }
-        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else { return Ok(None) };
+        let Some([path, length]) = ctx.hash_get(&blob, [&PATH, &LENGTH])? else {
+            return Ok(None);
+        };
         meta_of(&blob, path, length)
     }
 
@@ -143,7 +146,9 @@ impl Store for Distribution {
     fn stat<'c>(&self, ctx: &'c Ctx, digest: DigestArg) -> Result<Option<Descriptor<'c>>, Error> {
         let blob = blob_hash(ctx, digest.digest);
         check_acl(ctx, [(&blob, KEY_READ)])?;
-        let Some([d, size, mediatype]) = ctx.hash_get(&blob, [&DIGEST, &SIZE, &MEDIATYPE])? else { return Ok(None) };
+        let Some([d, size, mediatype]) = ctx.hash_get(&blob, [&DIGEST, &SIZE, &MEDIATYPE])? else {
+            return Ok(None);
+        };
         descriptor_of(&blob, d, size, mediatype)
     }
 
@@ -271,6 +276,18 @@ impl Store for Distribution {
         let mut doomed: Vec<_> = once(members.as_ptr()).chain(repo_hashes.iter().map(RString::as_ptr)).collect();
         call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
         Ok(held)
+    }
+
+    fn links_key<'c>(&self, ctx: &'c Ctx, repo: RepoArg, flags: u64) -> Result<RString<'c>, Error> {
+        let links = ctx.string(keys::links(repo.repo).as_bytes());
+        check_acl(ctx, [(&links, flags)])?;
+        Ok(links)
+    }
+
+    fn blob_key<'c>(&self, ctx: &'c Ctx, digest: DigestArg, flags: u64) -> Result<RString<'c>, Error> {
+        let blob = blob_hash(ctx, digest.digest);
+        check_acl(ctx, [(&blob, flags)])?;
+        Ok(blob)
     }
 
     fn index(&self, ctx: &Ctx, cursor: &[u8], count: i64) -> Result<(Vec<u8>, i64), Error> {

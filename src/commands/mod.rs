@@ -8,14 +8,16 @@
 
 use std::collections::HashSet;
 
-use layercache_core::digest;
 use layercache_core::repo::Repo;
-use layercache_core::value;
+use layercache_core::{digest, value};
 
 use crate::api::{Args, Ctx, RString};
 use crate::command_info::Id;
 use crate::error::Error;
 use crate::store::{store, Descriptor, DigestArg, Meta, NewDescriptor, RepoArg};
+
+mod meta;
+use meta::{data, link, linkdone, linkdrop, linkset, setdata};
 
 /// Hits and misses of one call, for `INFO layercache`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +58,12 @@ pub const fn handler(id: Id) -> Handler {
         Id::Purge => purge,
         Id::DropRepo => droprepo,
         Id::Index => index,
+        Id::Link => link,
+        Id::LinkSet => linkset,
+        Id::LinkDrop => linkdrop,
+        Id::LinkDone => linkdone,
+        Id::Data => data,
+        Id::SetData => setdata,
     }
 }
 
@@ -219,9 +227,10 @@ pub fn index(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     }
     let count = match args.len() {
         2 => 100,
-        3 => value::parse_size(args.bytes(2), "count").ok().filter(|n| (1..=MAX_INDEX_COUNT).contains(n)).ok_or_else(|| {
-            Error::Refused(format!("ERR count must be 1..{MAX_INDEX_COUNT}").into())
-        })?,
+        3 => value::parse_size(args.bytes(2), "count")
+            .ok()
+            .filter(|n| (1..=MAX_INDEX_COUNT).contains(n))
+            .ok_or_else(|| Error::Refused(format!("ERR count must be 1..{MAX_INDEX_COUNT}").into()))?,
         _ => return Err(Error::Refused("ERR syntax error".into())),
     };
     let (next, indexed) = store().index(ctx, cursor, count)?;
