@@ -291,7 +291,7 @@ pub const COMMANDS: &[Command] = &[
         flags: c"write",
         acl: c"write",
         arity: 2,
-        summary: c"Removes a deleted repository from the cache. Returns how many digests it held.",
+        summary: c"Removes a deleted repository from the cache: its memberships, repository hashes and cached links. Returns how many digests it held.",
         complexity: c"O(N) where N is the number of digests the repository held",
         since: c"0.1.0",
         args: &[string(c"repo")],

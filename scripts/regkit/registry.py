@@ -19,10 +19,11 @@ class Registry:
     params more storage.cache keys. storage is the driver's section (a filesystem store
     under work by default; S3.storage() for S3), redirect False turns storage redirects
     off, secret is http.secret (one for every registry behind a round robin), env more
-    environment."""
+    environment; metadata True turns the metadata cache on (the storage middleware
+    layercache of the registries of `make registry`)."""
 
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
-                 storage=None, redirect=True, secret=None, env=None):
+                 storage=None, redirect=True, secret=None, env=None, metadata=False):
         self.port, self.debug_port = free_port(), free_port()
         self.binary, self.name, self._conns = binary, name, threading.local()
         self.config = os.path.join(work, f"{name}.json")
@@ -39,6 +40,8 @@ class Registry:
                      "debug": {"addr": f"127.0.0.1:{self.debug_port}", "prometheus": {"enabled": True, "path": "/metrics"}},
                      **({"secret": secret} if secret else {})},
         }
+        if metadata:
+            config["middleware"] = {"storage": [{"name": "layercache"}]}
         with open(self.config, "w") as f:
             json.dump(config, f, indent=2)  # JSON is YAML
         self.log_path = os.path.join(work, f"{name}.log")

@@ -14,7 +14,7 @@ use layercache_core::repo::Repo;
 mod learn;
 
 use super::{
-    delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one, Descriptor,
+    meta, delete_descriptor, descriptor_of, expect_types, expire, expire_open, meta_of, write_descriptor, write_meta, write_one, Descriptor,
     DigestArg, Meta, NewDescriptor, RepoArg, RepoMediatype, RepoView, Store, DIGEST, EMPTY, LENGTH, MEDIATYPE, PATH, SIZE,
 };
 use crate::api::{call, ArgString, AsString, Ctx, KeyType, RString, WriteKey, KEY_DELETE, KEY_INSERT, KEY_READ, KEY_UPDATE};
@@ -76,6 +76,29 @@ pub(super) fn command<T>(ctx: &Ctx, writes: bool, run: impl FnOnce() -> T) -> T 
         learn::apply(ctx);
     }
     learn::as_module(run)
+}
+
+/// DROPREPO's memberships: the set `members` of `repo`, its repository hashes and its
+/// entries in the reverse indexes; how many digests it held.
+fn drop_memberships(ctx: &Ctx, repo: RepoArg, members: &RString) -> Result<i64, Error> {
+    let (mut held, mut repo_hashes, mut indexes) = (0, vec![], vec![]);
+    ctx.for_each_member(members, |member| {
+        held += 1;
+        // A member that is not a digest names no key of ours.
+        if let Ok(digest) = digest::parse(member) {
+            repo_hashes.push(repository_hash(ctx, repo.repo, digest));
+            indexes.push(reverse_index(ctx, digest));
+        }
+    });
+    check_acl(ctx, repo_hashes.iter().map(|k| (k, KEY_DELETE)))?;
+    expect_types(ctx, repo_hashes.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
+    // The index entries go on the repository's behalf; their keys keep their expiry.
+    for index in &indexes {
+        ctx.open_write(index).hdel(&[&repo.arg])?;
+    }
+    let mut doomed: Vec<_> = once(members.as_ptr()).chain(repo_hashes.iter().map(RString::as_ptr)).collect();
+    call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
+    Ok(held)
 }
 
 impl Store for Distribution {
@@ -250,31 +273,20 @@ impl Store for Distribution {
         Ok(purged)
     }
 
+    /// The repository's cached links go too (their generation stays, so that no fill
+    /// read before the drop is stored after it).
     fn drop_repo(&self, ctx: &Ctx, repo: RepoArg) -> Result<i64, Error> {
-        let members = membership_set(ctx, repo.repo);
+        let (members, links) = (membership_set(ctx, repo.repo), self.links_key(ctx, repo, KEY_DELETE)?);
         check_acl(ctx, [(&members, KEY_DELETE)])?;
-        match ctx.key_type(&members) {
-            KeyType::Empty => return Ok(0),
-            KeyType::Set => {}
+        expect_types(ctx, [(&links as &dyn AsString, KeyType::Hash)])?;
+        let held = match ctx.key_type(&members) {
+            KeyType::Empty => 0,
+            KeyType::Set => drop_memberships(ctx, repo, &members)?,
             _ => return Err(Error::WrongType),
+        };
+        if ctx.key_type(&links) != KeyType::Empty {
+            meta::link_drop(ctx, &links, &[b""], 0)?;
         }
-        let (mut held, mut repo_hashes, mut indexes) = (0, vec![], vec![]);
-        ctx.for_each_member(&members, |member| {
-            held += 1;
-            // A member that is not a digest names no key of ours.
-            if let Ok(digest) = digest::parse(member) {
-                repo_hashes.push(repository_hash(ctx, repo.repo, digest));
-                indexes.push(reverse_index(ctx, digest));
-            }
-        });
-        check_acl(ctx, repo_hashes.iter().map(|k| (k, KEY_DELETE)))?;
-        expect_types(ctx, repo_hashes.iter().chain(&indexes).map(|k| (k as &dyn AsString, KeyType::Hash)))?;
-        // The index entries go on the repository's behalf; their keys keep their expiry.
-        for index in &indexes {
-            ctx.open_write(index).hdel(&[&repo.arg])?;
-        }
-        let mut doomed: Vec<_> = once(members.as_ptr()).chain(repo_hashes.iter().map(RString::as_ptr)).collect();
-        call!(ctx, c"DEL", c"!v", doomed.as_mut_ptr(), doomed.len()).check()?;
         Ok(held)
     }
 
