@@ -61,12 +61,14 @@ registry: go
 # registry built with the Go provider (make registry), on an ACL user, through Sentinel
 # failovers (plain and TLS), a Redis outage, resharding and a failover on Redis Cluster,
 # and with the local tier on two registries; then both lines on S3 (moto's server,
-# installed into build/moto from PyPI): push, pull, delete and GC with the tier.
+# installed into build/moto from PyPI): push, pull, delete and GC with the tier; then
+# the metadata cache on two registries per line, every write path read back at once.
 test-registry: release registry
 	@scripts/deps.sh docker-registry:docker-registry skopeo:skopeo python3:python3 openssl:openssl
 	scripts/test-registry.py --with-provider
 	scripts/test-registry-ha.py
 	scripts/test-registry-s3.py
+	scripts/test-metadata.py
 
 # The cache is invisible: one seeded random sequence of registry API calls to a registry
 # with no cache and to round-robin pairs with layercache and the tier and with the

@@ -16,7 +16,8 @@ import (
 // Metadata is the metadata cache (DESIGN.md section 7): a registry's storage reads of
 // a repository's links (tags, manifest revisions, layers; present or absent) and of
 // manifest bytes, served from Redis. Each line's storage driver middleware (dist2,
-// dist3) hands it the driver's GetContent, Reader, PutContent, Delete and Move.
+// dist3) hands it the driver's GetContent, Reader, PutContent, Delete and Move; a nil
+// *Metadata passes them to storage alone.
 //
 // Why it is exact across instances: the module keeps a generation per repository, so a
 // fill of what was read from storage is refused once a write dropped the link since
@@ -59,6 +60,9 @@ type Storage struct {
 // GetContent returns the content at path, from the cache when it holds it, else from
 // read, whose answer then fills the cache (a link, present or absent; a manifest).
 func (m *Metadata) GetContent(ctx context.Context, path string, s Storage, read func() ([]byte, error)) ([]byte, error) {
+	if m == nil {
+		return read()
+	}
 	p := placeOf(path)
 	switch {
 	case p.data != "":
@@ -96,7 +100,7 @@ func (m *Metadata) link(ctx context.Context, p place, s Storage, read func() ([]
 // through open and kept once read to its end. Layers are never kept.
 func (m *Metadata) Reader(ctx context.Context, path string, offset int64, open func() (io.ReadCloser, error)) (io.ReadCloser, error) {
 	p := placeOf(path)
-	if _, manifest := ManifestRoute(ctx); p.data == "" || offset != 0 || !manifest {
+	if _, manifest := ManifestRoute(ctx); m == nil || p.data == "" || offset != 0 || !manifest {
 		return open()
 	}
 	if content, err := m.c.Data(ctx, p.data); err == nil {
@@ -152,7 +156,7 @@ func (m *Metadata) data(ctx context.Context, dgst digest.Digest, read func() ([]
 // link is dropped, and the next read fills it.
 func (m *Metadata) PutContent(ctx context.Context, path string, content []byte, write func() error) error {
 	p := placeOf(path)
-	if p.repo == "" {
+	if m == nil || p.repo == "" {
 		return write() // blob data is content-addressed: nothing cached changes
 	}
 	var value *string
@@ -168,6 +172,7 @@ func (m *Metadata) PutContent(ctx context.Context, path string, content []byte, 
 func (m *Metadata) Delete(ctx context.Context, path string, remove func() error) error {
 	p := placeOf(path)
 	switch {
+	case m == nil:
 	case p.repo != "":
 		return m.write(ctx, p, nil, remove)
 	case p.data != "":
@@ -183,7 +188,7 @@ func (m *Metadata) Delete(ctx context.Context, path string, remove func() error)
 // Move moves src to dst through move, bracketed for the cache when dst is a
 // repository's (an upload's move to a blob's data changes nothing cached).
 func (m *Metadata) Move(ctx context.Context, src, dst string, move func() error) error {
-	if p := placeOf(dst); p.repo != "" {
+	if p := placeOf(dst); m != nil && p.repo != "" {
 		return m.write(ctx, p, nil, move)
 	}
 	return move()

@@ -99,32 +99,32 @@ func CollectGarbage(ctx context.Context, config *configuration.Configuration, op
 	if err != nil {
 		return 0, 0, fmt.Errorf("failed to construct %s driver: %w", config.Storage.Type(), err)
 	}
-	rec := &deletions{StorageDriver: raw}
+	rec := &Deletions{StorageDriver: raw}
 	registry, err := storage.NewRegistry(ctx, rec)
 	if err != nil {
 		return 0, 0, fmt.Errorf("failed to construct registry: %w", err)
 	}
 	err = storage.MarkAndSweep(ctx, rec, registry, opts)
-	blobs, links, purgeErr := c.Metadata(0).Collected(ctx, rec.paths)
+	blobs, links, purgeErr := c.Metadata(0).Collected(ctx, rec.Paths)
 	if err == nil && purgeErr != nil {
 		err = fmt.Errorf("layercache: purging what garbage collection deleted: %w", purgeErr)
 	}
 	return blobs, links, err
 }
 
-// deletions is a driver that notes each path it deleted.
-type deletions struct {
+// Deletions is a driver that notes each path it deleted (garbage collection's).
+type Deletions struct {
 	storagedriver.StorageDriver
 	mu    sync.Mutex
-	paths []string
+	Paths []string
 }
 
-func (d *deletions) Delete(ctx context.Context, path string) error {
+func (d *Deletions) Delete(ctx context.Context, path string) error {
 	err := d.StorageDriver.Delete(ctx, path)
 	var notFound storagedriver.PathNotFoundError
 	if err == nil || errors.As(err, &notFound) {
 		d.mu.Lock()
-		d.paths = append(d.paths, path)
+		d.Paths = append(d.Paths, path)
 		d.mu.Unlock()
 	}
 	return err
