@@ -88,7 +88,7 @@ func New(o Options) (*Client, error) {
 	}
 	c.topo = d
 	if o.LocalEntries > 0 {
-		c.tier = newTier(o.LocalEntries, o.LocalLease)
+		c.tier = newTier(o.LocalEntries, o.LocalBytes, o.LocalLease)
 		c.tracker = newTracker(c.tier, d, o)
 		go c.tracker.run()
 	}
@@ -106,13 +106,13 @@ func (c *Client) Close() error {
 // Stat returns the global descriptor of dgst (LAYERCACHE.STAT); ErrUnknown when the
 // cache holds none.
 func (c *Client) Stat(ctx context.Context, dgst digest.Digest) (Descriptor, error) {
-	return c.stat(ctx, entryKey{"", dgst}, "LAYERCACHE.STAT", dgst)
+	return c.stat(ctx, entryKey{dgst: dgst}, "LAYERCACHE.STAT", dgst)
 }
 
 // RepoStat returns the descriptor as repo sees it (LAYERCACHE.REPOSTAT): ErrUnknown
 // unless the repository holds the blob.
 func (c *Client) RepoStat(ctx context.Context, repo string, dgst digest.Digest) (Descriptor, error) {
-	return c.stat(ctx, entryKey{repo, dgst}, "LAYERCACHE.REPOSTAT", repo, dgst)
+	return c.stat(ctx, entryKey{repo: repo, dgst: dgst}, "LAYERCACHE.REPOSTAT", repo, dgst)
 }
 
 // SetDescriptor stores the global descriptor of dgst (LAYERCACHE.SETDESCRIPTOR): digest

@@ -186,7 +186,7 @@ func TestSentinelFailover(t *testing.T) {
 			t.Fatalf("the tiered instance before the failover: %v, %v", got, err)
 		}
 	}
-	if !tier.tier.holds(entryKey{"team/app", blob}) {
+	if !tier.tier.holds(entryKey{repo: "team/app", dgst: blob}) {
 		t.Fatal("the tier does not hold the descriptor before the failover")
 	}
 	redistest.ReplicaSynced(t, sentinels[0])

@@ -269,20 +269,70 @@ type CachedLink struct {
 	Value         string
 }
 
-// Link returns the cached link at path of repo (LAYERCACHE.LINK); an error when Redis
-// did not answer.
+// Link returns the cached link at path of repo (LAYERCACHE.LINK), from the local tier
+// when it holds it; an error when Redis did not answer.
 func (c *Client) Link(ctx context.Context, repo, path string) (CachedLink, error) {
-	reply, _, err := c.call(ctx, digest.Digest(repo), "LAYERCACHE.LINK", repo, path)
+	k := entryKey{repo: repo, link: path}
+	reply, err := c.metadata(ctx, k, digest.Digest(repo), "LAYERCACHE.LINK", repo, path)
 	if err != nil {
 		return CachedLink{}, err
 	}
-	values, _ := reply.([]interface{})
-	if len(values) != 2 {
-		return CachedLink{}, fmt.Errorf("layercache: unexpected reply %v to LAYERCACHE.LINK", reply)
+	if reply.tier {
+		return CachedLink{Known: true, Absent: reply.value == "", Value: reply.value}, nil
 	}
-	gen, _ := values[0].(int64)
-	value, known := values[1].(string)
-	return CachedLink{Gen: gen, Known: known, Absent: known && value == "", Value: value}, nil
+	return CachedLink{Gen: reply.gen, Known: reply.known, Absent: reply.known && reply.value == "", Value: reply.value}, nil
+}
+
+// metadataReply is a LINK or DATA answer: from the tier (tier), or Redis's: known (or
+// not cached), its value and, of a LINK, the generation.
+type metadataReply struct {
+	tier, known bool
+	value       string
+	gen         int64
+}
+
+// metadata runs LINK or DATA (args) about k through the local tier, as stat runs a
+// Stat: a stored value when it may serve one, else Redis's (WITHTTL), which it then
+// stores unless tier.go's rules say not to. Only known values are stored.
+func (c *Client) metadata(ctx context.Context, k entryKey, route digest.Digest, args ...interface{}) (metadataReply, error) {
+	var t *ticket
+	if c.tier != nil {
+		if v, ok := c.tier.value(k); ok {
+			return metadataReply{tier: true, known: true, value: v}, nil
+		}
+		t = c.tier.begin(k)
+	}
+	sent := time.Now()
+	reply, epoch, err := c.call(ctx, route, append(args, "WITHTTL")...)
+	var r metadataReply
+	var ttl int64 = -1
+	switch values, _ := reply.([]interface{}); {
+	case err != nil && err != redis.Nil:
+	case k.link == dataEntry && len(values) == 2: // DATA: [bytes, ttl], or nil
+		r.value, r.known = values[0].(string)
+		ttl, _ = values[1].(int64)
+	case k.link == dataEntry:
+	case len(values) == 3: // LINK: [gen, entry, ttl]
+		r.gen, _ = values[0].(int64)
+		r.value, r.known = values[1].(string)
+		ttl, _ = values[2].(int64)
+	default:
+		err = fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
+	}
+	if c.tier != nil {
+		var e *entry
+		if err == nil && r.known {
+			e = &entry{value: r.value}
+			if ttl >= 0 {
+				e.expires = sent.Add(time.Duration(ttl) * time.Millisecond)
+			}
+		}
+		c.tier.finishEntry(t, epoch, e)
+	}
+	if err == redis.Nil {
+		err = nil
+	}
+	return r, err
 }
 
 // LinkSet fills the link at path of repo with value ("" absent) if the repository's
@@ -294,6 +344,7 @@ func (c *Client) LinkSet(ctx context.Context, repo string, gen int64, path, valu
 // LinkDrop drops the links at or under each path of repo (LAYERCACHE.LINKDROP); with
 // hold > 0 a write to them begins. ErrUnavailable when Redis was skipped.
 func (c *Client) LinkDrop(ctx context.Context, repo string, hold time.Duration, paths ...string) error {
+	defer c.forgetRepo(repo)
 	args := []interface{}{"LAYERCACHE.LINKDROP", repo, hold.Milliseconds()}
 	for _, p := range paths {
 		args = append(args, p)
@@ -304,6 +355,7 @@ func (c *Client) LinkDrop(ctx context.Context, repo string, hold time.Duration, 
 // LinkDone ends the write LinkDrop began at path of repo (LAYERCACHE.LINKDONE),
 // storing value when given and no other write is in flight.
 func (c *Client) LinkDone(ctx context.Context, repo, path string, value *string) error {
+	defer c.forgetRepo(repo)
 	args := []interface{}{"LAYERCACHE.LINKDONE", repo, path}
 	if value != nil {
 		args = append(args, *value)
@@ -311,18 +363,14 @@ func (c *Client) LinkDone(ctx context.Context, repo, path string, value *string)
 	return unavailable(c.call(ctx, digest.Digest(repo), args...))
 }
 
-// Data returns the blob's cached bytes (LAYERCACHE.DATA); ErrUnknown when the cache
-// holds none or Redis did not answer.
+// Data returns the blob's cached bytes (LAYERCACHE.DATA), from the local tier when it
+// holds them; ErrUnknown when the cache holds none or Redis did not answer.
 func (c *Client) Data(ctx context.Context, dgst digest.Digest) ([]byte, error) {
-	reply, _, err := c.call(ctx, dgst, "LAYERCACHE.DATA", dgst)
-	if err != nil {
+	reply, err := c.metadata(ctx, entryKey{dgst: dgst, link: dataEntry}, dgst, "LAYERCACHE.DATA", dgst)
+	if err != nil || !reply.known {
 		return nil, ErrUnknown
 	}
-	s, ok := reply.(string)
-	if !ok {
-		return nil, ErrUnknown
-	}
-	return []byte(s), nil
+	return []byte(reply.value), nil
 }
 
 // SetData keeps the blob's bytes (LAYERCACHE.SETDATA); a lost write is a miss later.
@@ -333,12 +381,21 @@ func (c *Client) SetData(ctx context.Context, dgst digest.Digest, content []byte
 // Purge removes every cache entry of dgst (LAYERCACHE.PURGE): after garbage
 // collection deleted the blob. It reports whether the cache held any.
 func (c *Client) Purge(ctx context.Context, dgst digest.Digest) (bool, error) {
+	defer c.forget(ctx, dgst)
 	reply, _, err := c.call(ctx, dgst, "LAYERCACHE.PURGE", dgst)
 	if err = unavailable(reply, 0, err); err != nil {
 		return false, err
 	}
 	n, _ := reply.(int64)
 	return n > 0, nil
+}
+
+// forgetRepo drops the tier's replies about repo once a write to its links is done:
+// the instance reads its own writes at once.
+func (c *Client) forgetRepo(repo string) {
+	if c.tier != nil {
+		c.tier.dropRepo(repo)
+	}
 }
 
 // unavailable is a write's error: ErrUnavailable for a skipped call.

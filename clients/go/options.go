@@ -65,8 +65,9 @@ type Options struct {
 	Logf func(format string, args ...interface{})
 
 	// LocalEntries > 0 turns on the local tier: up to that many Stat and repository
-	// Stat replies (hits and misses) kept in the process, least recently used evicted
-	// first, and served with no round trip (tier.go says when). The user needs
+	// Stat replies (hits and misses), and with the metadata cache links and manifests,
+	// kept in the process, least recently used evicted first, and served with no round
+	// trip (tier.go says when). The user needs
 	// +client|id, +client|tracking, +subscribe, +ping and the channels
 	// &__redis__:invalidate and &__layercache__:events. Not on Redis Cluster. Default
 	// 0: off.
@@ -74,6 +75,9 @@ type Options struct {
 	// LocalLease is how long the tier serves after its tracking connection last proved
 	// alive (default 500 ms; it is pinged every quarter of it).
 	LocalLease time.Duration
+	// LocalBytes bounds the bytes of the metadata cache's values (links, manifests)
+	// the tier holds, besides LocalEntries (default 64 MiB).
+	LocalBytes int
 }
 
 // DefaultLocalLease is the default Options.LocalLease: a tier whose tracking
@@ -95,6 +99,9 @@ func (o Options) withDefaults() Options {
 	setDuration(&o.LocalLease, DefaultLocalLease)
 	if o.FailAfter == 0 {
 		o.FailAfter = 3
+	}
+	if o.LocalBytes == 0 {
+		o.LocalBytes = 64 << 20
 	}
 	if o.Logf == nil {
 		o.Logf = log.Printf

@@ -10,17 +10,25 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// entryKey names a Stat reply: repo is "" for the global Stat.
+// entryKey names a reply: a Stat's (repo "" for the global Stat), or for the
+// metadata cache a link of repo (link its path, dgst "") or a blob's bytes (link
+// dataEntry).
 type entryKey struct {
 	repo string
 	dgst digest.Digest
+	link string
 }
 
-// entry is one Stat reply: a descriptor, or a miss (ErrUnknown).
+// dataEntry is the link of an entryKey that names a blob's bytes.
+const dataEntry = "data"
+
+// entry is one reply: a descriptor, or a miss (ErrUnknown); or a metadata value (a
+// link's digest, "" for absent; a blob's bytes).
 type entry struct {
-	key  entryKey
-	desc Descriptor
-	miss bool
+	key   entryKey
+	desc  Descriptor
+	miss  bool
+	value string
 	// expires is when the first key the reply was read from expires (zero: none).
 	expires time.Time
 }
@@ -34,7 +42,8 @@ type ticket struct {
 }
 
 // tier is the in-process tier, and why an entry it serves is still fresh: it holds up
-// to max Stat replies (hits and misses), least recently used evicted first, and
+// to max Stat replies (hits and misses) and metadata values (at most maxBytes of
+// them), least recently used evicted first, and
 //
 //   - serves only within its lease: the tracking connection (tracking.go) renews it
 //     each time a PING it sent comes back, to the PING's sending time plus the lease.
@@ -52,9 +61,14 @@ type ticket struct {
 //
 // An entry depends on the keys its command reads: a global Stat on the blob's
 // descriptor key, a repository Stat on that too and on the repository's set and its
-// repository hash (scheme distribution), or on the digest key alone (scheme blob).
+// repository hash (scheme distribution), or on the digest key alone (scheme blob); a
+// link on its repository's links key, a blob's bytes on the blob's key. A link is
+// stored only while the session tracks its key: scheme distribution tracks
+// `repository::`; scheme blob, whose links key is the bare repository name, tracks
+// every key (the tracker asks the scheme; links says it knows).
 type tier struct {
 	max           int
+	maxBytes      int
 	lease         time.Duration
 	served        atomic.Int64 // Stats answered from the tier
 	stored        atomic.Int64 // Stat replies stored
@@ -63,6 +77,8 @@ type tier struct {
 
 	mu         sync.Mutex
 	epoch      uint64     // the server tracked; 0: not tracking
+	links      bool       // the session tracks the links keys
+	bytes      int        // of the values held
 	leaseUntil time.Time  // serving until
 	lru        *list.List // of *entry, most recently used first
 	entries    map[entryKey]*list.Element
@@ -74,8 +90,8 @@ type tier struct {
 	seen func(key string)
 }
 
-func newTier(max int, lease time.Duration) *tier {
-	l := &tier{max: max, lease: lease}
+func newTier(max, maxBytes int, lease time.Duration) *tier {
+	l := &tier{max: max, maxBytes: maxBytes, lease: lease}
 	l.clear()
 	return l
 }
@@ -83,6 +99,7 @@ func newTier(max int, lease time.Duration) *tier {
 // clear drops every entry and voids every read in flight; mu held or not yet shared.
 func (l *tier) clear() {
 	l.lru = list.New()
+	l.bytes = 0
 	l.entries = map[entryKey]*list.Element{}
 	l.byDigest = map[digest.Digest]map[entryKey]bool{}
 	l.byRepo = map[string]map[entryKey]bool{}
@@ -93,11 +110,13 @@ func (l *tier) clear() {
 }
 
 // reset empties the tier and says which server it tracks now (0: none; it stores
-// nothing and does not serve until tracking is back and renews the lease).
-func (l *tier) reset(epoch uint64) {
+// nothing and does not serve until tracking is back and renews the lease), and whether
+// that session tracks the links keys.
+func (l *tier) reset(epoch uint64, links bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.clear()
+	l.links = links
 	if epoch != l.epoch {
 		l.leaseUntil = time.Time{}
 	}
@@ -118,32 +137,48 @@ func (l *tier) serving() bool {
 	return l.epoch != 0 && time.Now().Before(l.leaseUntil)
 }
 
-// get returns the stored reply for k, if the tier holds one and may serve it.
+// get returns the stored Stat reply for k, if the tier holds one and may serve it.
 func (l *tier) get(k entryKey) (desc Descriptor, ok bool, err error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	e, ok := l.entries[k]
-	if !ok || !l.serving() {
+	v, ok := l.lookup(k)
+	switch {
+	case !ok:
 		return desc, false, nil
-	}
-	v := e.Value.(*entry)
-	if !v.expires.IsZero() && !time.Now().Before(v.expires) {
-		l.remove(k)
-		return desc, false, nil
-	}
-	l.lru.MoveToFront(e)
-	l.served.Add(1)
-	if v.miss {
+	case v.miss:
 		return desc, true, ErrUnknown
 	}
 	return v.desc, true, nil
 }
 
-// begin registers a read of k about to be sent; nil when the tier is not active.
+// value returns the stored metadata value for k, if the tier holds one and may serve
+// it.
+func (l *tier) value(k entryKey) (string, bool) {
+	v, ok := l.lookup(k)
+	return v.value, ok
+}
+
+func (l *tier) lookup(k entryKey) (entry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.entries[k]
+	if !ok || !l.serving() {
+		return entry{}, false
+	}
+	v := e.Value.(*entry)
+	if !v.expires.IsZero() && !time.Now().Before(v.expires) {
+		l.remove(k)
+		return entry{}, false
+	}
+	l.lru.MoveToFront(e)
+	l.served.Add(1)
+	return *v, true
+}
+
+// begin registers a read of k about to be sent; nil when the tier is not active (or,
+// for a link, does not track its key).
 func (l *tier) begin(k entryKey) *ticket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.epoch == 0 {
+	if l.epoch == 0 || k.link != "" && k.link != dataEntry && !l.links {
 		return nil
 	}
 	t := &ticket{key: k, epoch: l.epoch, valid: true}
@@ -156,21 +191,38 @@ func (l *tier) begin(k entryKey) *ticket {
 // (the reply may then predate a change, and Redis will not report that change again),
 // or the reply is not from the server tracked.
 func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, expires time.Time, err error) {
+	if err != nil && err != ErrUnknown {
+		l.finishEntry(t, epoch, nil)
+		return
+	}
+	l.finishEntry(t, epoch, &entry{desc: desc, miss: err != nil, expires: expires})
+}
+
+// finishValue stores a metadata value as finish stores a Stat reply.
+func (l *tier) finishValue(t *ticket, epoch uint64, value string, expires time.Time) {
+	l.finishEntry(t, epoch, &entry{value: value, expires: expires})
+}
+
+// finishEntry stores e (nil: nothing to store) for t's read, under finish's rules,
+// evicting the least recently used while over max entries or maxBytes.
+func (l *tier) finishEntry(t *ticket, epoch uint64, e *entry) {
 	if t == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inflight, t)
-	if !t.valid || t.epoch != l.epoch || epoch != l.epoch || err != nil && err != ErrUnknown {
+	if e == nil || !t.valid || t.epoch != l.epoch || epoch != l.epoch || len(e.value) > l.maxBytes {
 		return
 	}
 	l.remove(t.key)
-	l.entries[t.key] = l.lru.PushFront(&entry{key: t.key, desc: desc, miss: err != nil, expires: expires})
+	e.key = t.key
+	l.entries[t.key] = l.lru.PushFront(e)
+	l.bytes += len(e.value)
 	l.stored.Add(1)
 	index(l.byDigest, t.key.dgst, t.key)
 	index(l.byRepo, t.key.repo, t.key)
-	if l.lru.Len() > l.max {
+	for l.lru.Len() > l.max || l.bytes > l.maxBytes {
 		l.remove(l.lru.Back().Value.(*entry).key)
 	}
 }
@@ -195,7 +247,7 @@ func (l *tier) remove(k entryKey) {
 	if !ok {
 		return
 	}
-	l.lru.Remove(e)
+	l.bytes -= len(l.lru.Remove(e).(*entry).value)
 	delete(l.entries, k)
 	unindex(l.byDigest, k.dgst, k)
 	unindex(l.byRepo, k.repo, k)
@@ -226,6 +278,18 @@ func (l *tier) dropDigestLocked(dgst digest.Digest) {
 	l.drop(copyKeys(l.byDigest[dgst]), func(k entryKey) bool { return k.dgst == dgst })
 }
 
+// dropRepo forgets every reply about repo (its links, its Stats): what the provider's
+// own writes to the repository's links call at once.
+func (l *tier) dropRepo(repo string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.dropRepoLocked(repo)
+}
+
+func (l *tier) dropRepoLocked(repo string) {
+	l.drop(copyKeys(l.byRepo[repo]), func(k entryKey) bool { return k.repo == repo })
+}
+
 // invalidated drops what depends on the keys Redis reports changed (the key names of
 // an invalidation message).
 func (l *tier) invalidated(keys []string) {
@@ -238,9 +302,9 @@ func (l *tier) invalidated(keys []string) {
 		case repo == "":
 			l.dropDigestLocked(dgst)
 		case dgst == "":
-			l.drop(copyKeys(l.byRepo[repo]), func(k entryKey) bool { return k.repo == repo })
+			l.dropRepoLocked(repo)
 		default:
-			k := entryKey{repo, dgst}
+			k := entryKey{repo: repo, dgst: dgst}
 			l.drop(map[entryKey]bool{k: true}, func(t entryKey) bool { return t == k })
 		}
 	}
@@ -261,10 +325,11 @@ func copyKeys(m map[entryKey]bool) map[entryKey]bool {
 	return c
 }
 
-// trackedPrefixes are the key prefixes the tier tracks, for both key schemes:
-// distribution's `blobs::<digest>`, `repository::<repo>::blobs` and
-// `repository::<repo>::blobs::<digest>`, and the blob scheme's bare digests (of the
-// algorithms go-digest validates; nothing else reaches a Stat).
+// trackedPrefixes are the key prefixes the tier tracks when the scheme is distribution
+// or not known: distribution's `blobs::<digest>`, `repository::<repo>::blobs`,
+// `repository::<repo>::blobs::<digest>` and `repository::<repo>::links`, and the blob
+// scheme's bare digests (of the algorithms go-digest validates; nothing else reaches a
+// Stat). In scheme blob the tracker tracks every key.
 var trackedPrefixes = []string{"blobs::", "repository::", "sha256:", "sha384:", "sha512:"}
 
 // dependents says which entries depend on the key named key: those of dgst (repo ""),
@@ -276,13 +341,16 @@ func dependents(key string) (repo string, dgst digest.Digest, ok bool) {
 	if strings.HasPrefix(key, "repository::") {
 		// Repository names have no ':', so the first "::" ends the name.
 		repo, tail, _ := strings.Cut(key[len("repository::"):], "::")
-		if tail == "blobs" {
+		if tail == "blobs" || tail == "links" {
 			return repo, "", true
 		}
 		if strings.HasPrefix(tail, "blobs::") {
 			return repo, digest.Digest(tail[len("blobs::"):]), true
 		}
 		return "", "", false
+	}
+	if digest.Digest(key).Validate() != nil {
+		return key, "", true // scheme blob: a repository's links
 	}
 	return "", digest.Digest(key), true // scheme blob: the key is the digest
 }

@@ -237,7 +237,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 	var checks, fromTier, retried, fences, fillers int
 	check := func(i int, p *Client, who, repo string, dgst digest.Digest, since int64, op string) {
 		for attempt := 0; ; attempt++ {
-			if p.tier.holds(entryKey{repo, dgst}) {
+			if p.tier.holds(entryKey{repo: repo, dgst: dgst}) {
 				fromTier++
 			}
 			got, gotErr := stat(p, repo, dgst)

@@ -30,7 +30,7 @@ type tracker struct {
 
 func newTracker(t *tier, d *direct, o Options) *tracker {
 	tr := &tracker{tier: t, d: d, o: o, stop: make(chan struct{}), done: make(chan struct{})}
-	d.onChange = func() { t.reset(0) }
+	d.onChange = func() { t.reset(0, false) }
 	return tr
 }
 
@@ -50,7 +50,7 @@ func (t *tracker) run() {
 			active, err = t.session(s, changed, quiet)
 		}
 		quiet = err == errFlushed
-		t.tier.reset(0)
+		t.tier.reset(0, false)
 		select {
 		case <-t.stop:
 			return
@@ -78,14 +78,23 @@ func (t *tracker) run() {
 func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (active bool, err error) {
 	options := t.o.serverOptions(s.addr, t.d.tlsConfig)
 	options.PoolSize = 1
+	// The links keys are tracked when the scheme is known: distribution's are under
+	// `repository::`; the blob scheme's are bare repository names, so there every key
+	// is tracked (the Redis is the cache's). A user without +config|get tracks the
+	// prefixes, and the tier keeps no links.
+	var links bool
 	options.OnConnect = func(ctx context.Context, cn *redis.Conn) error {
 		id, err := cn.ClientID(ctx).Result()
 		if err != nil {
 			return fmt.Errorf("CLIENT ID: %w", err)
 		}
+		scheme, _ := cn.ConfigGet(ctx, "layercache.scheme").Result()
 		args := []interface{}{"CLIENT", "TRACKING", "on", "REDIRECT", id, "BCAST"}
-		for _, p := range trackedPrefixes {
-			args = append(args, "PREFIX", p)
+		links = scheme["layercache.scheme"] != ""
+		if scheme["layercache.scheme"] != "blob" {
+			for _, p := range trackedPrefixes {
+				args = append(args, "PREFIX", p)
+			}
 		}
 		cmd := redis.NewCmd(ctx, args...)
 		if err := cn.Process(ctx, cmd); err != nil {
@@ -111,7 +120,7 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 		return false, nil
 	default:
 	}
-	t.tier.reset(s.epoch)
+	t.tier.reset(s.epoch, links)
 	t.tier.sessions.Add(1)
 	if !quiet {
 		t.o.Logf("layercache: local tier on (tracking %s)", s.addr)
@@ -169,7 +178,7 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 			}
 		case *redis.Message:
 			if m.Channel == datasetEvents {
-				t.tier.reset(s.epoch) // SWAPDB, or a dataset loaded: everything may have changed
+				t.tier.reset(s.epoch, links) // SWAPDB, or a dataset loaded: everything may have changed
 				continue
 			}
 			t.tier.invalidated(m.PayloadSlice)
