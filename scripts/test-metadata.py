@@ -27,6 +27,12 @@ from regkit import (OCI_MANIFEST, S3, Redis, Registry, build_patched_registry, c
 ENV = {"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"}
 
 
+def redis_commands(redis):
+    """The LAYERCACHE commands Redis has run so far."""
+    return sum(int(l.split("calls=")[1].split(",")[0]) for l in redis.cli("INFO", "commandstats")
+               if l.startswith("cmdstat_layercache"))
+
+
 def section(line, redis):
     return {"addrs": [f"127.0.0.1:{redis.port}"]} if line == "3" else {"addr": f"127.0.0.1:{redis.port}"}
 
@@ -96,6 +102,14 @@ def line_run(work, line, s3, redis):
     got, requests = p.requests(lambda: p.pull(p.b, repo, "v1", blobs))
     p.expect("a pull through b", got, pulled)
     check(not requests, f"{line}: the repeated pull (tag, manifest, {len(blobs)} blobs; redirect on) sent S3 nothing {requests}")
+    # With the tier, a repeated manifest GET by tag sends Redis nothing either.
+    for _ in range(3):
+        p.manifest(p.b, repo, "v1")
+    before = redis_commands(redis)
+    got, requests = p.requests(lambda: [p.manifest(p.b, repo, "v1") for _ in range(5)])
+    sent = redis_commands(redis) - before
+    check(got == [(200, m1)] * 5 and not requests and sent == 0,
+          f"{line}: 5 repeated manifest GETs by tag through b: S3 {requests or 'nothing'}, {sent} Redis commands")
 
     # Tag push: b had cached v2 as absent.
     p.expect("v2 before it is pushed", p.manifest(p.b, repo, "v2")[0], 404)
