@@ -3,18 +3,20 @@
 API calls goes, call by call, to a registry with no cache (the reference, a store of its
 own) and to round-robin pairs of registries (two instances sharing one store, one
 http.secret and one cache, the calls alternating between them through httpproxy): one
-pair with layercache and the local tier, one with the line's own redis cache. The calls
+pair with layercache and the local tier, one with the metadata cache on too (tag links,
+manifests, negative lookups), one with the line's own redis cache. The calls
 push blobs (a POST, then a PUT of the data to the upload's Location, each to whichever
 instance the round robin picks) and manifests in several repositories, mount across repositories, tag and re-tag,
 HEAD and GET blobs and manifests by tag and by digest (a manifest's digest asked as a
 blob and a layer's as a manifest among them), list tags, delete blobs, manifests and
 tags, and run garbage collection between phases (on each store; for layercache the
 README's recipe, which purges what the collector deleted and clears the layer links it
-removed; distribution's redis cache has none).
+removed; with the metadata cache the registry's own garbage-collect, which purges
+itself; distribution's redis cache has none).
 
 Every answer is compared with the reference's: status, Docker-Content-Digest,
 Content-Length, Content-Type and the body (a 2xx body whole; an error by its error
-codes). layercache must answer every call as the reference does; the redis cache's
+codes). layercache (both pairs) must answer every call as the reference does; the redis cache's
 differences are counted and shown as the contrast. Both lines (LINES=3 or 2.8 for one); CALLS calls per line (10,000 by default), the
 seed printed and replayed with SEED=<seed>. Standard library
 only."""
@@ -191,11 +193,12 @@ def run_line(work, line, binary):
     section = (lambda r: {"addrs": [f"127.0.0.1:{r.port}"]}) if line == "3" else (lambda r: {"addr": f"127.0.0.1:{r.port}"})
     secret = "layercache-differential"
 
-    def pair(name, cache, redis, params=None):
+    def pair(name, cache, redis, params=None, metadata=False):
         store = os.path.join(work, f"{line}-{name}")
         os.makedirs(store)
         regs = [Registry(store, section(redis), binary=binary, cache=cache, params=params, name=f"{name}-{i}",
-                         storage={"filesystem": {"rootdirectory": f"{store}/storage"}}, secret=secret) for i in range(2)]
+                         storage={"filesystem": {"rootdirectory": f"{store}/storage"}}, secret=secret,
+                         metadata=metadata) for i in range(2)]
         return regs, HTTPProxy([f"http://127.0.0.1:{r.port}" for r in regs])
 
     ref_dir = os.path.join(work, f"{line}-reference")
@@ -203,6 +206,9 @@ def run_line(work, line, binary):
     targets = [Target("no cache", [Registry(ref_dir, {}, binary=binary, cache="", name="reference", secret=secret)])]
     regs, proxy = pair("layercache", "layercache", module, {"localentries": 10000})
     targets.append(Target("layercache + tier, round robin", regs, proxy, module, purge=True))
+    meta = Redis(work, [], name=f"metadata-{line}")
+    regs, proxy = pair("metadata", "layercache", meta, {"localentries": 10000}, metadata=True)
+    targets.append(Target("layercache + tier + metadata cache, round robin", regs, proxy, meta))
     regs, proxy = pair("redis", "redis", plain)
     targets.append(Target(f"{'v3' if line == '3' else '2.8'}'s redis cache, round robin", regs, proxy, plain))
     time.sleep(1.5)  # the tier serves once its tracking connection is on
@@ -227,12 +233,19 @@ def run_line(work, line, binary):
                 deleted = [t.gc(phase % 2 == 1, work) for t in targets]
                 if TRACE:
                     say(f"trace: garbage collection after call {calls}")
-                check(deleted[0] == deleted[1], f"{line}: garbage collection {phase + 1} deleted as much with layercache as "
-                                                f"with no cache ({deleted[0]}, {deleted[1]}; the redis cache's store {deleted[2]})")
+                check(deleted[0] == deleted[1] == deleted[2],
+                      f"{line}: garbage collection {phase + 1} deleted as much with layercache (both pairs) as with no cache "
+                      f"({deleted[0]}, {deleted[1]}, {deleted[2]}; the redis cache's store {deleted[3]})")
+        counts = meta.counters()
+        served = {k: counts[f"layercache_{k}_hits"] for k in ("link", "data")}
+        check(all(served.values()), f"{line}: the metadata cache served links and manifests: "
+                                    f"{served['link']} links of {counts['layercache_link_calls']} reads, "
+                                    f"{served['data']} manifests of {counts['layercache_data_calls']}")
     finally:
         for t in targets:
             t.stop()
         module.stop()
+        meta.stop()
         plain.stop()
     say(f"{line}: {calls} calls in {time.time() - started:.0f} s, seed {SEED}: "
         + ", ".join(f"{k} {status}: {n}" for (k, status), n in sorted(kinds.items())))
@@ -259,9 +272,9 @@ def main():
             for example in list(t.examples.values())[:8]:
                 say(f"{line}, {t.name}: e.g. {example}")
     for line, targets in results.items():
-        layercache = targets[0]
-        check(not layercache.differences, f"{line}: layercache with the tier, through a round robin, answered every call "
-                                          f"as no cache does (seed {SEED})")
+        for layercache in targets[:2]:
+            check(not layercache.differences, f"{line}: {layercache.name} answered every call as no cache does "
+                                              f"(seed {SEED})")
 
 
 if __name__ == "__main__":
