@@ -11,8 +11,8 @@ line through a pair: two registries sharing one store, one http.secret and one c
 (Redis, or each its own memory for `inmemory`), the suite's requests alternating
 between them through httpproxy, with no cache, inmemory (whose failures are the
 contrast: a blob or manifest deleted through one instance is still served by the
-other), the line's redis cache, layercache and layercache with the tier. A
-layercache run passes when every test it fails beyond the baseline is one the baseline
+other), the line's redis cache, layercache, layercache with the tier, and with the
+metadata cache on too. A layercache run passes when every test it fails beyond the baseline is one the baseline
 never reached and the line's own redis cache fails too. (Without a cache a blob mounted
 by its sha512 digest is a 404, so the baseline fails the mount and never runs its HEAD
 and GET; with a cache, distribution's or ours, the mount passes and the blob is served,
@@ -88,6 +88,7 @@ def main():
         ("v3 pair with its redis cache", "3", v3(plain), "redis"),
         ("v3 pair with layercache", "3", v3(redis), {}),
         ("v3 pair with layercache and the tier", "3", v3(tiered), {"localentries": 10000}),
+        ("v3 pair with layercache, the tier and the metadata cache", "3", v3(tiered), {"localentries": 10000}),
         ("2.8, no cache (baseline)", "2.8", None, None),
         ("2.8 with its redis cache", "2.8", v2(plain), "redis"),
         ("2.8 with layercache", "2.8", v2(redis), {}),
@@ -96,6 +97,7 @@ def main():
         ("2.8 pair with its redis cache", "2.8", v2(plain), "redis"),
         ("2.8 pair with layercache", "2.8", v2(redis), {}),
         ("2.8 pair with layercache and the tier", "2.8", v2(tiered), {"localentries": 10000}),
+        ("2.8 pair with layercache, the tier and the metadata cache", "2.8", v2(tiered), {"localentries": 10000}),
     ]
     say("| registry | passed | failed | skipped or disabled | passed where the baseline failed | failed beyond the baseline |")
     say("|---|---:|---:|---:|---|---|")
@@ -112,7 +114,7 @@ def main():
             # its own memory), the suite's requests alternating between them.
             registries = [Registry(storage, section or {}, binary=registries_by_line[line], cache=cache, params=keys,
                                    name=f"registry-{i}-{n}", storage={"filesystem": {"rootdirectory": f"{storage}/storage"}},
-                                   secret="layercache-conformance")
+                                   secret="layercache-conformance", metadata="metadata cache" in name)
                           for n in range(2 if " pair" in name else 1)]
             proxy = HTTPProxy([f"http://127.0.0.1:{r.port}" for r in registries]) if len(registries) > 1 else None
             if params == {"localentries": 10000}:
