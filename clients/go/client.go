@@ -355,11 +355,12 @@ func (c *Client) removed(ctx context.Context, dgst digest.Digest, args ...interf
 
 // Stats are the Client's counters.
 type Stats struct {
-	// TierServed counts Stats answered by the local tier; TierEntries is how many it
-	// holds; TierServing whether it may serve now; TierInvalidations counts the key
-	// names Redis reported changed.
-	TierServed, TierEntries, TierInvalidations int64
-	TierServing                                bool
+	// TierServed counts Stats (and metadata reads) answered by the local tier;
+	// TierEntries is how many it holds, TierBytes the bytes of the metadata values
+	// among them; TierServing whether it may serve now; TierInvalidations counts the
+	// key names Redis reported changed.
+	TierServed, TierEntries, TierBytes, TierInvalidations int64
+	TierServing                                           bool
 	// BreakerOpen: calls to some server are being skipped; BreakerOpens counts openings.
 	BreakerOpen  bool
 	BreakerOpens int64
@@ -371,7 +372,7 @@ type Stats struct {
 func (c *Client) Stats() Stats {
 	var s Stats
 	if c.tier != nil {
-		s.TierServed, s.TierEntries, s.TierInvalidations, s.TierServing = c.tier.stats()
+		s.TierServed, s.TierEntries, s.TierBytes, s.TierInvalidations, s.TierServing = c.tier.stats()
 	}
 	for _, b := range c.topo.breakers() {
 		open, opens := b.state()

@@ -364,8 +364,8 @@ func (l *tier) holds(k entryKey) bool {
 }
 
 // stats are the tier's counters, and whether it may serve now.
-func (l *tier) stats() (served, entries, invalidations int64, serving bool) {
+func (l *tier) stats() (served, entries, bytes, invalidations int64, serving bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.served.Load(), int64(l.lru.Len()), l.invalidations.Load(), l.serving()
+	return l.served.Load(), int64(l.lru.Len()), int64(l.bytes), l.invalidations.Load(), l.serving()
 }

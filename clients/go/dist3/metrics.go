@@ -10,6 +10,7 @@ import (
 //
 //	registry_layercache_tier_served_total        Stats answered by the local tier
 //	registry_layercache_tier_entries             entries the tier holds
+//	registry_layercache_tier_bytes               bytes of the metadata cache's values among them
 //	registry_layercache_tier_invalidations_total key names Redis reported changed
 //	registry_layercache_breaker_open             1 while calls to some server are skipped
 //	registry_layercache_breaker_opens_total      times a breaker opened
@@ -26,6 +27,7 @@ type collector struct{ c *layercache.Client }
 var (
 	tierServed    = metric("tier_served_total", "Stats answered by the local tier.")
 	tierEntries   = metric("tier_entries", "Entries the local tier holds.")
+	tierBytes     = metric("tier_bytes", "Bytes of the metadata cache's links and manifests the local tier holds.")
 	invalidations = metric("tier_invalidations_total", "Key names Redis reported changed to the local tier.")
 	breakerOpen   = metric("breaker_open", "1 while calls to some Redis server are skipped.")
 	breakerOpens  = metric("breaker_opens_total", "Times a breaker opened.")
@@ -37,7 +39,7 @@ func metric(name, help string) *prometheus.Desc {
 }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{tierServed, tierEntries, invalidations, breakerOpen, breakerOpens, errorReplies} {
+	for _, d := range []*prometheus.Desc{tierServed, tierEntries, tierBytes, invalidations, breakerOpen, breakerOpens, errorReplies} {
 		ch <- d
 	}
 }
@@ -50,6 +52,7 @@ func (x collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(tierServed, prometheus.CounterValue, float64(s.TierServed))
 	ch <- prometheus.MustNewConstMetric(tierEntries, prometheus.GaugeValue, float64(s.TierEntries))
+	ch <- prometheus.MustNewConstMetric(tierBytes, prometheus.GaugeValue, float64(s.TierBytes))
 	ch <- prometheus.MustNewConstMetric(invalidations, prometheus.CounterValue, float64(s.TierInvalidations))
 	ch <- prometheus.MustNewConstMetric(breakerOpen, prometheus.GaugeValue, open)
 	ch <- prometheus.MustNewConstMetric(breakerOpens, prometheus.CounterValue, float64(s.BreakerOpens))

@@ -158,7 +158,7 @@ func TestCollector(t *testing.T) {
 			got[name] = m.GetCounter().GetValue() + m.GetGauge().GetValue()
 		}
 	}
-	for _, name := range []string{"registry_layercache_tier_served_total", "registry_layercache_tier_entries",
+	for _, name := range []string{"registry_layercache_tier_served_total", "registry_layercache_tier_entries", "registry_layercache_tier_bytes",
 		"registry_layercache_tier_invalidations_total", "registry_layercache_breaker_open", "registry_layercache_breaker_opens_total"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("no %s in %v", name, got)
