@@ -1,12 +1,12 @@
-//! `INFO layercache`: per-command calls, hits, misses and rejected inputs, and the
-//! digests PURGE removed. Plain relaxed counters: commands run on the main thread and
+//! `INFO layercache`: per-command calls, hits, misses and rejected inputs, the digests
+//! PURGE removed, and the bytes of manifests SETDATA stored. Plain relaxed counters: commands run on the main thread and
 //! INFO needs no snapshot.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::api::InfoCtx;
 use crate::command_info::{Id, COMMANDS, COUNT};
-use crate::commands::Tally;
+use crate::commands::{Tally, DATA_BYTES};
 use crate::error::Error;
 
 pub struct Stats {
@@ -61,4 +61,5 @@ pub fn write(info: &InfoCtx) {
         }
     }
     info.field("purged_digests", purged);
+    info.field("setdata_bytes", DATA_BYTES.load(Relaxed));
 }

@@ -14,6 +14,7 @@ fn info_section_lists_every_command() {
     let info: String = redis::cmd("INFO").arg("layercache").query(&mut c).unwrap();
     assert!(info.contains("# layercache"), "{info}");
     assert!(info.contains("layercache_purged_digests:0"), "{info}");
+    assert!(info.contains("layercache_setdata_bytes:0"), "{info}");
     for cmd in COMMANDS.map(|c| c.trim_start_matches("layercache.")) {
         for field in ["calls", "hits", "misses", "rejected"] {
             assert!(info.contains(&format!("layercache_{cmd}_{field}:0")), "{cmd}_{field} in {info}");
@@ -47,6 +48,11 @@ fn info_counters_move_with_the_commands() {
     cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
     error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"team/app", b"sha256:x"]);
     cmd(&mut c, &["LAYERCACHE.PURGE", D1, D2]);
+    cmd(&mut c, &["LAYERCACHE.LINK", "team/app", "_manifests/tags/latest/current/link"]);
+    cmd(&mut c, &["LAYERCACHE.LINKSET", "team/app", "0", "_manifests/tags/latest/current/link", D1]);
+    cmd(&mut c, &["LAYERCACHE.LINK", "team/app", "_manifests/tags/latest/current/link"]);
+    cmd(&mut c, &["LAYERCACHE.SETDATA", D1, "test"]); // D1 is sha256("test")
+    cmd(&mut c, &["LAYERCACHE.DATA", D1]);
     for (name, want) in [
         ("reposetdescriptor_calls", 1),
         ("stat_calls", 2),
@@ -59,6 +65,11 @@ fn info_counters_move_with_the_commands() {
         ("purge_hits", 1),
         ("purge_misses", 1),
         ("purged_digests", 1),
+        ("link_calls", 2),
+        ("link_hits", 1),
+        ("link_misses", 1),
+        ("data_hits", 1),
+        ("setdata_bytes", 4),
     ] {
         assert_eq!(info_counter(&mut c, name), Ok(want), "{name}");
     }

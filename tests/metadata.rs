@@ -232,3 +232,22 @@ fn acl_key_rules_apply_to_the_repository_links_key() {
     }
     assert_eq!(cmd(&mut c, &["DBSIZE"]), Value::Int(1), "case 5: nothing written for team-b");
 }
+
+#[test]
+fn droprepo_drops_the_repositorys_links_and_keeps_its_generation() {
+    let s = Server::start();
+    let mut c = s.client();
+    fill(&mut c, "team/app", 0, TAG, D1);
+    fill(&mut c, "team/app", 0, LAYER, D1);
+    cmd(&mut c, &["LAYERCACHE.ADD", "team/app", D1]);
+    if scheme() == Scheme::Blob {
+        return; // DROPREPO needs scheme distribution (tests/descriptor.rs)
+    }
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.DROPREPO", "team/app"]), Value::Int(1), "case 1");
+    assert_eq!(get(&mut c, "team/app", TAG), link(1, None), "case 2: links gone, generation moved");
+    assert_eq!(get(&mut c, "team/app", LAYER), link(1, None), "case 3");
+    assert_eq!(fill(&mut c, "team/app", 0, TAG, D1), Value::Int(0), "case 4: a fill read before the drop");
+    fill(&mut c, "team/links-only", 0, TAG, D1);
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.DROPREPO", "team/links-only"]), Value::Int(0), "case 5: no blobs, links still go");
+    assert_eq!(get(&mut c, "team/links-only", TAG), link(1, None), "case 6");
+}

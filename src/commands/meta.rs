@@ -2,6 +2,8 @@
 //! LINKDONE over a repository's links, DATA and SETDATA over a blob's bytes. The
 //! generation and writes-in-flight rules are `store::meta`'s.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use layercache_core::{digest, link, value, InputError};
 
 use super::{digest_arg, hit_if, repo_arg, with_ttl, Tally, HIT, MISS, WRITE};
@@ -108,6 +110,9 @@ pub fn data(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     Ok(HIT)
 }
 
+/// The bytes SETDATA has stored since the module loaded (`INFO layercache`).
+pub static DATA_BYTES: AtomicU64 = AtomicU64::new(0);
+
 /// The largest blob SETDATA keeps: distribution's limit on a manifest.
 const MAX_DATA: usize = 4 << 20;
 
@@ -124,6 +129,7 @@ pub fn setdata(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     }
     let key = store().blob_key(ctx, digest, KEY_INSERT | KEY_UPDATE)?;
     meta::set_data(ctx, &key, args.arg(2))?;
+    DATA_BYTES.fetch_add(bytes.len() as u64, Relaxed);
     ctx.reply_ok();
     Ok(WRITE)
 }

@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::store::{store, Descriptor, DigestArg, Meta, NewDescriptor, RepoArg};
 
 mod meta;
+pub use meta::DATA_BYTES;
 use meta::{data, link, linkdone, linkdrop, linkset, setdata};
 
 /// Hits and misses of one call, for `INFO layercache`.
