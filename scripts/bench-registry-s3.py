@@ -2,14 +2,17 @@
 """make bench-registry on S3: what the cache removes from the storage backend. The
 registries of `make registry` (v3 and 2.8) on moto's S3 server behind httpproxy, S3_RTT
 ms away (10), counted by S3 operation; Redis behind delayproxy, REDIS_RTT ms away (0.5),
-counting its round trips. Five caches per line: none, distribution's in-memory cache,
-its redis cache, layercache, and layercache with the local tier. Each variant starts
+counting its round trips. Six caches per line: none, distribution's in-memory cache,
+its redis cache, layercache, layercache with the local tier, and with the metadata cache
+on too (tag links, manifests, negative lookups). Each variant starts
 from an empty bucket and an empty Redis, pushes a 5-layer image with skopeo, then
 measures, each operation REPS times:
 
 - blob HEAD of a present blob (repeated) and of an absent one (a client's pre-push check);
 - blob GET with redirect off (the data through the registry) and on (the 307 answer);
 - manifest GET by tag and by digest (repeated);
+- a pull as a client makes it with redirect on (the tag, then every blob: the 307s),
+  the registry's side of it;
 - a cross-repository mount, then the first HEAD in the target repository;
 - a layer push (POST and PUT of a new 64 KiB blob) and a manifest PUT (a new config's);
 - a whole pull (skopeo copy of the image, again) and a whole push (to a new repository).
@@ -29,7 +32,7 @@ import statistics
 import tempfile
 import time
 
-from regkit import (CACHE_WORD, CACHES, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry,
+from regkit import (CACHE_WORD, CACHES, METADATA, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, S3, Redis, RedisDelay, Registry,
                     build_patched_registry, check, commands, digest_of, interleaved, layer_tar, oci_layout, quantiles, skopeo, timed,
                     write_section)
 
@@ -39,8 +42,10 @@ S3_RTT = float(os.environ.get("S3_RTT", "10"))
 REDIS_RTT = float(os.environ.get("REDIS_RTT", "0.5"))
 LINES = os.environ.get("LINES", "3 2.8").split()
 OPS = ["blob HEAD", "blob HEAD, absent", "blob GET, redirect off", "blob GET, redirect on", "manifest GET by tag",
-       "manifest GET by digest", "mount", "first HEAD after a mount", "layer push", "manifest PUT", "pull (skopeo)",
+       "manifest GET by digest", "pull, redirect on (registry API)", "mount", "first HEAD after a mount", "layer push", "manifest PUT", "pull (skopeo)",
        "push (skopeo)"]
+CACHES_S3 = CACHES + [METADATA]
+TIERED = ("layercache + tier", METADATA)
 SHORT = {"HeadObject": "Head", "GetObject": "Get", "ListObjectsV2": "List", "ListObjects": "List", "PutObject": "Put",
          "DeleteObject": "Delete", "DeleteObjects": "Delete", "CopyObject": "Copy", "CreateMultipartUpload": "MPU",
          "UploadPart": "Part", "UploadPartCopy": "PartCopy", "CompleteMultipartUpload": "Complete",
@@ -80,15 +85,16 @@ def variant(work, binary, line, cache, s3, redis, proxy, rng):
     """One line with one cache on a new bucket; {operation: figures}."""
     bucket = s3.bucket(f"b{rng.getrandbits(48):x}")
     section = {"addr": proxy.addr} if line == "2.8" else {"addrs": [proxy.addr]}
-    params = {"localentries": 100000} if cache == "layercache + tier" else {}
+    params = {"localentries": 100000} if cache in TIERED else {}
     start = lambda name, redirect: Registry(work, section, binary=binary, cache=CACHE_WORD[cache], params=params,
                                             name=name, storage=s3.storage(bucket), redirect=redirect,
-                                            env={"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
+                                            env={"AWS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"},
+                                            metadata=cache == METADATA)
     reg, redir = start("registry", False), start("redirect", True)
     meter = Meter(s3, proxy, redis)
     os.environ["HOME"] = os.path.join(work, "home")  # skopeo's blob-info cache, new per variant
     try:
-        if cache == "layercache + tier":
+        if cache in TIERED:
             time.sleep(1.5)  # the tier serves once its tracking connection is on
         layout = os.path.join(work, "image")
         blobs, manifest = oci_layout(layout, [layer_tar(f"l{i}", rng) for i in range(5)], rng)
@@ -104,6 +110,15 @@ def variant(work, binary, line, cache, s3, redis, proxy, rng):
         for read in reads.values():
             for d in layers:
                 read(d)
+        def api_pull():
+            """The registry's side of a pull with redirect on: the tag, then every blob."""
+            status = redir.request("GET", "/v2/bench/app/manifests/v1")[0]
+            return [status] + [redir.request("GET", f"/v2/bench/app/blobs/{d}")[0] for d in sorted(blobs)]
+
+        api_pull()
+        for _ in range(REPS):
+            got = meter("pull, redirect on (registry API)", api_pull)
+            check(got == [200] + [307] * len(blobs), f"{line}, {cache}: a pull with redirect on ({got})")
         pull = lambda i: skopeo("copy", dest("bench/app"), f"oci:{work}/pull-{i}:v1", "--src-tls-verify=false")
         for i in range(REPS):
             d = layers[i % len(layers)]
@@ -161,7 +176,7 @@ def main():
         moto.append(s3.server_ms(s3.bucket("timing")))
         run = lambda folder, line, cache, redis: variant(folder, binaries[line], line, cache, s3, redis,
                                                          proxies["plain" if redis is plain else "module"], rng)
-        results = interleaved(ROUNDS, LINES, work, module, plain, run)
+        results = interleaved(ROUNDS, LINES, work, module, plain, run, caches=CACHES_S3)
         moto.append(s3.server_ms("timing"))
     finally:
         if home:
@@ -175,6 +190,30 @@ def main():
     write(results, statistics.median(moto))
 
 
+def metadata_verdicts(results, line, name, med):
+    """The metadata cache's targets (issue 30), with the tier."""
+    meta = results[(line, METADATA)]
+    s3 = lambda runs, op: med(runs, op, lambda f: sum(f["s3"].values()))
+    pull = "pull, redirect on (registry API)"
+    p50 = {c: med(results[(line, c)], pull, lambda f: f["p"][0]) for c in ("none", "redis", METADATA)}
+    bodies = med(meta, "pull (skopeo)", lambda f: f["s3"].get("Get", 0))
+    others = s3(meta, "pull (skopeo)") - bodies
+    tag_rt = med(meta, "manifest GET by tag", lambda f: f["rt"])
+    return [
+        f"{name}, metadata cache: a repeated pull makes 0 S3 requests with redirect on: "
+        + ("met" if s3(meta, pull) == 0 else "**not met**")
+        + f" ({s3(meta, pull):g}; layercache and the tier {s3(results[(line, 'layercache + tier')], pull):g}, "
+        f"no cache {s3(results[(line, 'none')], pull):g}), and with redirect off only the blob bodies: "
+        + ("met" if others == 0 else "**not met**") + f" ({bodies:g} GetObject for 6 bodies, {others:g} other)",
+        f"{name}, metadata cache: a repeated manifest GET by tag makes 0 S3 requests and 0 Redis round trips: "
+        + ("met" if s3(meta, "manifest GET by tag") == 0 and tag_rt == 0 else "**not met**")
+        + f" ({s3(meta, 'manifest GET by tag'):g}, {tag_rt:g})",
+        f"{name}, metadata cache: a repeated pull ≥ 10× faster than no cache and ≥ 3× than the redis cache: "
+        + ("met" if p50["none"] >= 10 * p50[METADATA] and p50["redis"] >= 3 * p50[METADATA] else "**not met**")
+        + f" ({p50['none'] / p50[METADATA]:.0f}×, {p50['redis'] / p50[METADATA]:.1f}×: "
+        f"{p50[METADATA]:.2f} ms against {p50['none']:.2f} and {p50['redis']:.2f} ms)"]
+
+
 def s3_text(calls):
     return " + ".join(f"{n:g} {k}" for k, n in sorted(calls.items())) if calls else "0"
 
@@ -184,10 +223,11 @@ def write(results, moto_ms):
     med = lambda runs, op, f: statistics.median(f(r[op]) for r in runs)
     parts, verdicts = [], []
     for line in LINES:
-        rows = [f"| **{'v3' if line == '3' else '2.8'}** | " + " | ".join(CACHES) + " |", "|---|" + "---:|" * len(CACHES)]
+        rows = [f"| **{'v3' if line == '3' else '2.8'}** | " + " | ".join(CACHES_S3) + " |",
+                "|---|" + "---:|" * len(CACHES_S3)]
         for op in OPS:
             cells = []
-            for cache in CACHES:
+            for cache in CACHES_S3:
                 runs = results[(line, cache)]
                 p50, p99 = med(runs, op, lambda f: f["p"][0]), med(runs, op, lambda f: f["p"][1])
                 calls = {k: statistics.median(r[op]["s3"].get(k, 0) for r in runs) for k in {k for r in runs for k in r[op]["s3"]}}
@@ -196,9 +236,11 @@ def write(results, moto_ms):
                 cells.append(f"{p50:.2f} / {p99:.2f} ms; S3 {s3_text(calls)}; Redis {rt:.2f}")
             rows.append(f"| {op} | " + " | ".join(cells) + " |")
         implied = lambda c, op: S3_RTT * med(results[(line, c)], op, lambda f: sum(f["s3"].values()))
-        rows.append("\nOn S3 itself (S3 requests × its round trip, no cache → layercache and the tier): "
-                    + ", ".join(f"{op} {implied('none', op):.0f} → {implied('layercache + tier', op):.0f} ms"
-                                for op in ("blob HEAD", "manifest GET by tag", "pull (skopeo)", "push (skopeo)")) + ".")
+        rows.append("\nOn S3 itself (S3 requests × its round trip, no cache → layercache and the tier → with the metadata "
+                    "cache): " + ", ".join(f"{op} {implied('none', op):.0f} → {implied('layercache + tier', op):.0f} → "
+                                           f"{implied(METADATA, op):.0f} ms"
+                                           for op in ("blob HEAD", "manifest GET by tag", "pull, redirect on (registry API)",
+                                                      "pull (skopeo)", "push (skopeo)")) + ".")
         parts.append("\n".join(rows))
         p50 = {c: med(results[(line, c)], "blob HEAD", lambda f: f["p"][0]) for c in CACHES}
         requests = {c: med(results[(line, c)], "blob HEAD", lambda f: sum(f["s3"].values())) for c in CACHES}
@@ -214,6 +256,7 @@ def write(results, moto_ms):
             + f" ({p50['layercache + tier']:.2f} ms against {p50['inmemory']:.2f} ms)",
             f"{name}: with layercache alone ≤ 1.5 ms: " + ("met" if p50["layercache"] <= 1.5 else "**not met**")
             + f" ({p50['layercache']:.2f} ms)"]
+        verdicts += metadata_verdicts(results, line, name, med)
     section = (f"On S3 (`make bench-registry`, `scripts/bench-registry-s3.py`): the registries of `make registry` on moto's S3 "
                f"server behind a proxy that adds {S3_RTT:g} ms to every request and counts them by S3 call, Redis behind a "
                f"proxy {REDIS_RTT:g} ms away that counts round trips; a new bucket and an empty Redis per run, a 5-layer image "

@@ -44,19 +44,22 @@ def commands(redis):
     return total, pings
 
 
-# The caches the registry benchmarks compare, and each one's storage.cache.blobdescriptor.
+# The caches the registry benchmarks compare, and each one's storage.cache.blobdescriptor
+# (METADATA, the metadata cache on too, where storage requests are measured).
 CACHES = ["none", "inmemory", "redis", "layercache", "layercache + tier"]
-CACHE_WORD = {"none": "", "inmemory": "inmemory", "redis": "redis", "layercache": "layercache", "layercache + tier": "layercache"}
+METADATA = "+ metadata cache"
+CACHE_WORD = {"none": "", "inmemory": "inmemory", "redis": "redis", "layercache": "layercache", "layercache + tier": "layercache",
+              METADATA: "layercache"}
 
 
-def interleaved(rounds, lines, work, module, plain, run, label=""):
-    """run(folder, line, cache, redis) for every line and cache of CACHES, rounds times
+def interleaved(rounds, lines, work, module, plain, run, label="", caches=CACHES):
+    """run(folder, line, cache, redis) for every line and cache of caches, rounds times
     interleaved, each on an emptied Redis (plain, no module, for distribution's redis
     cache; else the module's) in a folder of its own; {(line, cache): [figures]}."""
     results = {}
     for rnd in range(rounds):
         for line in lines:
-            for cache in CACHES:
+            for cache in caches:
                 redis = plain if cache == "redis" else module
                 redis.cli("FLUSHALL")
                 folder = tempfile.mkdtemp(dir=work)
