@@ -17,6 +17,9 @@ measures, each operation REPS times:
 - a layer push (POST and PUT of a new 64 KiB blob) and a manifest PUT (a new config's);
 - a whole pull (skopeo copy of the image, again) and a whole push (to a new repository).
 
+Then the metadata cache's memory in Redis, per manifest and per link, in both key
+schemes (`memory` runs that part alone).
+
 Per operation: p50 and p99 ms, S3 requests per operation by S3 call, and Redis round
 trips per operation (the tier's tracking PINGs left out). The variants run interleaved,
 ROUNDS times (3), and each figure is the median of its rounds. moto's own time per
@@ -29,6 +32,8 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -164,8 +169,49 @@ def variant(work, binary, line, cache, s3, redis, proxy, rng):
         redir.stop()
 
 
+def metadata_memory(work):
+    """What the metadata cache holds in Redis (MEMORY USAGE), both schemes: a 5-layer
+    image's manifest kept (its blob hash with and without its bytes) and 100 links of
+    one repository (a links hash, per link); the BENCHMARKS.md section."""
+    rng, rows = random.Random(30), []
+    layout = os.path.join(work, "memory-image")
+    _, manifest = oci_layout(layout, [layer_tar(f"m{i}", rng) for i in range(5)], rng)
+    body = open(os.path.join(layout, "blobs", "sha256", manifest[7:]), "rb").read()
+    for scheme in ("distribution", "blob"):
+        redis = Redis(work, ["scheme", scheme], name=f"memory-{scheme}")
+        usage = lambda key: int(redis.cli("MEMORY", "USAGE", key)[0] or 0)
+        blob_key = f"blobs::{manifest}" if scheme == "distribution" else manifest
+        links_key = "repository::bench/app::links" if scheme == "distribution" else "bench/app"
+        redis.cli("LAYERCACHE.SETDESCRIPTOR", manifest, manifest, str(len(body)), OCI_MANIFEST)
+        before = usage(blob_key)
+        subprocess_setdata(redis, manifest, body)
+        with_data = usage(blob_key)
+        for i in range(100):
+            d = digest_of(f"layer {i}".encode())
+            redis.cli("LAYERCACHE.LINKSET", "bench/app", "0", f"_layers/sha256/{d[7:]}/link", d)
+        per_link = usage(links_key) / 100
+        rows.append(f"| {scheme} | {len(body)} | {with_data - before} ({before} → {with_data}) | {per_link:.0f} |")
+        redis.stop()
+    section = ("The metadata cache in Redis (`scripts/bench-registry-s3.py memory`, `MEMORY USAGE`, Redis "
+               "defaults): a 5-layer OCI image's manifest kept in its blob hash, and a repository's links (100 layer "
+               "links in one hash).\n\n| scheme | manifest bytes | bytes its blob hash grows by | bytes per link |\n"
+               "|---|---:|---:|---:|\n" + "\n".join(rows) + "\n")
+    write_section("metadata-memory", "The metadata cache's memory", section)
+
+
+def subprocess_setdata(redis, digest, body):
+    """SETDATA with the bytes on redis-cli's stdin (-x: the last argument)."""
+    out = subprocess.run(["redis-cli", "-p", str(redis.port), "-x", "LAYERCACHE.SETDATA", digest], input=body,
+                         capture_output=True)
+    check(out.stdout.strip() == b"OK", f"SETDATA of the manifest ({out.stdout.strip()})")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="layercache-bench-s3-")
+    if sys.argv[1:] == ["memory"]:
+        metadata_memory(work)
+        shutil.rmtree(work, ignore_errors=True)
+        return
     home = os.environ.get("HOME")
     binaries = {line: build_patched_registry(line) for line in LINES}
     s3 = S3(work, rtt_ms=S3_RTT)
@@ -188,6 +234,9 @@ def main():
         plain.stop()
         shutil.rmtree(work, ignore_errors=True)
     write(results, statistics.median(moto))
+    work = tempfile.mkdtemp(prefix="layercache-bench-s3-")
+    metadata_memory(work)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def metadata_verdicts(results, line, name, med):
