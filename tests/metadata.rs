@@ -159,6 +159,9 @@ fn bad_input_is_an_error_with_a_code_and_changes_nothing() {
     assert!(error(&mut c, &[b"LAYERCACHE.LINKDROP", b"team/app", b"0", b""]).starts_with("WRONGTYPE"));
     cmd(&mut c, &["HSET", &links_key("team/b"), "gen", "x"]);
     assert_eq!(error(&mut c, &[b"LAYERCACHE.LINK", b"team/b", TAG.as_bytes()]), format!("ERR corrupt cache entry {}", links_key("team/b")));
+    cmd(&mut c, &["HSET", &links_key("team/c"), "gen", &i64::MAX.to_string()]);
+    let corrupt = format!("ERR corrupt cache entry {}", links_key("team/c"));
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.LINKDROP", b"team/c", b"0", b""]), corrupt, "a generation never wraps round");
 }
 
 #[test]

@@ -54,6 +54,13 @@ impl State {
         Ok(Some(State { gen: counter(key, gen)?, hold: counter(key, hold)?, writes: counter(key, writes)? }))
     }
 
+    /// The state after one more drop: the generation bumped (one stored at the largest
+    /// number is corrupt, never wrapped round to an old one).
+    fn bumped(mut self, key: &RString) -> Result<State, Error> {
+        self.gen = self.gen.checked_add(1).ok_or_else(|| corrupt(key))?;
+        Ok(self)
+    }
+
     /// The writes in flight now: none once the hold has ended.
     fn in_flight(&self, now: i64) -> i64 {
         if self.hold > now {
@@ -88,10 +95,9 @@ pub fn link_set(ctx: &Ctx, key: &RString, gen: i64, path: ArgString, value: ArgS
 /// `hold_ms` from now. Returns how many links it removed.
 pub fn link_drop(ctx: &Ctx, key: &RString, prefixes: &[&[u8]], hold_ms: i64) -> Result<i64, Error> {
     let state = State::read(ctx, key)?;
-    let (now, mut next) = (now_ms(), state.unwrap_or_default());
-    next.gen += 1;
+    let (now, mut next) = (now_ms(), state.unwrap_or_default().bumped(key)?);
     if hold_ms > 0 {
-        next.writes = next.in_flight(now) + 1;
+        next.writes = next.in_flight(now).saturating_add(1);
         next.hold = next.hold.max(now + hold_ms);
     }
     update(ctx, key, state.is_none(), next, prefixes, None)
@@ -102,8 +108,7 @@ pub fn link_drop(ctx: &Ctx, key: &RString, prefixes: &[&[u8]], hold_ms: i64) -> 
 /// (a link) when no other write is in flight. Returns whether it stored the value.
 pub fn link_done(ctx: &Ctx, key: &RString, prefix: &[u8], value: Option<ArgString>) -> Result<bool, Error> {
     let state = State::read(ctx, key)?;
-    let (now, mut next) = (now_ms(), state.unwrap_or_default());
-    next.gen += 1;
+    let (now, mut next) = (now_ms(), state.unwrap_or_default().bumped(key)?);
     next.writes = (next.in_flight(now) - 1).max(0);
     let store = value.filter(|_| next.writes == 0);
     update(ctx, key, state.is_none(), next, &[prefix], store.as_ref())?;
