@@ -57,17 +57,10 @@ type Storage struct {
 	IsNotFound func(err error) bool
 }
 
-// GetContent returns the content at path, from the cache when it holds it, else from
-// read, whose answer then fills the cache (a link, present or absent; a manifest).
+// GetContent returns the content at path: a repository's link from the cache when it
+// holds it, else from read, whose answer (present or absent) then fills the cache.
 func (m *Metadata) GetContent(ctx context.Context, path string, s Storage, read func() ([]byte, error)) ([]byte, error) {
-	if m == nil {
-		return read()
-	}
-	p := placeOf(path)
-	switch {
-	case p.data != "":
-		return m.data(ctx, p.data, read)
-	case p.isLink():
+	if p := placeOf(path); m != nil && p.isLink() {
 		return m.link(ctx, p, s, read)
 	}
 	return read()
@@ -137,17 +130,6 @@ func (k *keeping) Read(b []byte) (int, error) {
 		k.keep = nil
 	}
 	return n, err
-}
-
-func (m *Metadata) data(ctx context.Context, dgst digest.Digest, read func() ([]byte, error)) ([]byte, error) {
-	if content, err := m.c.Data(ctx, dgst); err == nil {
-		return content, nil
-	}
-	content, err := read()
-	if err == nil && len(content) <= maxData && dgst.Algorithm().FromBytes(content) == dgst {
-		m.c.SetData(ctx, dgst, content)
-	}
-	return content, err
 }
 
 // PutContent writes content at path through write, bracketed for the cache when path
