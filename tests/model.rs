@@ -1,4 +1,5 @@
-//! The randomized model test: a long random stream of commands (about 5% with one bad
+//! The randomized model test: a long random stream of commands, the metadata cache's
+//! among them (about 5% with one bad
 //! argument), each reply checked against a reference model written here from
 //! DESIGN.md, and the whole keyspace compared with the model's every few thousand
 //! commands. The model shares no code with the module.
@@ -32,6 +33,7 @@ const BAD_DIGEST: (&str, &str) = ("sha256:abc", "DIGEST_INVALID");
 const BAD_PATH: (&str, &str) = ("", "ERR invalid path");
 const BAD_SIZE: (&str, &str) = ("007", "SIZE_INVALID");
 const BAD_MEDIATYPE: (&str, &str) = ("nomediatype", "ERR invalid mediatype");
+const BAD_LINK: (&str, &str) = ("_uploads/x/link", "ERR invalid path");
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -40,6 +42,7 @@ enum Kind {
     Path,
     Size,
     MediaType,
+    Link,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Path => BAD_PATH,
             Kind::Size => BAD_SIZE,
             Kind::MediaType => BAD_MEDIATYPE,
+            Kind::Link => BAD_LINK,
         }
     }
 }
@@ -156,6 +160,32 @@ impl Model {
 
     fn index(digest: &str) -> String {
         format!("layercache::repos::{digest}")
+    }
+
+    fn links(&self, repo: &str) -> String {
+        match self.scheme {
+            Scheme::Distribution => format!("repository::{repo}::links"),
+            Scheme::Blob => repo.to_string(),
+        }
+    }
+
+    fn gen(&self, repo: &str) -> i64 {
+        self.hget(&self.links(repo), "gen").map_or(0, |g| g.parse().unwrap())
+    }
+
+    /// A drop of the links under `prefixes` (no hold in the model: no write is ever in
+    /// flight): the generation bumped, `hold` and `writes` kept (0 when new).
+    fn drop_links(&mut self, repo: &str, prefixes: &[&str]) -> i64 {
+        let key = self.links(repo);
+        let gen = (self.gen(repo) + 1).to_string();
+        let hold = self.hget(&key, "hold").unwrap_or_else(|| "0".into());
+        self.hset(&key, "gen", &gen);
+        self.hset(&key, "hold", &hold);
+        self.hset(&key, "writes", "0");
+        let under = |field: &str, p: &str| field.starts_with('_') && (p.is_empty() || field == p || field.starts_with(&format!("{p}/")));
+        let doomed: Vec<String> =
+            self.hash(&key).unwrap().keys().filter(|f| prefixes.iter().any(|p| under(f, p))).cloned().collect();
+        self.hdel(&key, &doomed.iter().map(String::as_str).collect::<Vec<_>>()) as i64
     }
 
     fn holds(&self, repo: &str, digest: &str) -> bool {
@@ -310,7 +340,43 @@ impl Model {
                 int(purged)
             }
             ["LAYERCACHE.DROPREPO", _] if self.scheme == Scheme::Blob => Expect::Error("ERR DROPREPO needs scheme distribution".into()),
+            ["LAYERCACHE.LINK", repo, path] => {
+                let value = self.hget(&self.links(repo), path).map_or(Value::Nil, |v| bulk(&v));
+                Expect::Reply(Value::Array(vec![Value::Int(self.gen(repo)), value]))
+            }
+            ["LAYERCACHE.LINKSET", repo, gen, path, value] => {
+                let stored = gen.parse::<i64>().unwrap() == self.gen(repo);
+                if stored {
+                    let key = self.links(repo);
+                    self.hset(&key, path, value);
+                }
+                int(stored as i64)
+            }
+            ["LAYERCACHE.LINKDROP", repo, _hold, paths @ ..] => int(self.drop_links(repo, paths)),
+            ["LAYERCACHE.LINKDONE", repo, path] => {
+                self.drop_links(repo, &[path]);
+                int(0)
+            }
+            ["LAYERCACHE.LINKDONE", repo, path, value] => {
+                self.drop_links(repo, &[path]);
+                let key = self.links(repo);
+                self.hset(&key, path, value);
+                int(1)
+            }
+            ["LAYERCACHE.DATA", digest] => Expect::Reply(self.hget(&self.blob(digest), "data").map_or(Value::Nil, |d| bulk(&d))),
+            ["LAYERCACHE.SETDATA", digest, bytes] if *digest != D1 || *bytes != "test" => {
+                Expect::Error("DIGEST_INVALID content does not match digest".into())
+            }
+            ["LAYERCACHE.SETDATA", digest, bytes] => {
+                let blob = self.blob(digest);
+                self.hset(&blob, "data", bytes);
+                Expect::Reply(Value::Okay)
+            }
             ["LAYERCACHE.DROPREPO", repo] => {
+                let links = self.links(repo);
+                if self.keys.contains_key(&links) {
+                    self.drop_links(repo, &[""]);
+                }
                 let members = Self::members(repo);
                 let digests: Vec<String> = match self.keys.get(&members) {
                     Some(Key::Set(s)) => s.iter().cloned().collect(),
@@ -334,11 +400,13 @@ struct Universe {
     digests: Vec<String>,
     mediatypes: Vec<&'static str>,
     paths: Vec<&'static str>,
+    links: Vec<&'static str>,
 }
 
 impl Universe {
     fn new() -> Self {
         let mut digests: Vec<String> = (1..=6).map(digest).collect();
+        digests.push(D1.to_string()); // sha256("test"), whose bytes SETDATA keeps
         digests.extend((1..=2).map(|n| format!("sha384:{n:096x}")));
         digests.push(format!("sha512:{:0128x}", 1));
         Universe {
@@ -346,6 +414,7 @@ impl Universe {
             digests,
             mediatypes: vec!["application/octet-stream", "application/json", "application/vnd.oci.image.layer.v1.tar+gzip"],
             paths: vec!["/docker/registry/v2/blobs/a/data", "/p"],
+            links: vec!["_manifests/tags/latest/current/link", "_manifests/tags/v1/current/link", "_layers/sha256/a/link"],
         }
     }
 
@@ -379,7 +448,8 @@ impl Universe {
                 let canonical = if rng.chance(70) { d.clone() } else { d2 };
                 ("REPOSETDESCRIPTOR", vec![repo, d, canonical, size, mediatype], vec![Repo, Digest, Digest, Size, MediaType])
             }
-            90..=94 => ("REPOCLEAR", vec![repo, d], vec![Repo, Digest]),
+            90..=94 if rng.chance(50) => ("REPOCLEAR", vec![repo, d], vec![Repo, Digest]),
+            90..=94 => self.metadata(rng, repo, d),
             95..=97 => {
                 let ds = several(rng);
                 let kinds = ds.iter().map(|_| Digest).collect();
@@ -391,6 +461,27 @@ impl Universe {
         let mut command = vec![format!("LAYERCACHE.{name}")];
         command.extend(args);
         (command, kinds)
+    }
+
+    /// A metadata cache command: LINK, LINKSET (of the current generation or an older
+    /// one), LINKDROP (of a link, a tag's directory or everything; no hold), LINKDONE,
+    /// DATA, SETDATA.
+    fn metadata(&self, rng: &mut Rng, repo: String, d: String) -> (&'static str, Vec<String>, Vec<Kind>) {
+        use Kind::*;
+        let link = rng.pick(&self.links).to_string();
+        let value = if rng.chance(30) { String::new() } else { d.clone() };
+        match rng.below(6) {
+            0 => ("LINK", vec![repo, link], vec![Repo, Link]),
+            1 => ("LINKSET", vec![repo, rng.below(4).to_string(), link, value], vec![Repo, Size, Link, Digest]),
+            2 => {
+                let prefix = rng.pick(&[link.as_str(), "_manifests/tags/latest", "_manifests", ""]).to_string();
+                ("LINKDROP", vec![repo, "0".into(), prefix], vec![Repo, Size, Link])
+            }
+            3 if rng.chance(50) => ("LINKDONE", vec![repo, link], vec![Repo, Link]),
+            3 => ("LINKDONE", vec![repo, link, value], vec![Repo, Link, Digest]),
+            4 => ("DATA", vec![d], vec![Digest]),
+            _ => ("SETDATA", vec![d, "test".into()], vec![Digest, Digest]), // bad bytes: not the digest's
+        }
     }
 }
 
