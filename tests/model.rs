@@ -1,8 +1,8 @@
 //! The randomized model test: a long random stream of commands, the metadata cache's
-//! among them (about 5% with one bad
-//! argument), each reply checked against a reference model written here from
-//! DESIGN.md, and the whole keyspace compared with the model's every few thousand
-//! commands. The model shares no code with the module.
+//! among them (about 5% with one bad argument), each reply checked against a reference
+//! model written here from DESIGN.md and the README, and the whole keyspace compared
+//! with the model's every few thousand commands. The model shares no code with the
+//! module.
 //!
 //! `LAYERCACHE_MODEL_SEED=<n>` replays a run (the seed is printed first);
 //! `LAYERCACHE_MODEL_COMMANDS=<n>` sets its length (default 100,000). It runs in the
