@@ -48,8 +48,7 @@ func (c *Client) Metadata(hold time.Duration) *Metadata {
 	return &Metadata{c: c, hold: hold}
 }
 
-// Storage is what a driver middleware says of the call it hands over: how to run it
-// on the driver, and how its line spells a path that does not exist.
+// Storage is how a driver middleware's line spells a path that does not exist.
 type Storage struct {
 	// NotFound is the line's PathNotFoundError for the path.
 	NotFound func() error
@@ -123,7 +122,9 @@ func (k *keeping) Read(b []byte) (int, error) {
 	n, err := k.ReadCloser.Read(b)
 	if !k.over {
 		k.read = append(k.read, b[:n]...)
-		k.over = len(k.read) > maxData
+		if k.over = len(k.read) > maxData; k.over {
+			k.read = nil
+		}
 	}
 	if err == io.EOF && !k.over && k.keep != nil {
 		k.keep(k.read)
