@@ -48,6 +48,20 @@ func (c *Client) Metadata(hold time.Duration) *Metadata {
 	return &Metadata{c: c, hold: hold}
 }
 
+// HoldOption reads the storage middleware's option `hold` (a duration: "60s"; absent:
+// DefaultHold), for both lines.
+func HoldOption(options map[string]interface{}) (time.Duration, error) {
+	switch v := options["hold"].(type) {
+	case nil:
+		return 0, nil
+	case string:
+		return time.ParseDuration(v)
+	case time.Duration:
+		return v, nil
+	}
+	return 0, fmt.Errorf("layercache: middleware option hold must be a duration (60s), not %v", options["hold"])
+}
+
 // Storage is how a driver middleware's line spells a path that does not exist.
 type Storage struct {
 	// NotFound is the line's PathNotFoundError for the path.

@@ -3,7 +3,6 @@ package dist2
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"time"
@@ -35,7 +34,7 @@ var made struct {
 
 func init() {
 	storagemiddleware.Register(MiddlewareName, func(d storagedriver.StorageDriver, options map[string]interface{}) (storagedriver.StorageDriver, error) { //nolint:errcheck // one name, registered once
-		hold, err := holdOption(options)
+		hold, err := layercache.HoldOption(options)
 		if err != nil {
 			return nil, err
 		}
@@ -70,18 +69,6 @@ func Unbound() error {
 		return errors.New("layercache: the layercache storage middleware needs storage.cache.blobdescriptor: layercache")
 	}
 	return nil
-}
-
-func holdOption(options map[string]interface{}) (time.Duration, error) {
-	switch v := options["hold"].(type) {
-	case nil:
-		return 0, nil
-	case string:
-		return time.ParseDuration(v)
-	case time.Duration:
-		return v, nil
-	}
-	return 0, fmt.Errorf("layercache: middleware option hold must be a duration (60s), not %v", options["hold"])
 }
 
 // driver is the storage driver with the metadata cache in front (layercache.Metadata;

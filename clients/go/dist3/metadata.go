@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
 	"github.com/distribution/distribution/v3/registry/storage"
@@ -35,24 +34,12 @@ func RegisterMiddleware(c *layercache.Client) error {
 		if c == nil {
 			return nil, errors.New("layercache: the layercache storage middleware needs storage.cache.blobdescriptor: layercache")
 		}
-		hold, err := holdOption(options)
+		hold, err := layercache.HoldOption(options)
 		if err != nil {
 			return nil, err
 		}
 		return &driver{StorageDriver: d, m: c.Metadata(hold)}, nil
 	})
-}
-
-func holdOption(options map[string]any) (time.Duration, error) {
-	switch v := options["hold"].(type) {
-	case nil:
-		return 0, nil
-	case string:
-		return time.ParseDuration(v)
-	case time.Duration:
-		return v, nil
-	}
-	return 0, fmt.Errorf("layercache: middleware option hold must be a duration (60s), not %v", options["hold"])
 }
 
 // driver is the storage driver with the metadata cache in front (layercache.Metadata).
