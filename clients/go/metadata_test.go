@@ -304,3 +304,26 @@ func TestMetadataKeepsManifestsReadWhole(t *testing.T) {
 		t.Fatal("the bytes are not in Redis")
 	}
 }
+
+func TestHoldOption(t *testing.T) {
+	cases := []struct {
+		value interface{}
+		want  time.Duration
+		ok    bool
+	}{
+		{nil, 0, true},
+		{"90s", 90 * time.Second, true},
+		{"soon", 0, false},
+		{60, 0, false},
+	}
+	for i, c := range cases {
+		options := map[string]interface{}{}
+		if c.value != nil {
+			options["hold"] = c.value
+		}
+		got, err := HoldOption(options)
+		if got != c.want || (err == nil) != c.ok {
+			t.Errorf("case %d: hold %v: %v, %v", i+1, c.value, got, err)
+		}
+	}
+}
