@@ -79,10 +79,11 @@ test-differential: release registry
 # The Go provider (clients/go, a Go module, and clients/go/dist3, distribution v3's
 # adapter in a module of its own): go vet, then its tests against real redis-servers
 # with the release module: distribution 2.8's and v3's cachecheck, interop with each
-# line's own redis provider, topologies and the local tier; then a scratch module adds
-# it with go get.
+# line's own redis provider, topologies, the local tier and the metadata cache; then a
+# scratch module adds it with go get. `go vet` of the 2.8 registry needs the patched
+# tree `make registry` makes.
 GO_TEST = LAYERCACHE_MODULE=$(CURDIR)/target/release/liblayercache.so go test -count=1
-test-go: release go
+test-go: release registry
 	@scripts/deps.sh openssl:openssl
 	cd clients/go && go vet ./... && cd registry/dist2 && go vet .
 	cd clients/go/dist3 && go vet ./... && cd ../registry/dist3 && go vet .
