@@ -8,7 +8,7 @@ import (
 
 // CacheSettings reads the keys of a registry's `storage.cache` section into o, for
 // every distribution line: `blobdescriptor` (and 2.x's `layerinfo`) are the line's,
-// `cluster` and `localentries` layercache's own; every other key goes to line (the
+// `cluster`, `localentries` and `localbytes` layercache's own; every other key goes to line (the
 // adapter's keys), which reports whether it knows it. Keys match without regard to
 // case (environment overrides such as REGISTRY_STORAGE_CACHE_ENABLETLS=true); an
 // unknown key or a value of the wrong type is an error, so a misspelt setting does not
@@ -27,6 +27,12 @@ func CacheSettings(o *Options, settings map[string]interface{}, line func(name, 
 				err = fmt.Errorf("layercache: storage.cache.%s must be a number of entries, not %v", key, value)
 			}
 			o.LocalEntries = n
+		case "localbytes":
+			n, ok := value.(int)
+			if !ok || n < 0 {
+				err = fmt.Errorf("layercache: storage.cache.%s must be a number of bytes, not %v", key, value)
+			}
+			o.LocalBytes = n
 		default:
 			var known bool
 			if known, err = line(name, key, value); err == nil && !known {

@@ -30,6 +30,7 @@ import (
 //	    sentinelusername: ...
 //	    sentinelpassword: ...
 //	    localentries: 100000          # the local tier, off by default
+//	    localbytes: 67108864          # its bound on the metadata cache's values (64 MiB)
 //
 // Keys are matched without regard to case; an unknown key or a value of the wrong type
 // is an error, so a misspelt setting does not pass unnoticed.

@@ -27,6 +27,7 @@ import (
 //	    tlsservername: redis.internal
 //	    cluster: true             # one address seeding a Redis Cluster (several without mastername are one)
 //	    localentries: 100000      # the local tier, off by default
+//	    localbytes: 67108864      # its bound on the metadata cache's values (64 MiB)
 //
 // As in v3, TLS (to the server and the sentinels) is on when redis.tls names a
 // certificate, a key or root CAs. v3's go-redis options the provider sets itself
