@@ -32,7 +32,7 @@ pub fn link(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
 }
 
 /// `LAYERCACHE.LINKSET repo gen path value`: a fill, stored only if the generation is
-/// still `gen` and no hold runs (1), else refused (0). `value` is the link's digest, or
+/// still `gen` and no write is in flight (1), else refused (0). `value` is the link's digest, or
 /// `""` for a link storage does not have.
 pub fn linkset(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let repo = repo_arg(args, 1)?;
