@@ -67,10 +67,10 @@ type Options struct {
 	// LocalEntries > 0 turns on the local tier: up to that many Stat and repository
 	// Stat replies (hits and misses), and with the metadata cache links and manifests,
 	// kept in the process, least recently used evicted first, and served with no round
-	// trip (tier.go says when). The user needs
-	// +client|id, +client|tracking, +subscribe, +ping and the channels
-	// &__redis__:invalidate and &__layercache__:events. Not on Redis Cluster. Default
-	// 0: off.
+	// trip (tier.go says when). The user needs +client|id, +client|tracking,
+	// +subscribe, +ping and the channels &__redis__:invalidate and
+	// &__layercache__:events (and +config|get, for the tier to hold the metadata
+	// cache's links). Not on Redis Cluster. Default 0: off.
 	LocalEntries int
 	// LocalLease is how long the tier serves after its tracking connection last proved
 	// alive (default 500 ms; it is pinged every quarter of it).
