@@ -92,6 +92,14 @@ class Pair:
 
 def line_run(work, line, s3, redis):
     p = Pair(work, line, s3, redis)
+    try:
+        checks(p, line, redis)
+    finally:  # the registries this run started, also when a check failed
+        for r in (p.a, p.b):
+            r.stop()
+
+
+def checks(p, line, redis):
     rng, repo = random.Random(30), "team-a/app"
     shared = layer_tar("shared", rng)
     blobs, m1, body1 = p.push(repo, "v1", rng, [shared, layer_tar("one", rng)])
@@ -176,8 +184,6 @@ def line_run(work, line, s3, redis):
     check(not left, f"{line}: no cache key of a collected digest is left ({left[:3]})")
     p.expect("GC: m2 through b", p.manifest(p.b, repo, m2)[0], 404)
     say(f"{line}: {p.stale} stale reads across the two registries")
-    for r in (p.a, p.b):
-        r.stop()
 
 
 def main():
