@@ -3,7 +3,6 @@ package layercache
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -176,8 +175,7 @@ func (m *Metadata) Delete(ctx context.Context, path string, remove func() error)
 		if err := remove(); err != nil {
 			return err
 		}
-		_, err := m.c.Purge(ctx, p.data)
-		return err
+		return m.c.Purge(ctx, p.data)
 	}
 	return remove()
 }
@@ -346,7 +344,8 @@ func (c *Client) LinkDrop(ctx context.Context, repo string, hold time.Duration, 
 	for _, p := range paths {
 		args = append(args, p)
 	}
-	return unavailable(c.call(ctx, digest.Digest(repo), args...))
+	_, err := c.Do(ctx, digest.Digest(repo), args...)
+	return err
 }
 
 // LinkDone ends the write LinkDrop began at path of repo (LAYERCACHE.LINKDONE),
@@ -357,7 +356,8 @@ func (c *Client) LinkDone(ctx context.Context, repo, path string, value *string)
 	if value != nil {
 		args = append(args, *value)
 	}
-	return unavailable(c.call(ctx, digest.Digest(repo), args...))
+	_, err := c.Do(ctx, digest.Digest(repo), args...)
+	return err
 }
 
 // Data returns the blob's cached bytes (LAYERCACHE.DATA), from the local tier when it
@@ -376,15 +376,13 @@ func (c *Client) SetData(ctx context.Context, dgst digest.Digest, content []byte
 }
 
 // Purge removes every cache entry of dgst (LAYERCACHE.PURGE): after garbage
-// collection deleted the blob. It reports whether the cache held any.
-func (c *Client) Purge(ctx context.Context, dgst digest.Digest) (bool, error) {
+// collection deleted the blob. ErrUnavailable when Redis was skipped.
+func (c *Client) Purge(ctx context.Context, dgst digest.Digest) error {
 	defer c.forget(ctx, dgst)
-	reply, _, err := c.call(ctx, dgst, "LAYERCACHE.PURGE", dgst)
-	if err = unavailable(reply, 0, err); err != nil {
-		return false, err
+	if err := c.removed(ctx, dgst, "LAYERCACHE.PURGE", dgst); err != ErrUnknown {
+		return err
 	}
-	n, _ := reply.(int64)
-	return n > 0, nil
+	return nil // the cache held none of it
 }
 
 // forgetRepo drops the tier's replies about repo once a write to its links is done:
@@ -393,17 +391,6 @@ func (c *Client) forgetRepo(repo string) {
 	if c.tier != nil {
 		c.tier.dropRepo(repo)
 	}
-}
-
-// unavailable is a write's error: ErrUnavailable for a skipped call.
-func unavailable(_ interface{}, _ uint64, err error) error {
-	if errors.Is(err, errSkipped) {
-		return ErrUnavailable
-	}
-	if err == redis.Nil {
-		return nil
-	}
-	return err
 }
 
 // Collected takes out of the cache what garbage collection deleted (the paths the
@@ -421,8 +408,7 @@ func (m *Metadata) Collected(ctx context.Context, deleted []string) (blobs, link
 		p := placeOf(path)
 		switch {
 		case p.data != "":
-			_, e := m.c.Purge(ctx, p.data)
-			keep(e)
+			keep(m.c.Purge(ctx, p.data))
 			blobs++
 		case p.repo != "":
 			keep(m.c.LinkDrop(ctx, p.repo, 0, p.link))
