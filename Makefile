@@ -6,7 +6,7 @@ CARGO ?= cargo
 # The server binary the integration tests start (any Redis 7.0+ build).
 REDIS_SERVER ?= redis-server
 
-.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-differential test-go test-faults go bench bench-instructions bench-go bench-registry clean
+.PHONY: all deps build release run lint test test-matrix test-valgrind registry test-registry test-conformance test-differential test-go test-faults images test-images go bench bench-instructions bench-go bench-registry clean
 
 all: release
 
@@ -90,6 +90,17 @@ test-go: release registry
 	cd clients/go && $(GO_TEST) $$(go list ./... | grep -v /faults)
 	cd clients/go/dist3 && $(GO_TEST) ./...
 	scripts/go-get-check.sh
+
+# Container images into podman's store (scripts/build-images.py): layercache/redis
+# (Debian 12's Redis 7.0 with the module), layercache/module (the module alone, for an
+# init container) and layercache/registry (v3 and 2.8, FROM scratch), from Debian's
+# packages (mmdebstrap), reproducibly (SOURCE_DATE_EPOCH, the last commit's time by
+# default). IMAGE_PREFIX names them (localhost/layercache by default).
+IMAGE_DEPS = podman:podman runc:runc catatonit:catatonit /usr/lib/podman/netavark:netavark \
+	/usr/lib/podman/aardvark-dns:aardvark-dns mmdebstrap:mmdebstrap skopeo:skopeo iptables:iptables strip:binutils
+images: release registry
+	@scripts/deps.sh $(IMAGE_DEPS)
+	scripts/build-images.py
 
 # The OCI distribution-spec conformance suite against the registries of make registry:
 # each line with no cache (the baseline), with its own redis cache, and with layercache
