@@ -102,6 +102,16 @@ images: release registry
 	@scripts/deps.sh $(IMAGE_DEPS)
 	scripts/build-images.py
 
+# The images and deploy/ with podman (scripts/test-images.py): each image built twice
+# (the same digests), labels, users and sizes; deploy/*.yaml strict-decoded into
+# k8s.io/api types (deploy/kubecheck); then podman kube play on a network of its own:
+# Redis and the registry's two replicas (push through one, pull and HEADs served from
+# Redis through the other, a blob deleted through one a 404 through the other at once),
+# the module image as an init container, and the 2.8 image on Harbor's configuration.
+test-images: release registry
+	@scripts/deps.sh $(IMAGE_DEPS) openssl:openssl
+	scripts/test-images.py
+
 # The OCI distribution-spec conformance suite against the registries of make registry:
 # each line with no cache (the baseline), with its own redis cache, and with layercache
 # (v3: one node, the tier, a cluster; 2.8: one node).

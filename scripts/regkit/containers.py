@@ -49,11 +49,13 @@ def podman_env():
     return {**os.environ, "CONTAINERS_CONF": path}
 
 
-def podman(*args, ok=False):
-    """`podman args`; its stdout, None when it failed (which fails the run unless ok)."""
-    out = subprocess.run(["podman", *args], capture_output=True, text=True, env=podman_env())
+def podman(*args, ok=False, merge=False):
+    """`podman args`; its stdout (and stderr with merge), None when it failed (which
+    fails the run unless ok)."""
+    out = subprocess.run(["podman", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merge else subprocess.PIPE,
+                         text=True, env=podman_env())
     if out.returncode and not ok:
-        check(False, f"podman {' '.join(args[:4])}: {out.stderr.strip()[-2000:]}")
+        check(False, f"podman {' '.join(args[:4])}: {(out.stderr or out.stdout).strip()[-2000:]}")
     return out.stdout if out.returncode == 0 else None
 
 
@@ -196,6 +198,7 @@ def pushed(ref, work):
     manifest digest and its compressed size (manifest, config and layers)."""
     layout = os.path.join(work, re.sub(r"[^a-z0-9.]", "_", ref))
     shutil.rmtree(layout, ignore_errors=True)
+    os.makedirs(work, exist_ok=True)
     podman("push", "--quiet", "--compression-format", "gzip", ref, f"oci:{layout}")
     with open(os.path.join(layout, "index.json")) as f:
         desc = json.load(f)["manifests"][0]

@@ -79,7 +79,7 @@ def pull(registry, repo, dest):
     """skopeo copy of repo:v1 into a new OCI layout at dest; the manifest digest, or
     skopeo's error when the pull failed."""
     os.makedirs(os.path.dirname(dest), exist_ok=True)
-    error = skopeo("copy", f"docker://127.0.0.1:{registry.port}/{repo}:v1", f"oci:{dest}:v1", "--src-tls-verify=false", check_ok=False)
+    error = skopeo("copy", f"docker://{registry.address}/{repo}:v1", f"oci:{dest}:v1", "--src-tls-verify=false", check_ok=False)
     if error is not None:
         return error
     return json.load(open(os.path.join(dest, "index.json")))["manifests"][0]["digest"]
@@ -93,7 +93,7 @@ def push_and_pull(work, registry, rng):
     for repo in ["team-a/app", "team-b/app"]:
         layout = os.path.join(work, "layouts", repo.replace("/", "-"))
         blobs, manifest = oci_layout(layout, [shared, layer_tar(repo.replace("/", "-"), rng)], rng)
-        skopeo("copy", f"oci:{layout}:v1", f"docker://127.0.0.1:{registry.port}/{repo}:v1", "--dest-tls-verify=false")
+        skopeo("copy", f"oci:{layout}:v1", f"docker://{registry.address}/{repo}:v1", "--dest-tls-verify=false")
         got = pull(registry, repo, os.path.join(work, "pulled", repo.replace("/", "-")))
         check(got == manifest, f"{repo}: pulled back the pushed manifest {manifest[:19]}…" + ("" if got == manifest else f": {got}"))
         images[repo] = (blobs, manifest)

@@ -20,7 +20,10 @@ class Registry:
     under work by default; S3.storage() for S3), redirect False turns storage redirects
     off, secret is http.secret (one for every registry behind a round robin), env more
     environment; metadata True turns the metadata cache on (the storage middleware
-    layercache of the registries of `make registry`)."""
+    layercache of the registries of `make registry`). Registry.at is a client of a
+    registry this run did not start (in a container)."""
+
+    host, headers = "127.0.0.1", {}
 
     def __init__(self, work, redis, binary="docker-registry", cache="redis", params=None, name="registry",
                  storage=None, redirect=True, secret=None, env=None, metadata=False):
@@ -51,6 +54,17 @@ class Registry:
         wait_for(name, lambda: self.status("GET", "/v2/") == 200 or self.proc.poll() is not None)
         check(self.proc.poll() is None, f"{name} started {self.logged()[-2000:] if self.proc.poll() is not None else ''}")
 
+    @classmethod
+    def at(cls, host, port, name, headers=None):
+        registry = cls.__new__(cls)
+        registry.host, registry.port, registry.name, registry._conns = host, port, name, threading.local()
+        registry.headers = headers or {}
+        return registry
+
+    @property
+    def address(self):
+        return f"{self.host}:{self.port}"
+
     def garbage_collect(self, *flags):
         """`registry garbage-collect` on this registry's configuration; its output."""
         out = subprocess.run([self.binary, "garbage-collect", *flags, self.config], capture_output=True, text=True)
@@ -68,8 +82,8 @@ class Registry:
             reused = conn is not None
             try:
                 if not reused:
-                    conn = self._conns.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-                conn.request(method, path, body, {"Accept": OCI_MANIFEST, **(headers or {})})
+                    conn = self._conns.conn = http.client.HTTPConnection(self.host, self.port, timeout=60)
+                conn.request(method, path, body, {"Accept": OCI_MANIFEST, **self.headers, **(headers or {})})
                 r = conn.getresponse()
                 r.read()
                 return r.status, r.headers
@@ -85,7 +99,7 @@ class Registry:
         status, headers = self.request("POST", f"/v2/{repo}/blobs/uploads/")
         if status != 202:
             return status
-        location = urllib.parse.urljoin(f"http://127.0.0.1:{self.port}", headers["Location"])
+        location = urllib.parse.urljoin(f"http://{self.address}", headers["Location"])
         location += ("&" if "?" in location else "?") + "digest=" + urllib.parse.quote(digest_of(data))
         return self.request("PUT", location, data, {"Content-Type": "application/octet-stream"})[0]
 
