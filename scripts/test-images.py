@@ -6,7 +6,9 @@
 2. Each image's labels, user, ports and entrypoint, and its compressed size against
    the target (the official image's size where there is one).
 3. deploy/*.yaml strict-decoded into k8s.io/api types, references checked
-   (deploy/kubecheck).
+   (deploy/kubecheck); the charts' values snippets (deploy/charts/, deploy/harbor/):
+   their containers, volumes and mounts strict-decoded; every image deploy/ names is
+   one just built; twuni's configData run with the v3 image as that chart runs it.
 4. On a podman network of the test's own, `podman kube play` of deploy/redis.yaml and
    deploy/registry.yaml (two replicas, the local tier and the metadata cache on a
    shared volume): an image pushed with skopeo through one replica and pulled through
@@ -25,6 +27,7 @@ import base64
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -33,7 +36,7 @@ import time
 from regkit.base import ROOT, check, say, wait_for
 from regkit.containers import build_all, podman, pushed
 from regkit.images import OCI_LAYER, digest_of, layer_tar, oci_layout, pull, skopeo
-from regkit.kube import Network, Play, kubecheck
+from regkit.kube import Network, Play, kubecheck, kubecheck_values
 from regkit.registry import Registry
 
 # The targets of compressed sizes, and the official images' sizes they are held to.
@@ -43,7 +46,7 @@ USERS = {"redis": "999:999", "module": "65532:65532", "registry-3": "65532:65532
 PORTS = {"redis": {"6379/tcp"}, "module": set(), "registry-3": {"5000/tcp", "5001/tcp"}, "registry-2.8": {"5000/tcp", "5001/tcp"}}
 DEPLOY = os.path.join(ROOT, "deploy")
 PODS = ("layercache-redis-pod-", "layercache-registry-pod-", "redis-with-layercache-pod-")  # what deploy/ plays
-HARBOR = "layercache-test-harbor-"
+CONTAINER = "layercache-test-"  # the containers this test runs itself
 
 
 def reproducible(work):
@@ -183,40 +186,90 @@ def harbor_token(work, repo):
     return f"{signing}.{b64(signature)}", cert
 
 
+class Container:
+    """A registry image run on the network with a configuration file mounted at path,
+    the REGISTRY_* variables env, and more podman run arguments; a client of it."""
+
+    def __init__(self, network, label, ref, config, path, env, *args, headers=None):
+        self.name = f"{CONTAINER}{label}-{os.getpid()}"
+        podman("run", "-d", "--name", self.name, "--network", network.name, "-v", f"{config}:{path}:ro",
+               *(a for k, v in env.items() for a in ("-e", f"{k}={v}")), *args, ref, "serve", path)
+        networks = json.loads(podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", self.name))
+        self.ip = networks[network.name]["IPAddress"]
+        self.registry = Registry.at(self.ip, 5000, label, headers)
+        wait_http(self.registry, f"{label} answering")
+
+    def logs(self):
+        return podman("logs", self.name, merge=True) or ""
+
+    def remove(self):
+        podman("rm", "-f", "-v", "-t", "5", self.name, ok=True)
+
+
+def served(redis, registry, repo, rng, what):
+    """A blob pushed through registry, then its HEAD answered from layercache."""
+    data = rng.randbytes(30000)
+    check(registry.upload(repo, data) == 201, f"{what}: a blob pushed")
+    before = module_counters(redis)["layercache_repostat_hits"]
+    check(registry.head_blob(repo, digest_of(data)) == (200, len(data)), f"{what}: its HEAD 200")
+    hits = module_counters(redis)["layercache_repostat_hits"] - before
+    check(hits >= 1, f"{what}: its HEAD served by layercache ({hits} REPOSTAT hit)")
+    return digest_of(data)
+
+
 def harbor(network, redis, images, work, rng):
     """Section 6."""
-    ref = images["registry-2.8"][0]
-    config = os.path.join(DEPLOY, "harbor", "registry-config.yml")
     with open(os.path.join(DEPLOY, "harbor", "values.yaml")) as f:
         values = f.read()
     check("REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR" in values and "value: layercache" in values,
           "deploy/harbor/values.yaml sets REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR=layercache")
     repo = "library/app"
     token, root = harbor_token(work, repo)
-    name = f"{HARBOR}{os.getpid()}"
-    podman("run", "-d", "--name", name, "--network", network.name, "-v", f"{config}:/etc/registry/config.yml:ro",
-           "--tmpfs", "/storage:rw,mode=1777",
-           "-v", f"{root}:/etc/registry/root.crt:ro", "-e", "REGISTRY_HTTP_SECRET=harbor-test-secret",
-           "-e", "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR=layercache", ref, "serve", "/etc/registry/config.yml")
+    registry = Container(network, "harbor", images["registry-2.8"][0], os.path.join(DEPLOY, "harbor", "registry-config.yml"),
+                         "/etc/registry/config.yml",
+                         {"REGISTRY_HTTP_SECRET": "harbor-test-secret", "REGISTRY_STORAGE_CACHE_BLOBDESCRIPTOR": "layercache"},
+                         "-v", f"{root}:/etc/registry/root.crt:ro", "--tmpfs", "/storage:rw,mode=1777",
+                         headers={"Authorization": f"Bearer {token}"})
     try:
-        ip = json.loads(podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", name))[network.name]["IPAddress"]
-        reg = Registry.at(ip, 5000, "Harbor's registry", {"Authorization": f"Bearer {token}"})
-        wait_http(reg, "the registry on Harbor's configuration")
-        check(Registry.at(ip, 5000, "anonymous").status("GET", "/v2/") == 401, "Harbor's token authentication on (401 without a token)")
-        logs = podman("logs", name, merge=True)
-        check("using layercache blob descriptor cache" in logs,
+        check(Registry.at(registry.ip, 5000, "anonymous").status("GET", "/v2/") == 401,
+              "Harbor's configuration: token authentication on (401 without a token)")
+        check("using layercache blob descriptor cache" in registry.logs(),
               "Harbor's configuration (cache.layerinfo redis) and the variable: the provider is layercache")
-        data = rng.randbytes(30000)
-        check(reg.upload(repo, data) == 201, "a blob pushed with Harbor's token")
-        digest = digest_of(data)
-        before = module_counters(redis)
-        check(reg.head_blob(repo, digest) == (200, len(data)), "its HEAD: 200")
-        hits = module_counters(redis)["layercache_repostat_hits"] - before["layercache_repostat_hits"]
+        digest = served(redis, registry.registry, repo, rng, "Harbor's registry, with Harbor's token")
         in_db2 = redis.exec("redis", "redis-cli", "-n", "2", "EXISTS", f"blobs::{digest}").strip()
-        check(hits >= 1 and in_db2 == "1",
-              f"its HEAD served by layercache ({hits} REPOSTAT hit), its descriptor in Harbor's registry database (db 2)")
+        check(in_db2 == "1", "its descriptor in Harbor's registry database (db 2)")
     finally:
-        podman("rm", "-f", "-v", "-t", "5", name, ok=True)
+        registry.remove()
+
+
+def charts(network, redis, images, work, rng):
+    """Section 3's values snippets: their fragments strict-decoded, every image they and
+    deploy/ name one just built; twuni's configData run with the v3 image as the chart
+    runs it (the chart's storage variable, its command)."""
+    snippets = [os.path.join(DEPLOY, "charts", f) for f in sorted(os.listdir(os.path.join(DEPLOY, "charts")))]
+    values = dict(zip(snippets, kubecheck_values(*snippets, os.path.join(DEPLOY, "harbor", "values.yaml"))))
+    refs = {ref.split("/", 1)[1] for ref, _, _ in images.values()}  # layercache/<name>:<tag>
+    named, tags = set(), set()
+    for root, _, files in os.walk(DEPLOY):
+        for f in files:
+            with open(os.path.join(root, f)) as file:
+                text = file.read()
+            named |= set(re.findall(r"layercache/(?:redis|module|registry):[\w.-]+(?![\w.*-])", text))
+            tags |= set(re.findall(r"^\s*tag: (\S+)", text, re.M))  # charts' image.tag
+    check(named and named <= refs and tags <= {r.split(":")[1] for r in refs},
+          f"deploy/ names only the images built ({', '.join(sorted(named | tags))})")
+    (twuni,) = [v for p, v in values.items() if "twuni" in p]
+    config = os.path.join(work, "twuni-config.yml")
+    with open(config, "w") as f:
+        json.dump(twuni["configData"], f)
+    registry = Container(network, "twuni", images["registry-3"][0], config, "/etc/docker/registry/config.yml",
+                         {"REGISTRY_HTTP_SECRET": "twuni-test-secret", "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/var/lib/registry"})
+    try:
+        check("layercache: local tier on (tracking layercache-redis:6379)" in registry.logs(),
+              "twuni's configData: the local tier on, Redis reached by its Service's name")
+        served(redis, registry.registry, "team/twuni", rng, "twuni's configData")
+    finally:
+        registry.remove()
 
 
 def main():
@@ -234,6 +287,7 @@ def main():
         try:
             redis = registry_replicas(network, docs, work, rng)
             module_init(network, work)
+            charts(network, redis, images, work, rng)
             harbor(network, redis, images, work, rng)
         finally:
             if redis:
@@ -241,7 +295,7 @@ def main():
             network.remove()
         names = lambda *what: set((podman(*what, ok=True) or "").split())
         left = {n for n in names("ps", "-a", "--format", "{{.Names}}") | names("pod", "ps", "--format", "{{.Name}}")
-                if n.startswith(PODS + (HARBOR,))}
+                if n.startswith(PODS + (CONTAINER,))}
         left |= names("volume", "ls", "--format", "{{.Name}}") & {"layercache-redis", "layercache-registry"}
         left |= names("secret", "ls", "--format", "{{.Name}}") & {"layercache-registry"}
         left |= names("network", "ls", "--format", "{{.Name}}") & {network.name}

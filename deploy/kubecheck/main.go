@@ -6,6 +6,10 @@
 // Service selects a Deployment's pods and targets a port its containers name.
 // It prints one line per document and exits 1 on the first problem; with -json first,
 // it prints instead the documents as one JSON array (for scripts/regkit/kube.py).
+// With -values first, the files are charts' values: every Kubernetes fragment they
+// carry (lists of containers, volumes, volume mounts, environment variables, under
+// the keys charts use for them) is strict-decoded, and the values are printed as one
+// JSON array.
 package main
 
 import (
@@ -31,6 +35,10 @@ type manifests struct {
 func main() {
 	m := &manifests{named: map[string]bool{}}
 	paths := os.Args[1:]
+	if len(paths) > 0 && paths[0] == "-values" {
+		checkValues(paths[1:])
+		return
+	}
 	if len(paths) > 0 && paths[0] == "-json" {
 		m.quiet, paths = true, paths[1:]
 	}
@@ -172,4 +180,69 @@ func (m *manifests) checkService(s *corev1.Service) error {
 		return nil
 	}
 	return fmt.Errorf("selects no Deployment's pods")
+}
+
+// fragments are the values keys whose lists hold Kubernetes objects, and their types.
+var fragments = map[string]func() any{
+	"initContainers": func() any { return &corev1.Container{} }, "extraInitContainers": func() any { return &corev1.Container{} },
+	"extraVolumes": func() any { return &corev1.Volume{} }, "extraVolumeMounts": func() any { return &corev1.VolumeMount{} },
+	"extraEnvVars": func() any { return &corev1.EnvVar{} },
+}
+
+func checkValues(paths []string) {
+	var all []any
+	for _, path := range paths {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fail("%v", err)
+		}
+		var values any
+		if err := yaml.Unmarshal(data, &values); err != nil {
+			fail("%s: %v", path, err)
+		}
+		n, err := walk(values, "")
+		if err != nil {
+			fail("%s: %v", path, err)
+		}
+		fmt.Fprintf(os.Stderr, "kubecheck: %s: %d Kubernetes fragments\n", path, n)
+		all = append(all, values)
+	}
+	out, _ := json.Marshal(all)
+	fmt.Println(string(out))
+}
+
+// walk strict-decodes the fragments under v (at path); how many.
+func walk(v any, path string) (int, error) {
+	n := 0
+	switch v := v.(type) {
+	case map[string]any:
+		for key, child := range v {
+			if newObject, ok := fragments[key]; ok {
+				list, ok := child.([]any)
+				if !ok {
+					return n, fmt.Errorf("%s.%s: not a list", path, key)
+				}
+				for i, item := range list {
+					raw, _ := json.Marshal(item)
+					if err := yaml.UnmarshalStrict(raw, newObject()); err != nil {
+						return n, fmt.Errorf("%s.%s[%d]: %w", path, key, i, err)
+					}
+					n++
+				}
+				continue
+			}
+			m, err := walk(child, path+"."+key)
+			if n += m; err != nil {
+				return n, err
+			}
+		}
+	case []any:
+		for i, child := range v {
+			m, err := walk(child, fmt.Sprintf("%s[%d]", path, i))
+			if n += m; err != nil {
+				return n, err
+			}
+		}
+	}
+	return n, nil
 }

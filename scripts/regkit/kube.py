@@ -31,6 +31,16 @@ def fs_group(path, group):
             os.chmod(name, mode | 0o060 | (0o2010 if name == root else 0))
 
 
+def kubecheck_values(*paths):
+    """Charts' values files, their Kubernetes fragments strict-decoded; as JSON."""
+    tool = go_build("github.com/layercache/layercache/deploy/kubecheck", module_dir=("deploy", "kubecheck"))
+    out = subprocess.run([tool, "-values", *paths], capture_output=True, text=True)
+    counts = [l.split(": ")[-1].split()[0] for l in out.stderr.strip().splitlines()] if out.returncode == 0 else []
+    check(out.returncode == 0, f"{', '.join(os.path.relpath(p, ROOT) for p in paths)}: their Kubernetes fragments "
+          f"strict-decoded ({', '.join(counts) or out.stderr.strip()})")
+    return json.loads(out.stdout)
+
+
 class Network:
     """A podman network of the run's own (with DNS: a Deployment answers by its name)."""
 
