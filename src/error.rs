@@ -14,8 +14,9 @@ pub enum Error {
     NoPerm,
     /// A stored number that is not one, at this key.
     Corrupt(String),
-    /// A command the module refuses as it stands (a cursor that is not one, a command
-    /// of the other key scheme): the whole reply, `ERR ...`.
+    /// A command the module refuses as it stands (a syntax error, a cursor that is not
+    /// one, a command of the other key scheme): the whole reply, `ERR ...`; counted as
+    /// `rejected` too.
     Refused(Cow<'static, str>),
     /// A bug or a failed internal call: the whole reply, `ERR layercache internal ...`.
     Internal(String),

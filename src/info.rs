@@ -23,9 +23,9 @@ impl Stats {
         Stats { calls: AtomicU64::new(0), hits: AtomicU64::new(0), misses: AtomicU64::new(0), rejected: AtomicU64::new(0) }
     }
 
-    /// Counts one call: its hits and misses, or a rejected input (a bad argument;
-    /// Redis answers a wrong arity before the module runs). Other errors (WRONGTYPE,
-    /// NOPERM) count as calls only.
+    /// Counts one call: its hits and misses, or a rejected input (a bad argument, a
+    /// syntax error, a command of the other key scheme; Redis answers a wrong arity
+    /// before the module runs). Other errors (WRONGTYPE, NOPERM) count as calls only.
     pub fn record(&self, result: &Result<Tally, Error>) {
         self.calls.fetch_add(1, Relaxed);
         match result {
@@ -33,7 +33,7 @@ impl Stats {
                 self.hits.fetch_add(tally.hits, Relaxed);
                 self.misses.fetch_add(tally.misses, Relaxed);
             }
-            Err(Error::Input(_)) => {
+            Err(Error::Input(_) | Error::Refused(_)) => {
                 self.rejected.fetch_add(1, Relaxed);
             }
             Err(_) => {}

@@ -179,12 +179,18 @@ fn bad_values(kind: Kind) -> Vec<(Vec<u8>, String)> {
     }
 }
 
-/// Runs `args`, which must fail with exactly `want`, changing nothing.
+/// Runs `args`, which must fail with exactly `want`, changing nothing, and count as
+/// rejected in `INFO layercache` (unless Redis answered the arity before the module
+/// ran, or a key holds another type: not the input's fault).
 fn expect_rejected(c: &mut redis::Connection, label: &str, args: &[Vec<u8>], want: &str) {
     let before = snapshot(c);
+    let counter = format!("{}_rejected", String::from_utf8_lossy(&args[0]).to_ascii_lowercase().trim_start_matches("layercache."));
+    let rejected = info_counter(c, &counter);
     let refs: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
     let got = error(c, &refs);
     assert_eq!(got, want, "{label}");
+    let counted = u64::from(!want.starts_with("ERR wrong number of arguments") && !want.starts_with("WRONGTYPE"));
+    assert_eq!(info_counter(c, &counter), rejected.map(|n| n + counted), "{label}: {counter}");
     assert_eq!(run(c, &["PING"]).unwrap(), redis::Value::SimpleString("PONG".into()), "{label}: server answers");
     let after = snapshot(c);
     let changed: Vec<String> = before

@@ -47,6 +47,7 @@ fn info_counters_move_with_the_commands() {
     cmd(&mut c, &["LAYERCACHE.STAT", D2]);
     cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]);
     error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"team/app", b"sha256:x"]);
+    error(&mut c, &[b"LAYERCACHE.STAT", D1.as_bytes(), b"extra"]); // ERR syntax error
     cmd(&mut c, &["LAYERCACHE.PURGE", D1, D2]);
     cmd(&mut c, &["LAYERCACHE.LINK", "team/app", "_manifests/tags/latest/current/link"]);
     cmd(&mut c, &["LAYERCACHE.LINKSET", "team/app", "0", "_manifests/tags/latest/current/link", D1]);
@@ -55,9 +56,10 @@ fn info_counters_move_with_the_commands() {
     cmd(&mut c, &["LAYERCACHE.DATA", D1]);
     for (name, want) in [
         ("reposetdescriptor_calls", 1),
-        ("stat_calls", 2),
+        ("stat_calls", 3),
         ("stat_hits", 1),
         ("stat_misses", 1),
+        ("stat_rejected", 1),
         ("repostat_calls", 2),
         ("repostat_hits", 1),
         ("repostat_rejected", 1),
