@@ -38,6 +38,10 @@ type Client struct {
 	// tier and tracker are the local tier, nil when it is off.
 	tier    *tier
 	tracker *tracker
+	// closed makes Close once, whoever calls it (dist3.New hands the Client out beside
+	// the provider, so it may have two owners); closeErr is its error.
+	closed   sync.Once
+	closeErr error
 }
 
 // topology is where a call about a key goes: one server (a node, or the master the
@@ -95,12 +99,16 @@ func New(o Options) (*Client, error) {
 	return c, nil
 }
 
-// Close ends tracking and closes every connection.
+// Close ends tracking and closes every connection; a second Close does nothing and
+// returns the first one's error.
 func (c *Client) Close() error {
-	if c.tracker != nil {
-		c.tracker.close()
-	}
-	return c.topo.close()
+	c.closed.Do(func() {
+		if c.tracker != nil {
+			c.tracker.close()
+		}
+		c.closeErr = c.topo.close()
+	})
+	return c.closeErr
 }
 
 // Stat returns the global descriptor of dgst (LAYERCACHE.STAT); ErrUnknown when the

@@ -343,3 +343,24 @@ func TestDetachedRequestContext(t *testing.T) {
 		t.Fatalf("the detached Stat of a request that paid a timeout: %v after %v, want a miss at once", err, time.Since(started))
 	}
 }
+
+// Close is idempotent: a second Close (two owners: dist3.New hands the Client out beside
+// the provider) returns without a panic, with the tier on one node and on Sentinel.
+func TestCloseTwice(t *testing.T) {
+	primary := redistest.Start(t)
+	sentinels := redistest.Addrs(redistest.Sentinels(t, primary, 1, ""))
+	for name, o := range map[string]Options{
+		"node":     {Addrs: []string{primary.Addr}},
+		"sentinel": {Addrs: sentinels, MasterName: "layercache"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := tiered(t, o)
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatalf("the second Close: %v", err)
+			}
+		})
+	}
+}
