@@ -74,6 +74,7 @@ func New(o Options) (*Client, error) {
 	if len(o.Addrs) == 0 {
 		return nil, errors.New("layercache: no Redis address")
 	}
+	routeLibraryLogs(o.Logf)
 	c := &Client{o: o, replies: newReplyLog(o.Logf)}
 	if o.cluster() {
 		if o.LocalEntries > 0 {

@@ -61,7 +61,7 @@ type Options struct {
 	FailAfter              int
 	BackoffMin, BackoffMax time.Duration
 	// Logf reports state changes (breaker, master, tier), once each, and error replies,
-	// once per code per minute (default log.Printf).
+	// once per code per minute (default log.Printf); go-redis's own lines too (logs.go).
 	Logf func(format string, args ...interface{})
 
 	// LocalEntries > 0 turns on the local tier: up to that many Stat and repository
