@@ -23,6 +23,12 @@ import (
 //     (BackoffMin up to BackoffMax). Results of calls admitted before it opened
 //     (stragglers) change nothing. A probe that go-redis's pool refused without
 //     dialling (see dialer) learnt nothing: the next call probes.
+//   - Flapping: a probe's success that the next calls contradict (a server that takes
+//     some connections and refuses others, as at its client limit: the probe gets the
+//     one connection) does not reset the back-off. Reopened within BackoffMax of
+//     closing, the breaker takes up the window it had, doubled, and logs only the first
+//     such reopening; once closed for BackoffMax it logs the episode in one line, with
+//     its count.
 //
 // Only connection failures count (dial errors, timeouts, broken connections, and the
 // replies of a server that cannot serve: LOADING, READONLY, MASTERDOWN, CLUSTERDOWN,
@@ -42,6 +48,11 @@ type breaker struct {
 	probeAt  time.Time     // open: when the probe in flight was admitted
 	tokens   uint64
 	opens    int64 // times opened
+
+	closedAt  time.Time     // when a probe last closed it
+	last      time.Duration // the window it had then
+	flaps     int           // reopenings within BackoffMax of closing, this episode
+	flapSince time.Time     // the episode's first
 }
 
 // pass is an admitted call's token, given back to done.
@@ -90,8 +101,10 @@ func (b *breaker) done(p pass, failed bool, err error) {
 		}
 		b.probe = 0
 		if !failed {
-			b.window, b.failures = 0, 0
-			b.logf("layercache: Redis%s answers again; the cache is back in use", b.where())
+			b.last, b.window, b.failures, b.closedAt = b.window, 0, 0, time.Now()
+			if b.flaps == 0 {
+				b.logf("layercache: Redis%s answers again; the cache is back in use", b.where())
+			}
 			return
 		}
 		if failedBefore(err, b.probeAt) {
@@ -101,16 +114,37 @@ func (b *breaker) done(p pass, failed bool, err error) {
 		b.until = time.Now().Add(b.window)
 		return
 	}
+	now := time.Now()
+	settled := now.Sub(b.closedAt) >= b.max
+	if settled && b.flaps > 0 {
+		b.logf("layercache: Redis%s holds again, after failing again right after it answered %d times in %v; the cache is back in use",
+			b.where(), b.flaps, b.closedAt.Sub(b.flapSince).Round(time.Millisecond))
+		b.flaps = 0
+	}
 	if !failed {
 		b.failures = 0
 		return
 	}
 	b.failures++
-	if b.failures >= b.failAfter {
-		b.window, b.until, b.opens = b.min, time.Now().Add(b.min), b.opens+1
-		b.logf("layercache: Redis%s unreachable after %d failed calls (last: %v); the registry serves from storage, retrying after %v, up to every %v",
-			b.where(), b.failures, err, b.min, b.max)
+	if b.failures < b.failAfter {
+		return
 	}
+	b.opens++
+	if !settled { // its last probe's success was contradicted: flapping
+		if b.flaps++; b.flaps == 1 {
+			b.flapSince = now
+		}
+		b.window = min(2*b.last, b.max)
+		b.until = now.Add(b.window)
+		if b.flaps == 1 {
+			b.logf("layercache: Redis%s failed again right after it answered (last: %v): a server that takes some connections and refuses others; backing off up to every %v, and logging once it holds",
+				b.where(), err, b.max)
+		}
+		return
+	}
+	b.window, b.until = b.min, now.Add(b.min)
+	b.logf("layercache: Redis%s unreachable after %d failed calls (last: %v); the registry serves from storage, retrying after %v, up to every %v",
+		b.where(), b.failures, err, b.min, b.max)
 }
 
 // abandon gives back an admitted call's pass without an outcome (its request went away
@@ -131,7 +165,7 @@ func (b *breaker) abandon(p pass) {
 func (b *breaker) reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.failures, b.window, b.probe = 0, 0, 0
+	b.failures, b.window, b.probe, b.flaps, b.closedAt = 0, 0, 0, 0, time.Time{}
 }
 
 func (b *breaker) where() string {

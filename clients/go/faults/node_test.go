@@ -50,6 +50,10 @@ func serverFault(t *testing.T, name string, addr string, fault, heal func(), hol
 	if n := log.Count("unreachable"); n != 1 {
 		t.Errorf("%s: logged the fault %d times: %q", name, n, log.Lines)
 	}
+	if n := log.Count("layercache: Redis"); n > 4 {
+		t.Errorf("%s: %d log lines of the breaker; want at most 4: %q", name, n, log.Lines)
+	}
+	r.note = strings.TrimPrefix(fmt.Sprintf("%s, %d log lines", r.note, log.Count("layercache: Redis")), ", ")
 	report(t, r)
 	return r
 }
@@ -142,6 +146,21 @@ func TestMaxClients(t *testing.T) {
 	if r.paid > 0 {
 		t.Errorf("a refused connection cost a timeout %d times", r.paid)
 	}
+}
+
+// A server that takes some connections and refuses others (maxclients 2: the probe
+// succeeds on the one connection it gets, the other callers' dials are refused) for
+// 10 s: the breaker backs off as for a server that refuses all, misses stay fast, and
+// the episode is a few log lines, not one per open/close cycle.
+func TestHalfAvailableServer(t *testing.T) {
+	s := redistest.Start(t)
+	admin := s.Dial(t)
+	fault := func() {
+		admin.Do("CONFIG", "SET", "maxclients", 2)                    //nolint:errcheck
+		admin.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") //nolint:errcheck
+	}
+	heal := func() { admin.Do("CONFIG", "SET", "maxclients", 10000) } //nolint:errcheck
+	serverFault(t, "half available (maxclients 2, 16 callers, 10 s)", s.Addr, fault, heal, 10*time.Second)
 }
 
 // Error replies are not connection failures: NOPERM (an ACL user without
