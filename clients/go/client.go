@@ -62,6 +62,9 @@ type route struct {
 	// failed hears of a connection failure of the server of epoch, or of a reply of a
 	// server that cannot serve (unavailable).
 	failed func(epoch uint64, unavailable bool)
+	// replaced reports whether the server of epoch is no longer the current one (a
+	// failover moved the master and closed its connections); nil: never.
+	replaced func(epoch uint64) bool
 }
 
 // New returns a Client for the Redis o describes, which must have the layercache module
@@ -290,7 +293,10 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 }
 
 // run runs one admitted call on r within one timeout (the request's deadline, else
-// ReadTimeout), and tells r's breaker how it went.
+// ReadTimeout), and tells r's breaker how it went. A call that failed on a server
+// replaced meanwhile (a failover closed its connections) says nothing of the current
+// one: its outcome is not counted, and the call runs once more, on the current server,
+// within the same timeout.
 func (c *Client) run(request context.Context, r route, p pass, args []interface{}) (interface{}, uint64, error) {
 	ctx, cancel := context.WithTimeout(request, c.o.ReadTimeout)
 	defer cancel()
@@ -300,6 +306,18 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 		return nil, 0, err
 	}
 	failed, unavailable := failure(err)
+	if (failed || errors.Is(err, redis.ErrClosed)) && r.replaced != nil && r.replaced(epoch) {
+		r.breaker.abandon(p)
+		var ok bool
+		if p, ok = r.breaker.allow(); !ok {
+			return nil, 0, errSkipped
+		}
+		if reply, epoch, err = r.run(ctx, args...); errors.Is(err, context.Canceled) {
+			r.breaker.abandon(p)
+			return nil, 0, err
+		}
+		failed, unavailable = failure(err)
+	}
 	r.breaker.done(p, failed, err)
 	if failed {
 		r.failed(epoch, unavailable)

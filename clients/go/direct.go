@@ -53,7 +53,13 @@ func newDirect(o Options) (*direct, error) {
 }
 
 func (d *direct) route(context.Context, string) route {
-	return route{breaker: d.breaker, run: d.run, failed: d.failed}
+	return route{breaker: d.breaker, run: d.run, failed: d.failed, replaced: d.replaced}
+}
+
+// replaced reports whether the server of epoch was replaced by another (see route).
+func (d *direct) replaced(epoch uint64) bool {
+	s, _ := d.current()
+	return epoch != 0 && s != nil && s.epoch != epoch
 }
 
 func (d *direct) run(ctx context.Context, args ...interface{}) (interface{}, uint64, error) {

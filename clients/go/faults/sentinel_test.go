@@ -338,3 +338,71 @@ func TestSentinelsDown(t *testing.T) {
 		})
 	}
 }
+
+// A planned failover (SENTINEL FAILOVER of a healthy primary) under 64 callers doing
+// RepoStat and RepoClear costs nothing: the calls in flight on the old master when the
+// provider switches (their connections closed) are no Redis failures and run again on
+// the new master, so no breaker opens and no Clear answers ErrUnavailable.
+func TestSentinelPlannedFailover(t *testing.T) {
+	s := startSentinels(t)
+	o := s.options()
+	log := logs(&o)
+	c := client(t, o)
+	warm(t, c)
+	var (
+		mu                    sync.Mutex
+		calls, clears, failed int
+		seen                  = map[string]int{}
+		worst                 time.Duration
+		stop                  = make(chan struct{})
+		wg                    sync.WaitGroup
+	)
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d := digests[i%len(digests)]
+				start := time.Now()
+				c.RepoStat(ctx, repo, d) //nolint:errcheck // a miss or a hit
+				err := c.RepoClear(ctx, repo, d)
+				if err == nil || err == layercache.ErrUnknown {
+					c.RepoSetDescriptor(ctx, repo, d, descriptor(d)) //nolint:errcheck
+				}
+				took := time.Since(start)
+				mu.Lock()
+				calls, clears, worst = calls+3, clears+1, max(worst, took)
+				if err != nil && err != layercache.ErrUnknown {
+					failed++
+					seen[err.Error()]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	sn := s.sentinels[0].Dial(t)
+	if _, err := sn.Do("SENTINEL", "FAILOVER", "layercache"); err != nil {
+		t.Fatal(err)
+	}
+	s.waitAnnounced(t)
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	st := c.Stats()
+	r := row{name: "planned failover (SENTINEL FAILOVER, 64 callers)", calls: calls, errors: failed, max: worst, recovered: -1,
+		note: fmt.Sprintf("%d Clears, %d failed; breaker opened %d times; the master's move logged %d time",
+			clears, failed, st.BreakerOpens, log.Count("the master moved"))}
+	if st.BreakerOpens != 0 || failed != 0 || log.Count("unreachable") != 0 {
+		t.Errorf("%s: breaker opened %d times, %d Clears failed (%v): %q", r.name, st.BreakerOpens, failed, seen, log.Lines)
+	}
+	if worst > timeout+margin {
+		t.Errorf("%s: a request took %v, over one timeout", r.name, worst)
+	}
+	report(t, r)
+}
