@@ -364,3 +364,30 @@ func TestCloseTwice(t *testing.T) {
 		})
 	}
 }
+
+// A +switch-master that no answer confirms (one sentinel announced a master the majority
+// never named) moves the provider only until the majority has named another master for
+// unconfirmedAfter: then it goes back there, where before it stayed for good.
+func TestSentinelUnconfirmedAnnouncement(t *testing.T) {
+	primary, other, rogue := redistest.Start(t), redistest.Start(t), redistest.Start(t)
+	sentinels := redistest.Addrs(redistest.Sentinels(t, primary, 3, ""))
+	var log redistest.Logs
+	c := newClient(t, Options{Addrs: append(sentinels, rogue.Addr), MasterName: "layercache", Logf: log.Logf})
+	if err := c.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	announce := fmt.Sprintf("layercache 127.0.0.1 %d 127.0.0.1 %d", primary.Port, other.Port)
+	redistest.WaitFor(t, 10*time.Second, "the announcement heard", func() bool {
+		rogue.Do(t, "PUBLISH", "+switch-master", announce)
+		return log.Count(fmt.Sprintf("to 127.0.0.1:%d", other.Port)) == 1
+	})
+	if _, err := c.RepoStat(ctx, "team/app", blob); err != ErrUnknown {
+		t.Fatalf("on the announced master: %v; want a miss", err)
+	}
+	started := time.Now()
+	redistest.WaitFor(t, unconfirmedAfter+3*refreshEvery, "back on the master the sentinels name", func() bool {
+		_, err := c.RepoStat(ctx, "team/app", blob)
+		return err == nil
+	})
+	t.Logf("back on the master the sentinels name %v after the announcement", time.Since(started).Round(time.Second))
+}

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -28,7 +27,8 @@ import (
 //   - The sentinels are asked again every refreshEvery, and soon after a connection
 //     failure; an answer moves the master only if its config-epoch is newer than the
 //     current master's, so a sentinel that has not yet heard of a failover cannot move
-//     the provider back to a deposed master.
+//     the provider back to a deposed master, or if the master a +switch-master named
+//     went unconfirmed by every answer for unconfirmedAfter.
 type sentinels struct {
 	o       Options
 	d       *direct
@@ -36,15 +36,22 @@ type sentinels struct {
 	subs    []*redis.PubSub
 
 	mu sync.Mutex
-	// epoch is the config-epoch of the current master; MaxInt64 after a
-	// +switch-master until an answer tells it.
+	// epoch is the config-epoch of the last master an answer named; announced is when
+	// a +switch-master moved the provider to a master no answer has named yet (zero:
+	// none). An answer naming another master moves the provider if its epoch is newer,
+	// or once the announcement went unconfirmed for unconfirmedAfter (a sentinel that
+	// announced what the majority never agreed to).
 	epoch      int64
+	announced  time.Time
 	refreshing atomic.Bool
 	stop       chan struct{}
 	done       sync.WaitGroup
 }
 
-const refreshEvery = 5 * time.Second
+const (
+	refreshEvery     = 5 * time.Second
+	unconfirmedAfter = 3 * refreshEvery
+)
 
 func newSentinels(o Options, tlsConfig *tls.Config, d *direct) *sentinels {
 	s := &sentinels{o: o, d: d, stop: make(chan struct{})}
@@ -155,16 +162,14 @@ func (s *sentinels) refresh() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, _ := s.d.current()
+	unconfirmed := !s.announced.IsZero() && time.Since(s.announced) > unconfirmedAfter
 	switch {
-	case cur == nil:
-		s.epoch = a.epoch
+	case cur == nil, a.addr != cur.addr && (a.epoch > s.epoch || unconfirmed):
 		s.d.use(a.addr, false)
-	case a.addr == cur.addr:
-		s.epoch = a.epoch
-	case a.epoch > s.epoch:
-		s.epoch = a.epoch
-		s.d.use(a.addr, false)
+	case a.addr != cur.addr:
+		return // a sentinel that has not heard of the failover yet
 	}
+	s.epoch, s.announced = a.epoch, time.Time{}
 }
 
 // refreshSoon refreshes in the background, one refresh at a time.
@@ -202,7 +207,7 @@ func (s *sentinels) listen(addr string, sub *redis.PubSub) {
 			continue
 		}
 		s.mu.Lock()
-		s.epoch = math.MaxInt64
+		s.announced = time.Now()
 		s.d.use(net.JoinHostPort(f[3], f[4]), false)
 		s.mu.Unlock()
 		s.refreshSoon() // learns the new master's config-epoch
