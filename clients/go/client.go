@@ -254,8 +254,11 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 		}
 	}
 	if key := requestOf(ctx); key != nil {
-		if _, ok := c.paid.Load(key); ok {
-			return nil, 0, errSkipped
+		if at, ok := c.paid.Load(key); ok {
+			if !unnamed(key) || time.Since(at.(time.Time)) < unnamedSpan {
+				return nil, 0, errSkipped
+			}
+			c.paid.CompareAndDelete(key, at)
 		}
 	}
 	r := c.topo.route(ctx, string(dgst))
@@ -322,7 +325,7 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 	if failed {
 		r.failed(epoch, unavailable)
 		if key := requestOf(request); key != nil && request.Done() != nil { // a request, which ends
-			if _, dup := c.paid.LoadOrStore(key, true); !dup {
+			if _, dup := c.paid.LoadOrStore(key, time.Now()); !dup {
 				context.AfterFunc(request, func() { c.paid.Delete(key) })
 			}
 		}

@@ -391,3 +391,38 @@ func TestSentinelUnconfirmedAnnouncement(t *testing.T) {
 	})
 	t.Logf("back on the master the sentinels name %v after the announcement", time.Since(started).Round(time.Second))
 }
+
+// A cancellable context that is no registry request (an embedder's root context, never
+// cancelled) is not one endless request: its first answers and its paid timeout stand
+// for unnamedSpan only, then Redis is asked again.
+func TestUnnamedContextIsNoEndlessRequest(t *testing.T) {
+	s := redistest.Start(t)
+	c := newClient(t, Options{Addrs: []string{s.Addr}, ReadTimeout: 300 * time.Millisecond})
+	root, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := c.RepoSetDescriptor(root, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RepoStat(root, "team/app", blob); err != nil {
+		t.Fatal(err)
+	}
+	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/app", blob) // another registry's delete
+	redistest.WaitFor(t, 5*time.Second, "the delete seen through the root context", func() bool {
+		_, err := c.RepoStat(root, "team/app", blob)
+		return err == ErrUnknown
+	})
+
+	s.Stop()
+	time.Sleep(unnamedSpan) // the last answer's span over
+	if _, err := c.RepoStat(root, "team/app", blob); err == nil || err == ErrUnknown {
+		t.Fatalf("a Stat on a hung server: %v; want its timeout", err)
+	}
+	s.Continue()
+	if err := c.RepoSetDescriptor(context.Background(), "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	redistest.WaitFor(t, 5*time.Second, "Redis asked again through the root context", func() bool {
+		_, err := c.RepoStat(root, "team/app", blob)
+		return err == nil
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"path"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -16,10 +17,23 @@ import (
 // microseconds earlier, which it may always have. It lives as long as the context
 // that made it (keyed by requestOf), holds at most memoEntries answers, and forgets a
 // digest the request itself writes. A context that is no request (Background) has
-// none.
+// none; a cancellable context that is no registry request (no *http.Request: an
+// embedder's root context may never end) has one for unnamedSpan at a time.
 type requestMemo struct {
 	mu      sync.Mutex
 	answers map[entryKey]memoAnswer
+	expires time.Time // zero: when the request ends
+}
+
+// unnamedSpan is how long a cancellable context without a registry request stands as
+// one request: its memo, and its mark of a paid timeout (Client.paid).
+const unnamedSpan = time.Second
+
+// unnamed reports whether key (from requestOf) is a context's Done channel, not a
+// registry request.
+func unnamed(key any) bool {
+	_, request := key.(*http.Request)
+	return !request
 }
 
 type memoAnswer struct {
@@ -52,12 +66,19 @@ func (c *Client) request(ctx context.Context) *requestMemo {
 		return nil
 	}
 	if m, ok := c.requests.Load(key); ok {
-		return m.(*requestMemo)
+		if memo := m.(*requestMemo); memo.expires.IsZero() || time.Now().Before(memo.expires) {
+			return memo
+		}
+		c.requests.CompareAndDelete(key, m)
 	}
 	if ctx.Done() == nil {
 		return nil
 	}
-	m, loaded := c.requests.LoadOrStore(key, &requestMemo{answers: map[entryKey]memoAnswer{}})
+	memo := &requestMemo{answers: map[entryKey]memoAnswer{}}
+	if unnamed(key) {
+		memo.expires = time.Now().Add(unnamedSpan)
+	}
+	m, loaded := c.requests.LoadOrStore(key, memo)
 	if !loaded {
 		context.AfterFunc(ctx, func() { c.requests.CompareAndDelete(key, m) })
 	}
