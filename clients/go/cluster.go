@@ -26,8 +26,14 @@ type clusterTopology struct {
 
 	mu       sync.Mutex
 	nodes    map[string]*breaker
-	reloaded atomic.Int64 // unix nanoseconds of the last refresh asked
+	routed   map[string]time.Time // when a call last went to each node's breaker
+	reloaded atomic.Int64         // unix nanoseconds of the last refresh asked
 }
+
+// A node's breaker that no call has been routed to for pruneAfter (twice BackoffMax)
+// is forgotten: its address left the slot map (a master killed, or a replica now), and
+// it would hold BreakerOpen for good. A node that comes back gets a new one.
+func (c *clusterTopology) pruneAfter() time.Duration { return 2 * c.o.BackoffMax }
 
 const refreshGap = 250 * time.Millisecond
 
@@ -65,7 +71,7 @@ func newCluster(o Options) (*clusterTopology, error) {
 		DisableIdentity:       true,
 		Dialer:                node.Dialer,
 	})
-	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*breaker{}}
+	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*breaker{}, routed: map[string]time.Time{}}
 	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+o.ReadTimeout)
 	defer cancel()
 	err = client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
@@ -155,6 +161,7 @@ func (c *clusterTopology) node(addr string) *breaker {
 		b = newBreaker(addr, c.o)
 		c.nodes[addr] = b
 	}
+	c.routed[addr] = time.Now()
 	return b
 }
 
@@ -175,7 +182,12 @@ func (c *clusterTopology) breakers() []*breaker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	all := []*breaker{c.unmapped}
-	for _, b := range c.nodes {
+	for addr, b := range c.nodes {
+		if time.Since(c.routed[addr]) > c.pruneAfter() {
+			delete(c.nodes, addr)
+			delete(c.routed, addr)
+			continue
+		}
 		all = append(all, b)
 	}
 	return all
