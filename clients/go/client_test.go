@@ -426,3 +426,20 @@ func TestUnnamedContextIsNoEndlessRequest(t *testing.T) {
 		return err == nil
 	})
 }
+
+// Close landing between a sentinel's answer and the switch to the master it named: the
+// call gets an error, not a nil client to dereference.
+func TestCloseBetweenAnswerAndSwitch(t *testing.T) {
+	primary := redistest.Start(t)
+	o := Options{Addrs: redistest.Addrs(redistest.Sentinels(t, primary, 1, "")), MasterName: "layercache"}.withDefaults()
+	d := &direct{o: o, breaker: newBreaker("", o), changed: make(chan struct{})}
+	d.closed = true // Close ran once the sentinels had answered
+	s := newSentinels(o, nil, d)
+	t.Cleanup(s.close)
+	if srv, err := s.first(ctx); err == nil {
+		t.Fatalf("first after Close: server %v, no error", srv)
+	}
+	if _, _, err := d.run(ctx, "PING"); err == nil {
+		t.Fatal("a call after Close: no error")
+	}
+}

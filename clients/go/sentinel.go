@@ -150,7 +150,10 @@ func (s *sentinels) first(ctx context.Context) (*server, error) {
 		return cur, nil // another call got there first
 	}
 	s.epoch = a.epoch
-	return s.d.use(a.addr, false), nil
+	if srv := s.d.use(a.addr, false); srv != nil {
+		return srv, nil
+	}
+	return nil, redis.ErrClosed // Close came between the answer and the switch
 }
 
 // refresh asks again and moves to a newer master; see sentinels.
