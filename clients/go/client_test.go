@@ -435,6 +435,7 @@ func TestCloseBetweenAnswerAndSwitch(t *testing.T) {
 	d := &direct{o: o, breaker: newBreaker("", o), changed: make(chan struct{})}
 	d.closed = true // Close ran once the sentinels had answered
 	s := newSentinels(o, nil, d)
+	d.sentinels = s
 	t.Cleanup(s.close)
 	if srv, err := s.first(ctx); err == nil {
 		t.Fatalf("first after Close: server %v, no error", srv)
