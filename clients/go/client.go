@@ -57,7 +57,8 @@ type topology interface {
 // route is the server a call goes to: its breaker, and how to run a command there.
 type route struct {
 	breaker *breaker
-	// run runs a command; epoch says which server answered (0: none, or a cluster).
+	// run runs a command; epoch says which server answered (0: none; a cluster's
+	// answers are all clusterEpoch).
 	run func(ctx context.Context, args ...interface{}) (reply interface{}, epoch uint64, err error)
 	// failed hears of a connection failure of the server of epoch, or of a reply of a
 	// server that cannot serve (unavailable).

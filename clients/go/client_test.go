@@ -444,3 +444,30 @@ func TestCloseBetweenAnswerAndSwitch(t *testing.T) {
 		t.Fatal("a call after Close: no error")
 	}
 }
+
+// The request memo serves on a cluster too: three repository Stats of a blob in one
+// request make one REPOSTAT.
+func TestRequestReadsOnceOnCluster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	c := newClient(t, Options{Addrs: redistest.Addrs(nodes)})
+	calls := func() (n int64) {
+		for _, node := range nodes {
+			n += node.Info(t, "layercache", "layercache_repostat_calls")
+		}
+		return n
+	}
+	request, end := context.WithCancel(ctx)
+	defer end()
+	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	before := calls()
+	for i := 0; i < 3; i++ {
+		if got, err := c.RepoStat(request, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+			t.Fatalf("Stat %d: %v, %v", i, got, err)
+		}
+	}
+	if n := calls() - before; n != 1 {
+		t.Fatalf("three Stats in one request sent %d REPOSTATs, want 1", n)
+	}
+}

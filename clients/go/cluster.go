@@ -150,8 +150,13 @@ func (c *clusterTopology) run(ctx context.Context, key string, args []interface{
 	}
 	_ = c.client.Process(ctx, cmd)
 	reply, err := cmd.Result()
-	return reply, 0, err
+	return reply, clusterEpoch, err
 }
+
+// clusterEpoch is the epoch of every cluster call (see route): the cluster has no
+// server replacements to tell apart, but an answer must still read as Redis's for the
+// request's memo.
+const clusterEpoch = 1
 
 func (c *clusterTopology) node(addr string) *breaker {
 	c.mu.Lock()
