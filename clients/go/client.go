@@ -29,9 +29,10 @@ type Client struct {
 	o       Options
 	topo    topology
 	replies *replyLog
-	// paid holds the registry requests whose call already failed on a connection (by
-	// requestOf): a request pays at most one timeout, so the write-back distribution
-	// sends after a failed Stat, in the same request, is skipped.
+	// paid holds the registry requests whose call already failed on a connection, per
+	// server (paidKey): a request pays at most one timeout per server, so the
+	// write-back distribution sends after a failed Stat, in the same request, is
+	// skipped, while on a cluster its calls to healthy masters still run.
 	paid sync.Map
 	// requests holds each running registry request's Stat answers (request.go).
 	requests sync.Map
@@ -42,6 +43,12 @@ type Client struct {
 	// the provider, so it may have two owners); closeErr is its error.
 	closed   sync.Once
 	closeErr error
+}
+
+// paidKey is a request (requestOf) and the breaker of the server it paid a timeout to.
+type paidKey struct {
+	request any
+	server  *breaker
 }
 
 // topology is where a call about a key goes: one server (a node, or the master the
@@ -254,15 +261,15 @@ func (c *Client) call(ctx context.Context, dgst digest.Digest, args ...interface
 			args[i] = string(d)
 		}
 	}
+	r := c.topo.route(ctx, string(dgst))
 	if key := requestOf(ctx); key != nil {
-		if at, ok := c.paid.Load(key); ok {
+		if at, ok := c.paid.Load(paidKey{key, r.breaker}); ok {
 			if !unnamed(key) || time.Since(at.(time.Time)) < unnamedSpan {
 				return nil, 0, errSkipped
 			}
-			c.paid.CompareAndDelete(key, at)
+			c.paid.CompareAndDelete(paidKey{key, r.breaker}, at)
 		}
 	}
-	r := c.topo.route(ctx, string(dgst))
 	p, ok := r.breaker.allow()
 	if !ok {
 		c.topo.skipped()
@@ -326,8 +333,9 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 	if failed {
 		r.failed(epoch, unavailable)
 		if key := requestOf(request); key != nil && request.Done() != nil { // a request, which ends
-			if _, dup := c.paid.LoadOrStore(key, time.Now()); !dup {
-				context.AfterFunc(request, func() { c.paid.Delete(key) })
+			paid := paidKey{key, r.breaker}
+			if _, dup := c.paid.LoadOrStore(paid, time.Now()); !dup {
+				context.AfterFunc(request, func() { c.paid.Delete(paid) })
 			}
 		}
 		return nil, 0, err

@@ -471,3 +471,40 @@ func TestRequestReadsOnceOnCluster(t *testing.T) {
 		t.Fatalf("three Stats in one request sent %d REPOSTATs, want 1", n)
 	}
 }
+
+// On a cluster a request pays at most one timeout per master, not per request: after
+// one master's timeout, the same request's Clear on a healthy master still runs.
+func TestClusterPaidPerMaster(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	c := newClient(t, Options{Addrs: redistest.Addrs(nodes), ReadTimeout: 300 * time.Millisecond})
+	owner := func(d digest.Digest) string {
+		node, err := c.topo.(*clusterTopology).client.MasterForKey(ctx, string(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return node.Options().Addr
+	}
+	hung := nodes[0]
+	var onHung, elsewhere digest.Digest
+	for i := 0; onHung == "" || elsewhere == ""; i++ {
+		d := digest.FromString(fmt.Sprint("blob ", i))
+		if owner(d) == hung.Addr {
+			onHung = d
+		} else {
+			elsewhere = d
+		}
+	}
+	if err := c.RepoSetDescriptor(ctx, "team/app", elsewhere, desc); err != nil {
+		t.Fatal(err)
+	}
+	hung.Stop()
+	defer hung.Continue()
+	request, end := context.WithCancel(ctx)
+	defer end()
+	if _, err := c.RepoStat(request, "team/app", onHung); err == nil || err == ErrUnknown {
+		t.Fatalf("a Stat on the hung master: %v; want its timeout", err)
+	}
+	if err := c.RepoClear(request, "team/app", elsewhere); err != nil {
+		t.Fatalf("the same request's Clear on a healthy master: %v", err)
+	}
+}
