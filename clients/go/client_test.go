@@ -3,6 +3,7 @@ package layercache
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -506,5 +507,32 @@ func TestClusterPaidPerMaster(t *testing.T) {
 	}
 	if err := c.RepoClear(request, "team/app", elsewhere); err != nil {
 		t.Fatalf("the same request's Clear on a healthy master: %v", err)
+	}
+}
+
+// With TLS, a server that accepts TCP and never completes the handshake holds a call
+// for the call's timeout, not DialTimeout: the handshake runs within the call's context.
+func TestTLSHandshakeWithinTheCall(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			conn, err := l.Accept() // accepted, never answered
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() })
+		}
+	}()
+	c := newClient(t, Options{Addrs: []string{l.Addr().String()}, TLS: true, DialTimeout: 5 * time.Second, ReadTimeout: 300 * time.Millisecond})
+	started := time.Now()
+	if _, err := c.RepoStat(ctx, "team/app", blob); err == nil || err == ErrUnknown {
+		t.Fatalf("a Stat through a handshake that never ends: %v", err)
+	}
+	if took := time.Since(started); took > time.Second {
+		t.Fatalf("a Stat took %v through a handshake that never ends; want the call's 300 ms", took)
 	}
 }

@@ -1,10 +1,12 @@
 package layercache
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"log"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -137,8 +139,20 @@ func (o Options) serverOptions(addr string, tlsConfig *tls.Config) *redis.Option
 		TLSConfig:             tlsConfig,
 		DisableIdentity:       true,
 	}
-	options.Dialer = dialer(redis.NewDialer(options))
+	options.Dialer = dialer(dialContext(options))
 	return options
+}
+
+// dialContext dials as go-redis's own dialer does, but within the call's context, the
+// TLS handshake included: go-redis's uses tls.DialWithDialer, which ignores the
+// context, so a server that accepts TCP and never completes the handshake held a call
+// for DialTimeout.
+func dialContext(o *redis.Options) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	netDialer := &net.Dialer{Timeout: o.DialTimeout, KeepAlive: 5 * time.Minute}
+	if o.TLSConfig == nil {
+		return netDialer.DialContext
+	}
+	return (&tls.Dialer{NetDialer: netDialer, Config: o.TLSConfig}).DialContext
 }
 
 // tlsConfigs are the TLS settings of connections to servers and to sentinels (nil: no
