@@ -257,18 +257,7 @@ func TestRequestReadsOnce(t *testing.T) {
 	c := newClient(t, Options{Addrs: []string{s.Addr}})
 	calls := func() int64 { return s.Info(t, "layercache", "layercache_repostat_calls") }
 	request, end := context.WithCancel(ctx)
-	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
-		t.Fatal(err)
-	}
-	before := calls()
-	for i := 0; i < 3; i++ {
-		if got, err := c.RepoStat(request, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
-			t.Fatalf("Stat %d: %v, %v", i, got, err)
-		}
-	}
-	if n := calls() - before; n != 1 {
-		t.Fatalf("three Stats in one request sent %d REPOSTATs, want 1", n)
-	}
+	readsOnce(t, c, request, calls)
 	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/app", blob) // another registry's delete
 	if _, err := c.RepoStat(request, "team/app", blob); err != nil {
 		t.Fatalf("the request's first answer: %v", err)
@@ -459,6 +448,13 @@ func TestRequestReadsOnceOnCluster(t *testing.T) {
 	}
 	request, end := context.WithCancel(ctx)
 	defer end()
+	readsOnce(t, c, request, calls)
+}
+
+// readsOnce writes the blob's descriptor in request, then checks that three repository
+// Stats of it in the same request make one REPOSTAT (calls counts them).
+func readsOnce(t *testing.T, c *Client, request context.Context, calls func() int64) {
+	t.Helper()
 	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
 		t.Fatal(err)
 	}

@@ -136,12 +136,7 @@ func TestSlowServer(t *testing.T) {
 // pooled, and the cache is back once the limit is raised.
 func TestMaxClients(t *testing.T) {
 	s := redistest.Start(t)
-	admin := s.Dial(t)
-	fault := func() {
-		admin.Do("CONFIG", "SET", "maxclients", 1)                    //nolint:errcheck
-		admin.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") //nolint:errcheck
-	}
-	heal := func() { admin.Do("CONFIG", "SET", "maxclients", 10000) } //nolint:errcheck
+	fault, heal := clientLimit(t, s, 1)
 	r := serverFault(t, "max clients (CONFIG SET maxclients 1)", s.Addr, fault, heal, 2*time.Second)
 	if r.paid > 0 {
 		t.Errorf("a refused connection cost a timeout %d times", r.paid)
@@ -154,13 +149,20 @@ func TestMaxClients(t *testing.T) {
 // the episode is a few log lines, not one per open/close cycle.
 func TestHalfAvailableServer(t *testing.T) {
 	s := redistest.Start(t)
+	fault, heal := clientLimit(t, s, 2)
+	serverFault(t, "half available (maxclients 2, 16 callers, 10 s)", s.Addr, fault, heal, 10*time.Second)
+}
+
+// clientLimit is a fault that sets s's maxclients to n (one of them the admin
+// connection it keeps) and drops every other client, and its heal.
+func clientLimit(t *testing.T, s *redistest.Server, n int) (fault, heal func()) {
 	admin := s.Dial(t)
-	fault := func() {
-		admin.Do("CONFIG", "SET", "maxclients", 2)                    //nolint:errcheck
+	fault = func() {
+		admin.Do("CONFIG", "SET", "maxclients", n)                    //nolint:errcheck
 		admin.Do("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") //nolint:errcheck
 	}
-	heal := func() { admin.Do("CONFIG", "SET", "maxclients", 10000) } //nolint:errcheck
-	serverFault(t, "half available (maxclients 2, 16 callers, 10 s)", s.Addr, fault, heal, 10*time.Second)
+	heal = func() { admin.Do("CONFIG", "SET", "maxclients", 10000) } //nolint:errcheck
+	return fault, heal
 }
 
 // Error replies are not connection failures: NOPERM (an ACL user without
