@@ -146,13 +146,13 @@ def registry_replicas(network, docs, work, rng):
     return redis
 
 
-def module_init(network, work):
+def module_init(network, images, work):
     """Section 5."""
     _, docs = kubecheck(os.path.join(DEPLOY, "module-init.yaml"))
 
     def plain_redis(docs):  # Debian's redis-server stands for the user's image (none can be pulled here)
         (c,) = docs[0]["spec"]["template"]["spec"]["containers"]
-        c["image"] = podman("images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", "reference=*/layercache/redis").split()[0]
+        c["image"] = images["redis"][0]
         c["command"], c["args"] = ["/usr/bin/redis-server"], ["--port", "6379"] + c["args"][1:]
 
     play = Play(network, docs, work, edit=plain_redis)
@@ -286,7 +286,7 @@ def main():
         redis = None
         try:
             redis = registry_replicas(network, docs, work, rng)
-            module_init(network, work)
+            module_init(network, images, work)
             charts(network, redis, images, work, rng)
             harbor(network, redis, images, work, rng)
         finally:

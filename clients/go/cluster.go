@@ -25,9 +25,14 @@ type clusterTopology struct {
 	mapped   atomic.Bool
 
 	mu       sync.Mutex
-	nodes    map[string]*breaker
-	routed   map[string]time.Time // when a call last went to each node's breaker
-	reloaded atomic.Int64         // unix nanoseconds of the last refresh asked
+	nodes    map[string]*master
+	reloaded atomic.Int64 // unix nanoseconds of the last refresh asked
+}
+
+// master is a master's breaker, and when a call was last routed to it.
+type master struct {
+	breaker *breaker
+	routed  time.Time
 }
 
 // A node's breaker that no call has been routed to for pruneAfter (twice BackoffMax)
@@ -71,7 +76,7 @@ func newCluster(o Options) (*clusterTopology, error) {
 		DisableIdentity:       true,
 		Dialer:                node.Dialer,
 	})
-	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*breaker{}, routed: map[string]time.Time{}}
+	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*master{}}
 	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+o.ReadTimeout)
 	defer cancel()
 	err = client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
@@ -161,13 +166,13 @@ const clusterEpoch = 1
 func (c *clusterTopology) node(addr string) *breaker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	b := c.nodes[addr]
-	if b == nil {
-		b = newBreaker(addr, c.o)
-		c.nodes[addr] = b
+	n := c.nodes[addr]
+	if n == nil {
+		n = &master{breaker: newBreaker(addr, c.o)}
+		c.nodes[addr] = n
 	}
-	c.routed[addr] = time.Now()
-	return b
+	n.routed = time.Now()
+	return n.breaker
 }
 
 // refresh asks for the slot map again, in the background, at most every refreshGap:
@@ -187,13 +192,12 @@ func (c *clusterTopology) breakers() []*breaker {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	all := []*breaker{c.unmapped}
-	for addr, b := range c.nodes {
-		if time.Since(c.routed[addr]) > c.pruneAfter() {
+	for addr, n := range c.nodes {
+		if time.Since(n.routed) > c.pruneAfter() {
 			delete(c.nodes, addr)
-			delete(c.routed, addr)
 			continue
 		}
-		all = append(all, b)
+		all = append(all, n.breaker)
 	}
 	return all
 }

@@ -5,7 +5,8 @@
 // every ConfigMap, Secret and PersistentVolumeClaim a pod uses is in the files, and a
 // Service selects a Deployment's pods and targets a port its containers name.
 // It prints one line per document and exits 1 on the first problem; with -json first,
-// it prints instead the documents as one JSON array (for scripts/regkit/kube.py).
+// those lines go to stderr and the documents, as one JSON array, to stdout (for
+// scripts/regkit/kube.py).
 // With -values first, the files are charts' values: every Kubernetes fragment they
 // carry (lists of containers, volumes, volume mounts, environment variables, under
 // the keys charts use for them) is strict-decoded, and the values are printed as one
@@ -29,7 +30,7 @@ type manifests struct {
 	services    []*corev1.Service
 	named       map[string]bool // kind/name
 	docs        []json.RawMessage
-	quiet       bool
+	asJSON      bool
 }
 
 func main() {
@@ -40,7 +41,7 @@ func main() {
 		return
 	}
 	if len(paths) > 0 && paths[0] == "-json" {
-		m.quiet, paths = true, paths[1:]
+		m.asJSON, paths = true, paths[1:]
 	}
 	for _, path := range paths {
 		if err := m.read(path); err != nil {
@@ -57,7 +58,7 @@ func main() {
 			fail("Service %s: %v", s.Name, err)
 		}
 	}
-	if m.quiet {
+	if m.asJSON {
 		out, _ := json.Marshal(m.docs)
 		fmt.Println(string(out))
 	}
@@ -115,9 +116,11 @@ func (m *manifests) read(path string) error {
 			return fmt.Errorf("document %d: %w", i+1, err)
 		}
 		m.docs = append(m.docs, asJSON)
-		if !m.quiet {
-			fmt.Printf("kubecheck: %s: %s %s\n", path, meta.Kind, obj.GetName())
+		out := os.Stdout
+		if m.asJSON {
+			out = os.Stderr
 		}
+		fmt.Fprintf(out, "kubecheck: %s: %s %s\n", path, meta.Kind, obj.GetName())
 	}
 	return nil
 }

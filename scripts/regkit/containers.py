@@ -4,6 +4,7 @@ of `make registry`, reproducibly (SOURCE_DATE_EPOCH: the same inputs give the sa
 digests); their compressed sizes; and podman's own settings for these machines."""
 
 import datetime
+import functools
 import gzip
 import json
 import os
@@ -41,7 +42,9 @@ events_logger = "file"
 """
 
 
+@functools.cache
 def podman_env():
+    """The environment of podman with CONTAINERS_CONF, written once per run."""
     path = os.path.join(ROOT, "build", "images", "containers.conf")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
@@ -113,7 +116,7 @@ def debian_version(tree, package):
 
 def contexts(work, epoch):
     """The build contexts of every image under work, each with its Containerfile:
-    (name, context, tag, labels) per image."""
+    (name, context, labels) per image; the version label is the image's tag."""
     packages = os.path.join(work, "packages")
     mmdebstrap(packages, ["redis-tools", "ca-certificates", "busybox-static"], epoch, trim=False)
     module = os.path.join(work, "liblayercache.so")  # the release build, without its symbols
@@ -133,7 +136,7 @@ def contexts(work, epoch):
     shutil.copy(os.path.join(ROOT, "images", "redis", "redis.conf"), redis)
     shutil.copy(os.path.join(ROOT, "images", "redis", "Containerfile"), redis)
     redis_version = debian_version(packages, "redis-tools")
-    images.append(("redis", redis, f"{redis_version}-layercache{version}",
+    images.append(("redis", redis,
                    {"title": "layercache/redis", "version": f"{redis_version}-layercache{version}",
                     "licenses": "BSD-3-Clause AND Apache-2.0",
                     "description": f"Debian 12's Redis {redis_version} with the layercache module"}))
@@ -142,7 +145,7 @@ def contexts(work, epoch):
     copy_from(packages, os.path.join(mod, "rootfs"), "bin/busybox", "usr/share/doc/busybox-static/copyright")
     shutil.copy(module, os.path.join(mod, "liblayercache.so"))
     shutil.copy(os.path.join(ROOT, "images", "module", "Containerfile"), mod)
-    images.append(("module", mod, version,
+    images.append(("module", mod,
                    {"title": "layercache/module", "version": version, "licenses": "Apache-2.0",
                     "description": "the layercache Redis module, for an init container (copies it to /modules)"}))
 
@@ -162,7 +165,7 @@ def contexts(work, epoch):
         with open(os.path.join(ROOT, "images", "registry", "Containerfile")) as f:
             write(reg, "Containerfile", f.read().replace("@CONFIG@", config))
         dist = DISTRIBUTION[line]
-        images.append((f"registry-{line}", reg, f"{dist}-layercache{version}",
+        images.append((f"registry-{line}", reg,
                        {"title": "layercache/registry", "version": f"{dist}-layercache{version}",
                         "licenses": "Apache-2.0",
                         "description": f"distribution {dist}'s registry with the layercache provider"}))
@@ -180,9 +183,10 @@ def build_all(epoch=None):
     try:
         built = {}
         created = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for name, context, tag, labels in contexts(work, epoch):
-            ref = f"{repository(name)}:{tag}"
-            labels = {"source": SOURCE, "revision": revision(), "created": created, **labels}
+        common = {"source": SOURCE, "revision": revision(), "created": created}
+        for name, context, labels in contexts(work, epoch):
+            ref = f"{repository(name)}:{labels['version']}"
+            labels = {**common, **labels}
             podman("build", "--no-cache", "--quiet", "--timestamp", str(epoch), "--identity-label=false",
                    *(a for k, v in labels.items() for a in ("--label", f"org.opencontainers.image.{k}={v}")),
                    "-t", ref, context)

@@ -11,14 +11,19 @@ from .base import ROOT, check, go_build, say, wait_for
 from .containers import podman, podman_env
 
 
-def kubecheck(*paths):
-    """kubecheck's verdict on the files (its output), and their documents as JSON."""
+def kubecheck_run(mode, paths):
+    """deploy/kubecheck in mode (-json, -values) on paths; its outcome."""
     tool = go_build("github.com/layercache/layercache/deploy/kubecheck", module_dir=("deploy", "kubecheck"))
-    out = subprocess.run([tool, *paths], capture_output=True, text=True)
+    return subprocess.run([tool, mode, *paths], capture_output=True, text=True)
+
+
+def kubecheck(*paths):
+    """kubecheck's verdict on the files (a line per document), and their documents as
+    JSON."""
+    out = kubecheck_run("-json", paths)
     check(out.returncode == 0, f"{', '.join(os.path.relpath(p, ROOT) for p in paths)} strict-decoded into k8s.io/api types"
           + (f": {out.stderr.strip()}" if out.returncode else ""))
-    docs = json.loads(subprocess.run([tool, "-json", *paths], capture_output=True, text=True, check=True).stdout)
-    return out.stdout, docs
+    return out.stderr, json.loads(out.stdout)
 
 
 def fs_group(path, group):
@@ -33,8 +38,7 @@ def fs_group(path, group):
 
 def kubecheck_values(*paths):
     """Charts' values files, their Kubernetes fragments strict-decoded; as JSON."""
-    tool = go_build("github.com/layercache/layercache/deploy/kubecheck", module_dir=("deploy", "kubecheck"))
-    out = subprocess.run([tool, "-values", *paths], capture_output=True, text=True)
+    out = kubecheck_run("-values", paths)
     counts = [l.split(": ")[-1].split()[0] for l in out.stderr.strip().splitlines()] if out.returncode == 0 else []
     check(out.returncode == 0, f"{', '.join(os.path.relpath(p, ROOT) for p in paths)}: their Kubernetes fragments "
           f"strict-decoded ({', '.join(counts) or out.stderr.strip()})")
