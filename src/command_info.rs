@@ -243,10 +243,10 @@ pub const COMMANDS: &[Command] = &[
         flags: READ,
         acl: ACL_READ,
         arity: -3,
-        summary: c"Returns the blob's descriptor as the repository sees it (its own mediatype), or null unless the repository holds it. WITHTTL adds the milliseconds until the first key read expires (-1: none expires).",
+        summary: c"Returns the blob's descriptor as the repository sees it (its own mediatype), or null unless the repository holds it. WITHTTL adds the milliseconds until the first key read expires (-1: none expires); WITHGLOBAL then adds the global descriptor's own mediatype (the reply answers LAYERCACHE.STAT too). The options go in any order.",
         complexity: c"O(1)",
         since: c"0.1.0",
-        args: &[string(c"repo"), string(c"digest"), optional_token(c"WITHTTL")],
+        args: &[string(c"repo"), string(c"digest"), optional_token(c"WITHTTL"), optional_token(c"WITHGLOBAL")],
         keys: &[keys(2, 2, RO | ACCESS)],
     },
     Command {

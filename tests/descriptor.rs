@@ -30,7 +30,10 @@ fn suite_empty_repository() {
     // Empty store: a miss.
     assert_eq!(cmd(&mut c, &["LAYERCACHE.STAT", &abc]), Value::Nil);
     // An empty repository name is rejected.
-    assert_eq!(error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"", abc.as_bytes()]), "NAME_INVALID repository name must have at least one component");
+    assert_eq!(
+        error(&mut c, &[b"LAYERCACHE.REPOSTAT", b"", abc.as_bytes()]),
+        "NAME_INVALID repository name must have at least one component"
+    );
     // SetDescriptor under digest "": the digest is rejected before the (also invalid)
     // descriptor is looked at.
     assert_eq!(
@@ -170,6 +173,41 @@ fn repostat_needs_membership_descriptor_and_repository_mediatype() {
     assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/app", D1]), Value::Nil, "no global descriptor");
 }
 
+/// WITHGLOBAL: a REPOSTAT hit carries, last, the global descriptor's own mediatype,
+/// so that it answers STAT as well (a blob HEAD asks both); after WITHTTL's element
+/// whatever the order the options came in; a miss stays null.
+#[test]
+fn repostat_withglobal_answers_stat_too() {
+    let s = Server::start();
+    let mut c = s.client();
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/app", D1, D1, "7", OCTET]);
+    cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "team/other", D1, D1, "7", JSON]);
+    let with_global = |c: &mut Connection, repo: &str, mediatype: &str, global: &str| {
+        let reply = cmd(c, &["LAYERCACHE.REPOSTAT", repo, D1, "WITHGLOBAL"]);
+        let stat = cmd(c, &["LAYERCACHE.STAT", D1]);
+        assert_eq!(stat, desc(D1, 7, global), "{repo}: STAT");
+        assert_eq!(reply, Value::Array(vec![bulk(D1), Value::Int(7), bulk(mediatype), bulk(global)]), "{repo}");
+    };
+    // The first writer's mediatype is the global one; team/other sees its own.
+    with_global(&mut c, "team/app", OCTET, OCTET);
+    with_global(&mut c, "team/other", JSON, OCTET);
+    // WITHTTL's element comes before, in either order; case does not matter.
+    for options in [["WITHTTL", "WITHGLOBAL"], ["withglobal", "withttl"]] {
+        let reply = cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/other", D1, options[0], options[1]]);
+        assert_eq!(reply, Value::Array(vec![bulk(D1), Value::Int(7), bulk(JSON), Value::Int(-1), bulk(OCTET)]), "{options:?}");
+    }
+    // A global descriptor without a mediatype: "" as STAT says it.
+    cmd(&mut c, &["HDEL", &blob_key(D1), "mediatype"]);
+    with_global(&mut c, "team/other", JSON, "");
+    assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "team/none", D1, "WITHGLOBAL"]), Value::Nil, "a miss");
+    for bad in [&["WITHGLOBAL", "WITHGLOBAL"][..], &["WITHTTL", "WITHTTL"], &["WITHGLOBAL", "x"], &["GLOBAL"]] {
+        let args: Vec<&[u8]> =
+            [&b"LAYERCACHE.REPOSTAT"[..], b"team/app", D1.as_bytes()].into_iter().chain(bad.iter().map(|w| w.as_bytes())).collect();
+        assert_eq!(error(&mut c, &args), "ERR syntax error", "{bad:?}");
+    }
+    assert_eq!(error(&mut c, &[b"LAYERCACHE.STAT", D1.as_bytes(), b"WITHGLOBAL"]), "ERR syntax error", "STAT has no WITHGLOBAL");
+}
+
 #[test]
 fn reposetdescriptor_aliases_and_mismatches() {
     let s = Server::with(Options::scheme(Scheme::Distribution));
@@ -207,7 +245,8 @@ fn reposetdescriptor_aliases_and_mismatches() {
 fn interop_with_distribution_plain_commands() {
     let s = Server::with(Options::scheme(Scheme::Distribution));
     let mut c = s.client();
-    let (members, blob, scoped) = ("repository::library/ubuntu::blobs".to_string(), format!("blobs::{D1}"), format!("repository::library/ubuntu::blobs::{D1}"));
+    let (members, blob, scoped) =
+        ("repository::library/ubuntu::blobs".to_string(), format!("blobs::{D1}"), format!("repository::library/ubuntu::blobs::{D1}"));
     cmd(&mut c, &["SADD", &members, D1]);
     cmd(&mut c, &["HMSET", &blob, "digest", D1, "size", "2797"]);
     cmd(&mut c, &["HSETNX", &blob, "mediatype", OCTET]);
@@ -216,7 +255,10 @@ fn interop_with_distribution_plain_commands() {
     assert_eq!(cmd(&mut c, &["LAYERCACHE.REPOSTAT", "library/ubuntu", D1]), desc(D1, 2797, JSON));
 
     cmd(&mut c, &["LAYERCACHE.REPOSETDESCRIPTOR", "library/debian", D2, D2, "31", JSON]);
-    assert_eq!(cmd(&mut c, &["HMGET", &format!("blobs::{D2}"), "digest", "size", "mediatype"]), Value::Array(vec![bulk(D2), bulk("31"), bulk(JSON)]));
+    assert_eq!(
+        cmd(&mut c, &["HMGET", &format!("blobs::{D2}"), "digest", "size", "mediatype"]),
+        Value::Array(vec![bulk(D2), bulk("31"), bulk(JSON)])
+    );
     assert_eq!(cmd(&mut c, &["HGET", &format!("repository::library/debian::blobs::{D2}"), "mediatype"]), bulk(JSON));
     assert_eq!(cmd(&mut c, &["SISMEMBER", "repository::library/debian::blobs", D2]), Value::Int(1));
 }

@@ -183,8 +183,7 @@ impl Model {
         self.hset(&key, "hold", &hold);
         self.hset(&key, "writes", "0");
         let under = |field: &str, p: &str| field.starts_with('_') && (p.is_empty() || field == p || field.starts_with(&format!("{p}/")));
-        let doomed: Vec<String> =
-            self.hash(&key).unwrap().keys().filter(|f| prefixes.iter().any(|p| under(f, p))).cloned().collect();
+        let doomed: Vec<String> = self.hash(&key).unwrap().keys().filter(|f| prefixes.iter().any(|p| under(f, p))).cloned().collect();
         self.hdel(&key, &doomed.iter().map(String::as_str).collect::<Vec<_>>()) as i64
     }
 
@@ -287,10 +286,19 @@ impl Model {
                 let blob = self.blob(digest);
                 int((self.hdel(&blob, &["digest", "size", "mediatype"]) > 0) as i64)
             }
-            ["LAYERCACHE.REPOSTAT", repo, digest] => {
+            ["LAYERCACHE.REPOSTAT", repo, digest, options @ ..] => {
                 let found = match (self.holds(repo, digest), self.repo_mediatype(repo, digest)) {
                     (true, Some(mediatype)) => self.descriptor(digest, Some(mediatype)),
                     _ => None,
+                };
+                // WITHGLOBAL: the global descriptor's own mediatype last, as STAT says it.
+                let found = match (found, options) {
+                    (Some(Value::Array(mut reply)), ["WITHGLOBAL"]) => {
+                        let Some(Value::Array(global)) = self.descriptor(digest, None) else { unreachable!("REPOSTAT hit, STAT miss") };
+                        reply.push(global[2].clone());
+                        Some(Value::Array(reply))
+                    }
+                    (found, _) => found,
                 };
                 Expect::Reply(found.unwrap_or(Value::Nil))
             }
@@ -442,7 +450,8 @@ impl Universe {
             49..=55 => ("STAT", vec![d], vec![Digest]),
             56..=62 => ("SETDESCRIPTOR", vec![d, d2, size, mediatype], vec![Digest, Digest, Size, MediaType]),
             63..=66 => ("CLEAR", vec![d], vec![Digest]),
-            67..=76 => ("REPOSTAT", vec![repo, d], vec![Repo, Digest]),
+            67..=71 => ("REPOSTAT", vec![repo, d], vec![Repo, Digest]),
+            72..=76 => ("REPOSTAT", vec![repo, d, "WITHGLOBAL".into()], vec![Repo, Digest]),
             77..=89 => {
                 // Mostly the blob's own digest; sometimes another (an alias or a mismatch).
                 let canonical = if rng.chance(70) { d.clone() } else { d2 };
@@ -508,9 +517,8 @@ fn env_number(name: &str) -> Option<u64> {
 
 #[test]
 fn random_commands_match_the_model() {
-    let seed = env_number("LAYERCACHE_MODEL_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = env_number("LAYERCACHE_MODEL_SEED")
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     let count = env_number("LAYERCACHE_MODEL_COMMANDS").unwrap_or(100_000);
     let scheme = scheme();
     println!("model test: scheme {} seed {seed} ({count} commands); replay with LAYERCACHE_MODEL_SEED={seed}", scheme.name());

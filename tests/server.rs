@@ -58,7 +58,7 @@ fn command_info_and_docs_describe_every_command() {
         ("layercache.stat", -2, &["readonly", "fast"], "write", &["digest", "WITHTTL"]),
         ("layercache.setdescriptor", 5, &["write", "denyoom", "fast"], "readonly", &["digest", "desc-digest", "size", "mediatype"]),
         ("layercache.clear", 2, &["write", "fast"], "denyoom", &["digest"]),
-        ("layercache.repostat", -3, &["readonly", "fast"], "write", &["repo", "digest", "WITHTTL"]),
+        ("layercache.repostat", -3, &["readonly", "fast"], "write", &["repo", "digest", "WITHTTL", "WITHGLOBAL"]),
         (
             "layercache.reposetdescriptor",
             6,

@@ -127,7 +127,7 @@ pub fn stat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let with_ttl = with_ttl(args, 2)?;
     let descriptor = store().stat(ctx, digest)?;
     let ttl = (with_ttl && descriptor.is_some()).then(|| store().expiry(ctx, None, digest));
-    Ok(reply_descriptor(ctx, descriptor.as_ref(), None, ttl))
+    Ok(reply_descriptor(ctx, descriptor.as_ref(), Extras { ttl, ..Extras::default() }))
 }
 
 /// `LAYERCACHE.SETDESCRIPTOR digest desc-digest size mediatype`
@@ -146,29 +146,38 @@ pub fn clear(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     Ok(hit_if(removed))
 }
 
-/// `LAYERCACHE.REPOSTAT repo digest [WITHTTL]`: distribution's repository-scoped Stat
-/// (membership, global descriptor, repository mediatype) in one step.
+/// `LAYERCACHE.REPOSTAT repo digest [WITHTTL] [WITHGLOBAL]`: distribution's
+/// repository-scoped Stat (membership, global descriptor, repository mediatype) in one
+/// step; WITHGLOBAL adds the global descriptor's own mediatype, so that one reply
+/// answers the global Stat too (a blob HEAD asks both).
 pub fn repostat(ctx: &Ctx, args: &Args) -> Result<Tally, Error> {
     let (repo, digest) = (repo_arg(args, 1)?, digest_arg(args, 2)?);
-    let with_ttl = with_ttl(args, 3)?;
+    let [with_ttl, with_global] = options(args, 3, [b"WITHTTL", b"WITHGLOBAL"])?;
     let view = store().repo_stat(ctx, repo, digest)?;
-    let found = view.and_then(|view| Some((view.descriptor?, view.mediatype.resolve()?)));
-    Ok(match &found {
-        Some((descriptor, mediatype)) => {
-            let ttl = with_ttl.then(|| store().expiry(ctx, Some(repo), digest));
-            reply_descriptor(ctx, Some(descriptor), mediatype.as_ref(), ttl)
-        }
-        None => reply_descriptor(ctx, None, None, None),
-    })
+    let Some((descriptor, mediatype)) = view.and_then(|view| Some((view.descriptor?, view.mediatype.resolve()?))) else {
+        return Ok(reply_descriptor(ctx, None, Extras::default()));
+    };
+    let extras =
+        Extras { mediatype: mediatype.as_ref(), ttl: with_ttl.then(|| store().expiry(ctx, Some(repo), digest)), global: with_global };
+    Ok(reply_descriptor(ctx, Some(&descriptor), extras))
 }
 
 /// Whether the optional `WITHTTL` is argument `i` (the last a Stat takes).
 fn with_ttl(args: &Args, i: usize) -> Result<bool, Error> {
-    match args.len() {
-        n if n == i => Ok(false),
-        n if n == i + 1 && args.bytes(i).eq_ignore_ascii_case(b"WITHTTL") => Ok(true),
-        _ => Err(Error::Refused("ERR syntax error".into())),
+    options(args, i, [b"WITHTTL"]).map(|[ttl]| ttl)
+}
+
+/// Which of the optional words `names` the arguments from `first` on are: each at most
+/// once, in any order; anything else is a syntax error.
+fn options<const N: usize>(args: &Args, first: usize, names: [&[u8]; N]) -> Result<[bool; N], Error> {
+    let mut given = [false; N];
+    for i in first..args.len() {
+        match names.iter().position(|name| args.bytes(i).eq_ignore_ascii_case(name)) {
+            Some(j) if !given[j] => given[j] = true,
+            _ => return Err(Error::Refused("ERR syntax error".into())),
+        }
     }
+    Ok(given)
 }
 
 /// `LAYERCACHE.REPOSETDESCRIPTOR repo digest desc-digest size mediatype`
@@ -261,20 +270,37 @@ fn reply_meta(ctx: &Ctx, meta: Option<Meta>) -> Tally {
 /// A Stat's reply: `[digest, size, mediatype]`, with WITHTTL (`ttl` given) a fourth
 /// element, the milliseconds until the first key read expires (-1: none does); null
 /// for a miss.
-fn reply_descriptor(ctx: &Ctx, descriptor: Option<&Descriptor>, mediatype: Option<&RString>, ttl: Option<Option<i64>>) -> Tally {
+/// What a Stat's reply carries beyond the stored descriptor.
+#[derive(Default)]
+struct Extras<'a, 'c> {
+    /// The repository's mediatype, in place of the descriptor's.
+    mediatype: Option<&'a RString<'c>>,
+    /// WITHTTL: the milliseconds until the first key read expires (None: none does).
+    ttl: Option<Option<i64>>,
+    /// WITHGLOBAL: the descriptor's own mediatype after all else.
+    global: bool,
+}
+
+/// `[digest, size, mediatype, (ttl), (global mediatype)]`, or null; mediatype `""` when
+/// absent.
+fn reply_descriptor(ctx: &Ctx, descriptor: Option<&Descriptor>, extras: Extras) -> Tally {
     let Some(d) = descriptor else {
         ctx.reply_null();
         return MISS;
     };
-    ctx.reply_array(if ttl.is_some() { 4 } else { 3 });
-    ctx.reply_string(&d.digest);
-    ctx.reply_integer(d.size);
-    match mediatype.or(d.mediatype.as_ref()) {
+    let reply_mediatype = |m: Option<&RString>| match m {
         Some(m) => ctx.reply_string(m),
         None => ctx.reply_bytes(b""),
-    }
-    if let Some(ttl) = ttl {
+    };
+    ctx.reply_array(3 + extras.ttl.is_some() as usize + extras.global as usize);
+    ctx.reply_string(&d.digest);
+    ctx.reply_integer(d.size);
+    reply_mediatype(extras.mediatype.or(d.mediatype.as_ref()));
+    if let Some(ttl) = extras.ttl {
         ctx.reply_integer(ttl.unwrap_or(-1));
+    }
+    if extras.global {
+        reply_mediatype(d.mediatype.as_ref());
     }
     HIT
 }
