@@ -201,40 +201,51 @@ func (c *Client) Do(ctx context.Context, key digest.Digest, args ...interface{})
 // otherwise Redis's, which it then stores unless tier.go's rules say not to.
 //
 // Within one registry request the first answer stands (request.go): distribution asks
-// the same Stat up to three times per blob HEAD.
+// the same Stat up to three times per blob HEAD, and then the global Stat of the blob,
+// which a repository Stat's reply answers too (WITHGLOBAL: read in the same step, it
+// is what a STAT would have answered then), for the request and the tier.
 func (c *Client) stat(ctx context.Context, k entryKey, args ...interface{}) (Descriptor, error) {
 	r := c.request(ctx)
 	if d, err, ok := r.get(k); ok {
 		return d, err
 	}
-	var d Descriptor
-	var epoch uint64
-	var err error
-	switch {
-	case c.tier == nil:
-		d, epoch, _, err = c.descriptor(ctx, k.dgst, args...)
-	default:
-		var ok bool
-		if d, ok, err = c.tier.get(k); ok {
+	if c.tier != nil {
+		if d, ok, err := c.tier.get(k); ok {
 			r.put(k, d, err)
 			return d, err
 		}
-		t := c.tier.begin(k)
+	}
+	global := entryKey{dgst: k.dgst}
+	if k.repo != "" {
+		args = append(args, "WITHGLOBAL")
+	}
+	var own, globals *ticket
+	if c.tier != nil {
+		own = c.tier.begin(k)
+		if k.repo != "" {
+			globals = c.tier.begin(global)
+		}
 		// WITHTTL: a hit says when the first key it was read from expires, counted from
 		// before the call was sent, so the tier never serves it past that.
-		sent := time.Now()
-		var ttl int64
-		d, epoch, ttl, err = c.descriptor(ctx, k.dgst, append(args, "WITHTTL")...)
-		var expires time.Time
-		if ttl >= 0 {
-			expires = sent.Add(time.Duration(ttl) * time.Millisecond)
+		args = append(args, "WITHTTL")
+	}
+	sent := time.Now()
+	reply, err := c.descriptor(ctx, k.dgst, args...)
+	var expires time.Time
+	if reply.ttl >= 0 {
+		expires = sent.Add(time.Duration(reply.ttl) * time.Millisecond)
+	}
+	if c.tier != nil {
+		c.tier.finish(own, reply.epoch, reply.desc, expires, err)
+		c.tier.finishGlobal(globals, reply.epoch, reply.global, expires)
+	}
+	if reply.epoch != 0 && (err == nil || err == ErrUnknown) { // Redis's answer, not a skip or a failure
+		r.put(k, reply.desc, err)
+		if reply.global != nil {
+			r.put(global, *reply.global, nil)
 		}
-		c.tier.finish(t, epoch, d, expires, err)
 	}
-	if epoch != 0 && (err == nil || err == ErrUnknown) { // Redis's answer, not a skip or a failure
-		r.put(k, d, err)
-	}
-	return d, err
+	return reply.desc, err
 }
 
 // forget drops the tier's replies, and the request's, about the digests a write
@@ -346,34 +357,53 @@ func (c *Client) run(request context.Context, r route, p pass, args []interface{
 	return reply, epoch, err
 }
 
-// descriptor runs a command that replies [digest, size, mediatype] (and with WITHTTL
-// the milliseconds until a key read expires, else -1) or nil; a skipped or failed call
-// is a miss (ErrUnknown), as is a nil reply.
-func (c *Client) descriptor(ctx context.Context, dgst digest.Digest, args ...interface{}) (d Descriptor, epoch uint64, ttl int64, err error) {
+// statReply is a Stat's reply: the descriptor; with WITHTTL the milliseconds until a
+// key it was read from expires (-1: none does, or not asked); with WITHGLOBAL, on a
+// hit, the global descriptor; and which server answered (0: none did).
+type statReply struct {
+	desc   Descriptor
+	global *Descriptor
+	ttl    int64
+	epoch  uint64
+}
+
+// descriptor runs a command that replies [digest, size, mediatype] (then WITHTTL's
+// integer, then WITHGLOBAL's global mediatype) or nil; a skipped or failed call is a
+// miss (ErrUnknown), as is a nil reply.
+func (c *Client) descriptor(ctx context.Context, dgst digest.Digest, args ...interface{}) (statReply, error) {
+	miss := statReply{ttl: -1}
 	reply, epoch, err := c.call(ctx, dgst, args...)
 	switch {
 	case err == redis.Nil:
-		return d, epoch, -1, ErrUnknown
+		miss.epoch = epoch
+		return miss, ErrUnknown
 	case errors.Is(err, errSkipped):
-		return d, 0, -1, ErrUnknown
+		return miss, ErrUnknown
 	case err != nil:
-		return d, 0, -1, err
+		return miss, err
 	}
 	values, _ := reply.([]interface{})
-	ttl = -1
-	if len(values) == 4 {
-		ttl, _ = values[3].(int64)
-		values = values[:3]
-	}
-	if len(values) == 3 {
+	if len(values) >= 3 {
 		dg, ok1 := values[0].(string)
 		size, ok2 := values[1].(int64)
 		mediatype, ok3 := values[2].(string)
-		if ok1 && ok2 && ok3 {
-			return Descriptor{Digest: digest.Digest(dg), Size: size, MediaType: mediatype}, epoch, ttl, nil
+		got := statReply{desc: Descriptor{Digest: digest.Digest(dg), Size: size, MediaType: mediatype}, ttl: -1, epoch: epoch}
+		ok := ok1 && ok2 && ok3
+		for _, v := range values[3:] {
+			switch v := v.(type) {
+			case int64:
+				got.ttl = v
+			case string:
+				got.global = &Descriptor{Digest: got.desc.Digest, Size: size, MediaType: v}
+			default:
+				ok = false
+			}
+		}
+		if ok {
+			return got, nil
 		}
 	}
-	return Descriptor{}, 0, -1, fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
+	return miss, fmt.Errorf("layercache: unexpected reply %v to %v", reply, args[0])
 }
 
 // removed runs a removal that replies 1 or 0; 0 is ErrUnknown, a skipped call

@@ -255,11 +255,13 @@ func TestRequestContext(t *testing.T) {
 func TestRequestReadsOnce(t *testing.T) {
 	s := redistest.Start(t)
 	c := newClient(t, Options{Addrs: []string{s.Addr}})
-	calls := func() int64 { return s.Info(t, "layercache", "layercache_repostat_calls") }
+	calls := func() int64 {
+		return s.Info(t, "layercache", "layercache_repostat_calls") + s.Info(t, "layercache", "layercache_stat_calls")
+	}
 	request, end := context.WithCancel(ctx)
 	readsOnce(t, c, request, calls)
-	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/app", blob) // another registry's delete
-	if _, err := c.RepoStat(request, "team/app", blob); err != nil {
+	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/other", blob) // another registry's delete
+	if _, err := c.RepoStat(request, "team/other", blob); err != nil {
 		t.Fatalf("the request's first answer: %v", err)
 	}
 	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
@@ -442,7 +444,7 @@ func TestRequestReadsOnceOnCluster(t *testing.T) {
 	c := newClient(t, Options{Addrs: redistest.Addrs(nodes)})
 	calls := func() (n int64) {
 		for _, node := range nodes {
-			n += node.Info(t, "layercache", "layercache_repostat_calls")
+			n += node.Info(t, "layercache", "layercache_repostat_calls") + node.Info(t, "layercache", "layercache_stat_calls")
 		}
 		return n
 	}
@@ -452,20 +454,29 @@ func TestRequestReadsOnceOnCluster(t *testing.T) {
 }
 
 // readsOnce writes the blob's descriptor in request, then checks that three repository
-// Stats of it in the same request make one REPOSTAT (calls counts them).
+// Stats of it and a global Stat (a blob HEAD's four) in the same request make one
+// command (calls counts STATs and REPOSTATs): REPOSTAT's reply carries the global
+// descriptor too, its own mediatype included.
 func readsOnce(t *testing.T, c *Client, request context.Context, calls func() int64) {
 	t.Helper()
+	other := Descriptor{Digest: blob, Size: desc.Size, MediaType: "application/x-other"}
 	if err := c.RepoSetDescriptor(request, "team/app", blob, desc); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RepoSetDescriptor(request, "team/other", blob, other); err != nil {
 		t.Fatal(err)
 	}
 	before := calls()
 	for i := 0; i < 3; i++ {
-		if got, err := c.RepoStat(request, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+		if got, err := c.RepoStat(request, "team/other", blob); err != nil || !reflect.DeepEqual(got, other) {
 			t.Fatalf("Stat %d: %v, %v", i, got, err)
 		}
 	}
+	if got, err := c.Stat(request, blob); err != nil || !reflect.DeepEqual(got, desc) {
+		t.Fatalf("the global Stat: %v, %v; want %v (the first writer's mediatype)", got, err, desc)
+	}
 	if n := calls() - before; n != 1 {
-		t.Fatalf("three Stats in one request sent %d REPOSTATs, want 1", n)
+		t.Fatalf("three repository Stats and a global Stat in one request sent %d commands, want 1", n)
 	}
 }
 

@@ -101,7 +101,7 @@ func (m *requestMemo) put(k entryKey, d Descriptor, err error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.answers) < memoEntries {
+	if _, held := m.answers[k]; !held && len(m.answers) < memoEntries { // the first answer stands
 		m.answers[k] = memoAnswer{d, err}
 	}
 }

@@ -198,6 +198,17 @@ func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, expires time.Tim
 	l.finishEntry(t, epoch, &entry{desc: desc, miss: err != nil, expires: expires})
 }
 
+// finishGlobal stores, for t's read of a global Stat, the global descriptor a
+// repository Stat's reply carried (nil: none; the read then stores nothing), under
+// finish's rules.
+func (l *tier) finishGlobal(t *ticket, epoch uint64, global *Descriptor, expires time.Time) {
+	if global == nil {
+		l.finishEntry(t, epoch, nil)
+		return
+	}
+	l.finish(t, epoch, *global, expires, nil)
+}
+
 // finishValue stores a metadata value as finish stores a Stat reply.
 func (l *tier) finishValue(t *ticket, epoch uint64, value string, expires time.Time) {
 	l.finishEntry(t, epoch, &entry{value: value, expires: expires})

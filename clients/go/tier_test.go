@@ -1,6 +1,7 @@
 package layercache
 
 import (
+	"context"
 	"fmt"
 	"math/rand"
 	"os"
@@ -328,6 +329,40 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 		"(%d keys evicted, %d fillers)", ops, checks, fromTier, fences, retried, evicted(), fillers)
 	if evicted() == 0 || fromTier < checks/4 {
 		t.Fatal("the run evicted nothing, or the reader's tier served few of its reads: it did not test what it should")
+	}
+}
+
+// A blob HEAD (a repository Stat, then the global one, in one request) makes one
+// REPOSTAT through the tier, whose reply fills both entries; the next HEAD makes none.
+func TestLocalTierOneCommandPerHead(t *testing.T) {
+	for _, scheme := range schemes {
+		t.Run(scheme, func(t *testing.T) {
+			s := redistest.Start(t, "scheme", scheme)
+			o := Options{Addrs: []string{s.Addr}}
+			writer, reader := tiered(t, o), tiered(t, o)
+			f := newFence(s.Dial(t), writer, reader)
+			if err := writer.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
+				t.Fatal(err)
+			}
+			f.wait(t)
+			calls := func() int64 {
+				return s.Info(t, "layercache", "layercache_repostat_calls") + s.Info(t, "layercache", "layercache_stat_calls")
+			}
+			for i, want := range []int64{1, 0} {
+				request, end := context.WithCancel(ctx)
+				before := calls()
+				if got, err := reader.RepoStat(request, "team/app", blob); err != nil || !reflect.DeepEqual(got, desc) {
+					t.Fatalf("HEAD %d, the repository Stat: %v, %v", i, got, err)
+				}
+				if got, err := reader.Stat(request, blob); err != nil || !reflect.DeepEqual(got, desc) {
+					t.Fatalf("HEAD %d, the global Stat: %v, %v", i, got, err)
+				}
+				end()
+				if n := calls() - before; n != want {
+					t.Fatalf("HEAD %d sent %d commands, want %d", i, n, want)
+				}
+			}
+		})
 	}
 }
 
