@@ -38,7 +38,10 @@ type Client struct {
 	requests sync.Map
 	// tier and tracker are the local tier, nil when it is off.
 	tier    *tier
-	tracker *tracker
+	tracker interface {
+		run()
+		close()
+	}
 	// closed makes Close once, whoever calls it (dist3.New hands the Client out beside
 	// the provider, so it may have two owners); closeErr is its error.
 	closed   sync.Once
@@ -55,6 +58,9 @@ type paidKey struct {
 // sentinels name) or the cluster node of the key's slot.
 type topology interface {
 	route(ctx context.Context, key string) route
+	// owner is the address of the server of key, as the tier names its sessions: ""
+	// for the one server; on a cluster the master of key's slot ("" when unknown).
+	owner(ctx context.Context, key string) string
 	// skipped hears of a call its breaker skipped (a cluster refreshes its slot map).
 	skipped()
 	breakers() []*breaker
@@ -87,25 +93,29 @@ func New(o Options) (*Client, error) {
 	}
 	routeLibraryLogs(o.Logf)
 	c := &Client{o: o, replies: newReplyLog(o.Logf)}
+	if o.LocalEntries > 0 {
+		c.tier = newTier(o.LocalEntries, o.LocalBytes, o.LocalLease)
+	}
 	if o.cluster() {
-		if o.LocalEntries > 0 {
-			return nil, errors.New("layercache: the local tier is not available on Redis Cluster")
-		}
 		cluster, err := newCluster(o)
 		if err != nil {
 			return nil, err
 		}
 		c.topo = cluster
-		return c, nil
+		if c.tier != nil {
+			c.tracker = newClusterTracker(c.tier, cluster, o)
+		}
+	} else {
+		d, err := newDirect(o)
+		if err != nil {
+			return nil, err
+		}
+		c.topo = d
+		if c.tier != nil {
+			c.tracker = newTracker(c.tier, d, o)
+		}
 	}
-	d, err := newDirect(o)
-	if err != nil {
-		return nil, err
-	}
-	c.topo = d
-	if o.LocalEntries > 0 {
-		c.tier = newTier(o.LocalEntries, o.LocalBytes, o.LocalLease)
-		c.tracker = newTracker(c.tier, d, o)
+	if c.tracker != nil {
 		go c.tracker.run()
 	}
 	return c, nil
@@ -221,9 +231,10 @@ func (c *Client) stat(ctx context.Context, k entryKey, args ...interface{}) (Des
 	}
 	var own, globals *ticket
 	if c.tier != nil {
-		own = c.tier.begin(k)
+		owner := c.topo.owner(ctx, string(k.dgst))
+		own = c.tier.begin(k, owner)
 		if k.repo != "" {
-			globals = c.tier.begin(global)
+			globals = c.tier.begin(global, owner)
 		}
 		// WITHTTL: a hit says when the first key it was read from expires, counted from
 		// before the call was sent, so the tier never serves it past that.

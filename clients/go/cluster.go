@@ -2,6 +2,7 @@ package layercache
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +28,11 @@ type clusterTopology struct {
 	mu       sync.Mutex
 	nodes    map[string]*master
 	reloaded atomic.Int64 // unix nanoseconds of the last refresh asked
+
+	// tier is the local tier (cluster_tier.go), nil when it is off; tlsConfig the
+	// servers' TLS, for its tracking connections.
+	tier      *tier
+	tlsConfig *tls.Config
 }
 
 // master is a master's breaker, and when a call was last routed to it.
@@ -76,7 +82,8 @@ func newCluster(o Options) (*clusterTopology, error) {
 		DisableIdentity:       true,
 		Dialer:                node.Dialer,
 	})
-	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*master{}}
+	c := &clusterTopology{o: o, client: client, unmapped: newBreaker("cluster "+strings.Join(o.Addrs, ","), o), nodes: map[string]*master{},
+		tlsConfig: serverTLS}
 	ctx, cancel := context.WithTimeout(context.Background(), o.DialTimeout+o.ReadTimeout)
 	defer cancel()
 	err = client.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
@@ -142,10 +149,22 @@ func (c *clusterTopology) route(ctx context.Context, key string) route {
 	return route{breaker: c.node(node.Options().Addr), run: run, failed: failed}
 }
 
-// run runs a command on the node of key's slot. go-redis 9.7 takes a command's first
-// argument as its key unless told otherwise, and the module's keys (digests) come
-// after the repository: without the key's position, each call would be a MOVED.
+// run runs a command on the node of key's slot. With the local tier, a master it
+// tracks is asked directly, and its answer carries the master's session epoch (the
+// tier stores only what the master tracked answered itself); a redirection (MOVED,
+// ASK: its slots changed) drops that master's entries, and the command goes the
+// cluster's way. go-redis 9.7 takes a command's first argument as its key unless told
+// otherwise, and the module's keys (digests) come after the repository: without the
+// key's position, each call would be a MOVED.
 func (c *clusterTopology) run(ctx context.Context, key string, args []interface{}) (interface{}, uint64, error) {
+	if node, epoch := c.tracked(ctx, key); node != nil {
+		reply, err := node.Do(ctx, args...).Result()
+		if code, _ := ReplyCode(err); code != "MOVED" && code != "ASK" {
+			return reply, epoch, err
+		}
+		c.tier.empty(epoch)
+		c.refresh()
+	}
 	cmd := redis.NewCmd(ctx, args...)
 	for i, a := range args {
 		if a == key {
@@ -158,10 +177,36 @@ func (c *clusterTopology) run(ctx context.Context, key string, args []interface{
 	return reply, clusterEpoch, err
 }
 
-// clusterEpoch is the epoch of every cluster call (see route): the cluster has no
-// server replacements to tell apart, but an answer must still read as Redis's for the
-// request's memo.
+// clusterEpoch is the epoch of a cluster call answered the cluster's way (see route):
+// the cluster has no server replacements to tell apart, but an answer must still read
+// as Redis's for the request's memo. The tier's sessions have epochs above it.
 const clusterEpoch = 1
+
+// tracked is the master of key's slot and its tier session's epoch, when the tier
+// tracks it; nil otherwise.
+func (c *clusterTopology) tracked(ctx context.Context, key string) (*redis.Client, uint64) {
+	if c.tier == nil {
+		return nil, 0
+	}
+	node, err := c.client.MasterForKey(ctx, key)
+	if err != nil {
+		return nil, 0
+	}
+	if epoch := c.tier.epochOf(node.Options().Addr); epoch != 0 {
+		return node, epoch
+	}
+	return nil, 0
+}
+
+// owner is the address of the master of key's slot as the slot map says now, "" when
+// unknown.
+func (c *clusterTopology) owner(ctx context.Context, key string) string {
+	node, err := c.client.MasterForKey(ctx, key)
+	if err != nil {
+		return ""
+	}
+	return node.Options().Addr
+}
 
 func (c *clusterTopology) node(addr string) *breaker {
 	c.mu.Lock()

@@ -56,6 +56,8 @@ func (d *direct) route(context.Context, string) route {
 	return route{breaker: d.breaker, run: d.run, failed: d.failed, replaced: d.replaced}
 }
 
+func (d *direct) owner(context.Context, string) string { return "" }
+
 // replaced reports whether the server of epoch was replaced by another (see route).
 func (d *direct) replaced(epoch uint64) bool {
 	s, _ := d.current()

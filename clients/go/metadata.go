@@ -295,7 +295,7 @@ func (c *Client) metadata(ctx context.Context, k entryKey, route digest.Digest, 
 		if v, ok := c.tier.value(k); ok {
 			return metadataReply{tier: true, known: true, value: v}, nil
 		}
-		t = c.tier.begin(k)
+		t = c.tier.begin(k, c.topo.owner(ctx, string(route)))
 	}
 	sent := time.Now()
 	reply, epoch, err := c.call(ctx, route, append(args, "WITHTTL")...)

@@ -26,6 +26,7 @@ const dataEntry = "data"
 // link's digest, "" for absent; a blob's bytes).
 type entry struct {
 	key   entryKey
+	epoch uint64 // the session it was read in
 	desc  Descriptor
 	miss  bool
 	value string
@@ -43,29 +44,36 @@ type ticket struct {
 
 // tier is the in-process tier, and why an entry it serves is still fresh: it holds up
 // to max Stat replies (hits and misses) and metadata values (at most maxBytes of
-// them), least recently used evicted first, and
+// them), least recently used evicted first, each read in one tracking session (one per
+// server tracked: the one server, or each master of a cluster), and
 //
-//   - serves only within its lease: the tracking connection (tracking.go) renews it
-//     each time a PING it sent comes back, to the PING's sending time plus the lease.
-//     Redis writes an invalidation to that connection before it replies to the write,
-//     so every change acknowledged before the PING was sent has been heard when the
-//     PONG is; a silent connection (a black hole) stops the tier within the lease;
-//   - stores a reply only if no invalidation of its keys (nor a reset) came between
-//     the read's start and its reply, and only if the reply came from the server the
-//     tier tracks (the same epoch: a connection to a deposed master is another epoch);
+//   - serves an entry only within its session's lease: the session's tracking
+//     connection (tracking.go) renews it each time a PING it sent comes back, to the
+//     PING's sending time plus the lease. Redis writes an invalidation to that
+//     connection before it replies to the write, so every change acknowledged before
+//     the PING was sent has been heard when the PONG is; a silent connection (a black
+//     hole) stops the session's entries within the lease;
+//   - on a cluster, serves an entry only while its master's slots are confirmed
+//     unchanged, by a check sent within the lease (cluster_tier.go): a slot that moves
+//     or starts migrating, a master demoted or out of a healthy cluster, drops the
+//     session's entries, so a write another node takes is never missed for longer;
+//   - stores a reply only if no invalidation of its keys (nor a reset of its session)
+//     came between the read's start and its reply, and only if the reply came, with no
+//     redirection, from the server the session tracks;
 //   - never serves a reply past the expiry of a key it was read from (the module's
 //     WITHTTL): Redis reports an expired key only once it deletes it, which may be
 //     long after (or, with active expiry off, never);
-//   - empties whenever tracking starts or stops, Redis flushes, swaps a database
-//     (the module's `__layercache__:events`), or the master changes.
+//   - empties a session's entries whenever its tracking starts or stops, Redis flushes,
+//     swaps a database (the module's `__layercache__:events`), or the master changes.
 //
 // An entry depends on the keys its command reads: a global Stat on the blob's
 // descriptor key, a repository Stat on that too and on the repository's set and its
 // repository hash (scheme distribution), or on the digest key alone (scheme blob); a
-// link on its repository's links key, a blob's bytes on the blob's key. A link is
-// stored only while the session tracks its key: scheme distribution tracks
-// `repository::`; scheme blob, whose links key is the bare repository name, tracks
-// every key (the tracker asks the scheme; links says it knows).
+// link on its repository's links key, a blob's bytes on the blob's key. An
+// invalidation from any session drops what depends on the key. A link is stored only
+// while the session tracks its key: scheme distribution tracks `repository::`; scheme
+// blob, whose links key is the bare repository name, tracks every key (the tracker
+// asks the scheme; links says it knows).
 type tier struct {
 	max           int
 	maxBytes      int
@@ -75,23 +83,35 @@ type tier struct {
 	invalidations atomic.Int64 // key names Redis reported changed
 	sessions      atomic.Int64 // tracking sessions started
 
-	mu         sync.Mutex
-	epoch      uint64     // the server tracked; 0: not tracking
-	links      bool       // the session tracks the links keys
-	bytes      int        // of the values held
-	leaseUntil time.Time  // serving until
-	lru        *list.List // of *entry, most recently used first
-	entries    map[entryKey]*list.Element
-	byDigest   map[digest.Digest]map[entryKey]bool
-	byRepo     map[string]map[entryKey]bool
-	inflight   map[*ticket]bool
+	mu        sync.Mutex
+	tracked   map[uint64]*session // by epoch
+	byAddr    map[string]uint64   // the session of each server tracked ("": the one server)
+	bytes     int                 // of the values held
+	lru       *list.List          // of *entry, most recently used first
+	entries   map[entryKey]*list.Element
+	byDigest  map[digest.Digest]map[entryKey]bool
+	byRepo    map[string]map[entryKey]bool
+	bySession map[uint64]map[entryKey]bool
+	inflight  map[*ticket]bool
 	// seen, when set (tests), hears every key name an invalidation carried, after the
 	// entries depending on it were dropped.
 	seen func(key string)
 }
 
+// session is the tracking of one server.
+type session struct {
+	addr       string
+	links      bool      // it tracks the links keys
+	leaseUntil time.Time // serving until
+	// On a cluster: the master's slot configuration as last confirmed, and until when
+	// that confirmation lets the session serve; checked says it must be confirmed.
+	checked    bool
+	slots      string
+	slotsUntil time.Time
+}
+
 func newTier(max, maxBytes int, lease time.Duration) *tier {
-	l := &tier{max: max, maxBytes: maxBytes, lease: lease}
+	l := &tier{max: max, maxBytes: maxBytes, lease: lease, tracked: map[uint64]*session{}, byAddr: map[string]uint64{}}
 	l.clear()
 	return l
 }
@@ -103,38 +123,118 @@ func (l *tier) clear() {
 	l.entries = map[entryKey]*list.Element{}
 	l.byDigest = map[digest.Digest]map[entryKey]bool{}
 	l.byRepo = map[string]map[entryKey]bool{}
+	l.bySession = map[uint64]map[entryKey]bool{}
 	for t := range l.inflight {
 		t.valid = false
 	}
 	l.inflight = map[*ticket]bool{}
 }
 
-// reset empties the tier and says which server it tracks now (0: none; it stores
-// nothing and does not serve until tracking is back and renews the lease), and whether
-// that session tracks the links keys.
+// reset empties the tier and says which server it tracks now, the tier's only session
+// (0: none; it stores nothing and does not serve until tracking is back and renews the
+// lease), and whether that session tracks the links keys.
 func (l *tier) reset(epoch uint64, links bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.clear()
-	l.links = links
-	if epoch != l.epoch {
-		l.leaseUntil = time.Time{}
+	old := l.tracked[epoch]
+	l.tracked, l.byAddr = map[uint64]*session{}, map[string]uint64{}
+	if epoch != 0 {
+		l.startLocked(epoch, "", links, false)
+		if old != nil {
+			l.tracked[epoch].leaseUntil = old.leaseUntil // the same server: its lease holds
+		}
 	}
-	l.epoch = epoch
 }
 
-// renew extends the lease to until, if the tier still tracks epoch.
+// start opens a session tracking addr (a cluster's master: checked, its slots must be
+// confirmed before it serves); it serves once its lease is renewed.
+func (l *tier) start(epoch uint64, addr string, links, checked bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.startLocked(epoch, addr, links, checked)
+}
+
+func (l *tier) startLocked(epoch uint64, addr string, links, checked bool) {
+	l.endLocked(l.byAddr[addr])
+	l.tracked[epoch] = &session{addr: addr, links: links, checked: checked}
+	l.byAddr[addr] = epoch
+}
+
+// end closes the session of epoch: its entries go, its reads in flight are void.
+func (l *tier) end(epoch uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.endLocked(epoch)
+}
+
+func (l *tier) endLocked(epoch uint64) {
+	s := l.tracked[epoch]
+	if s == nil {
+		return
+	}
+	l.emptyLocked(epoch)
+	delete(l.tracked, epoch)
+	if l.byAddr[s.addr] == epoch {
+		delete(l.byAddr, s.addr)
+	}
+}
+
+// empty drops the entries of the session of epoch and voids its reads in flight.
+func (l *tier) empty(epoch uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.emptyLocked(epoch)
+}
+
+func (l *tier) emptyLocked(epoch uint64) {
+	l.drop(copyKeys(l.bySession[epoch]), func(t *ticket) bool { return t.epoch == epoch })
+}
+
+// renew extends the lease of the session of epoch to until.
 func (l *tier) renew(epoch uint64, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.epoch == epoch && until.After(l.leaseUntil) {
-		l.leaseUntil = until
+	if s := l.tracked[epoch]; s != nil && until.After(s.leaseUntil) {
+		s.leaseUntil = until
 	}
 }
 
-// serving reports whether the tier may answer now; mu held.
-func (l *tier) serving() bool {
-	return l.epoch != 0 && time.Now().Before(l.leaseUntil)
+// confirm says the master of the session of epoch had the slot configuration slots
+// (its own line of CLUSTER NODES; "" when it is no master of a healthy cluster) at a
+// check sent before until minus the lease. A configuration other than the last one
+// confirmed drops the session's entries: a slot moved or is moving, and a write to
+// one of its keys may reach another node, which this session does not hear.
+func (l *tier) confirm(epoch uint64, slots string, until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.tracked[epoch]
+	if s == nil {
+		return
+	}
+	if slots != s.slots {
+		l.emptyLocked(epoch)
+		s.slots = slots
+	}
+	if slots == "" {
+		s.slotsUntil = time.Time{}
+	} else if until.After(s.slotsUntil) {
+		s.slotsUntil = until
+	}
+}
+
+// epochOf is the session tracking addr ("": the one server), 0 when there is none.
+func (l *tier) epochOf(addr string) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.byAddr[addr]
+}
+
+// serving reports whether the session of epoch may answer now; mu held.
+func (l *tier) serving(epoch uint64) bool {
+	s := l.tracked[epoch]
+	now := time.Now()
+	return s != nil && now.Before(s.leaseUntil) && (!s.checked || now.Before(s.slotsUntil))
 }
 
 // get returns the stored Stat reply for k, if the tier holds one and may serve it.
@@ -160,7 +260,7 @@ func (l *tier) lookup(k entryKey) (entry, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e, ok := l.entries[k]
-	if !ok || !l.serving() {
+	if !ok || !l.serving(e.Value.(*entry).epoch) {
 		return entry{}, false
 	}
 	v := e.Value.(*entry)
@@ -173,23 +273,26 @@ func (l *tier) lookup(k entryKey) (entry, bool) {
 	return *v, true
 }
 
-// begin registers a read of k about to be sent; nil when the tier is not active (or,
-// for a link, does not track its key).
-func (l *tier) begin(k entryKey) *ticket {
+// begin registers a read of k about to be sent to addr (the server of its key: "" for
+// the one server); nil when no session tracks addr (or, for a link, its session does
+// not track its key).
+func (l *tier) begin(k entryKey, addr string) *ticket {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.epoch == 0 || k.link != "" && k.link != dataEntry && !l.links {
+	epoch := l.byAddr[addr]
+	s := l.tracked[epoch]
+	if s == nil || k.link != "" && k.link != dataEntry && !s.links {
 		return nil
 	}
-	t := &ticket{key: k, epoch: l.epoch, valid: true}
+	t := &ticket{key: k, epoch: epoch, valid: true}
 	l.inflight[t] = true
 	return t
 }
 
 // finish stores the reply of t's read, a descriptor or ErrUnknown, from the server of
-// epoch, unless an invalidation of its keys (or a reset) came between begin and now
-// (the reply may then predate a change, and Redis will not report that change again),
-// or the reply is not from the server tracked.
+// epoch, unless an invalidation of its keys (or a reset of its session) came between
+// begin and now (the reply may then predate a change, and Redis will not report that
+// change again), or the reply is not from the server t's session tracks.
 func (l *tier) finish(t *ticket, epoch uint64, desc Descriptor, expires time.Time, err error) {
 	if err != nil && err != ErrUnknown {
 		l.finishEntry(t, epoch, nil)
@@ -223,16 +326,17 @@ func (l *tier) finishEntry(t *ticket, epoch uint64, e *entry) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.inflight, t)
-	if e == nil || !t.valid || t.epoch != l.epoch || epoch != l.epoch || len(e.value) > l.maxBytes {
+	if e == nil || !t.valid || epoch != t.epoch || l.tracked[epoch] == nil || len(e.value) > l.maxBytes {
 		return
 	}
 	l.remove(t.key)
-	e.key = t.key
+	e.key, e.epoch = t.key, epoch
 	l.entries[t.key] = l.lru.PushFront(e)
 	l.bytes += len(e.value)
 	l.stored.Add(1)
 	index(l.byDigest, t.key.dgst, t.key)
 	index(l.byRepo, t.key.repo, t.key)
+	index(l.bySession, epoch, t.key)
 	for l.lru.Len() > l.max || l.bytes > l.maxBytes {
 		l.remove(l.lru.Back().Value.(*entry).key)
 	}
@@ -258,20 +362,22 @@ func (l *tier) remove(k entryKey) {
 	if !ok {
 		return
 	}
-	l.bytes -= len(l.lru.Remove(e).(*entry).value)
+	v := l.lru.Remove(e).(*entry)
+	l.bytes -= len(v.value)
 	delete(l.entries, k)
 	unindex(l.byDigest, k.dgst, k)
 	unindex(l.byRepo, k.repo, k)
+	unindex(l.bySession, v.epoch, k)
 }
 
 // drop removes the stored entries and voids the reads in flight that depend on a
-// changed key: stored are those entries, match says which reads.
-func (l *tier) drop(stored map[entryKey]bool, match func(entryKey) bool) {
+// change: stored are those entries, match says which reads.
+func (l *tier) drop(stored map[entryKey]bool, match func(*ticket) bool) {
 	for k := range stored {
 		l.remove(k)
 	}
 	for t := range l.inflight {
-		if match(t.key) {
+		if match(t) {
 			t.valid = false
 		}
 	}
@@ -286,7 +392,7 @@ func (l *tier) dropDigest(dgst digest.Digest) {
 }
 
 func (l *tier) dropDigestLocked(dgst digest.Digest) {
-	l.drop(copyKeys(l.byDigest[dgst]), func(k entryKey) bool { return k.dgst == dgst })
+	l.drop(copyKeys(l.byDigest[dgst]), func(t *ticket) bool { return t.key.dgst == dgst })
 }
 
 // dropRepo forgets every reply about repo (its links, its Stats): what the provider's
@@ -298,7 +404,7 @@ func (l *tier) dropRepo(repo string) {
 }
 
 func (l *tier) dropRepoLocked(repo string) {
-	l.drop(copyKeys(l.byRepo[repo]), func(k entryKey) bool { return k.repo == repo })
+	l.drop(copyKeys(l.byRepo[repo]), func(t *ticket) bool { return t.key.repo == repo })
 }
 
 // invalidated drops what depends on the keys Redis reports changed (the key names of
@@ -316,7 +422,7 @@ func (l *tier) invalidated(keys []string) {
 			l.dropRepoLocked(repo)
 		default:
 			k := entryKey{repo: repo, dgst: dgst}
-			l.drop(map[entryKey]bool{k: true}, func(t entryKey) bool { return t == k })
+			l.drop(map[entryKey]bool{k: true}, func(t *ticket) bool { return t.key == k })
 		}
 	}
 	seen := l.seen
@@ -370,13 +476,18 @@ func dependents(key string) (repo string, dgst digest.Digest, ok bool) {
 func (l *tier) holds(k entryKey) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	_, ok := l.entries[k]
-	return ok && l.serving()
+	e, ok := l.entries[k]
+	return ok && l.serving(e.Value.(*entry).epoch)
 }
 
-// stats are the tier's counters, and whether it may serve now.
+// stats are the tier's counters, and whether it may serve now (on a cluster: every
+// master's session may).
 func (l *tier) stats() (served, entries, bytes, invalidations int64, serving bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.served.Load(), int64(l.lru.Len()), int64(l.bytes), l.invalidations.Load(), l.serving()
+	serving = len(l.tracked) > 0
+	for epoch := range l.tracked {
+		serving = serving && l.serving(epoch)
+	}
+	return l.served.Load(), int64(l.lru.Len()), int64(l.bytes), l.invalidations.Load(), serving
 }

@@ -64,36 +64,44 @@ func truth(t *testing.T, c redis.Conn, repo string, dgst digest.Digest) (Descrip
 	return desc, nil
 }
 
-// fence writes a key in every tracked prefix and waits until each instance has seen
-// all of them: every change before it has then reached them too. One key is not
-// enough: Redis sends broadcast invalidations once per event loop, one message per
-// prefix in the prefixes' order, so a change in the fence's loop (an eviction its SET
-// made) to a key of a later prefix (`sha256:` after `blobs::`) arrives after it. The
-// keys are written in one MULTI, so they share a loop with anything they could race;
-// each fence deletes the last one's keys.
+// fence writes a key in every tracked prefix on every server and waits until each
+// instance has seen all of them: every change before it has then reached them too.
+// One key is not enough: Redis sends broadcast invalidations once per event loop, one
+// message per prefix in the prefixes' order, so a change in the fence's loop (an
+// eviction its SET made) to a key of a later prefix (`sha256:` after `blobs::`)
+// arrives after it. A server's keys are written in one MULTI, so they share a loop
+// with anything they could race; each fence deletes the last one's keys. On a
+// cluster, each master's keys carry a hash tag of its slots (servers.tags).
 type fence struct {
 	clients []*Client
-	c       redis.Conn
+	srv     *servers
 	n       int64
-	seen    [][]*atomic.Int64 // per instance, per tracked prefix: the last fence seen
+	seen    [][]*atomic.Int64 // per instance, per server and tracked prefix: the last fence seen
 }
 
-func fenceKey(prefix string, n int64) string { return fmt.Sprintf("%sfence:%d", prefix, n) }
+func fenceKey(prefix string, n int64, tag string) string { return fmt.Sprintf("%sfence:%d%s", prefix, n, tag) }
 
-func newFence(c redis.Conn, instances ...*Client) *fence {
-	f := &fence{c: c, clients: instances}
+func newFence(c redis.Conn, instances ...*Client) *fence { return newServersFence(oneServer(c), instances...) }
+
+func newServersFence(srv *servers, instances ...*Client) *fence {
+	f := &fence{srv: srv, clients: instances}
 	for _, p := range instances {
 		var seen []*atomic.Int64
-		for range trackedPrefixes {
+		for range len(srv.tags) * len(trackedPrefixes) {
 			seen = append(seen, &atomic.Int64{})
 		}
 		f.seen = append(f.seen, seen)
 		p.tier.mu.Lock()
 		p.tier.seen = func(key string) {
-			for i, prefix := range trackedPrefixes {
-				if s := strings.TrimPrefix(key, prefix+"fence:"); s != key {
-					if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > seen[i].Load() {
-						seen[i].Store(n)
+			for i, tag := range srv.tags {
+				for j, prefix := range trackedPrefixes {
+					s, ok := strings.CutPrefix(key, prefix+"fence:")
+					if s, ok = strings.CutSuffix(s, tag); !ok {
+						continue
+					}
+					last := seen[i*len(trackedPrefixes)+j]
+					if n, err := strconv.ParseInt(s, 10, 64); err == nil && n > last.Load() {
+						last.Store(n)
 					}
 				}
 			}
@@ -110,13 +118,16 @@ func (f *fence) wait(t *testing.T) {
 	for _, c := range f.clients {
 		sessions = append(sessions, c.tier.sessions.Load())
 	}
-	f.c.Send("MULTI")
-	for _, prefix := range trackedPrefixes {
-		f.c.Send("DEL", fenceKey(prefix, f.n-1))
-		f.c.Send("SET", fenceKey(prefix, f.n), 1)
-	}
-	if _, err := f.c.Do("EXEC"); err != nil {
-		t.Fatal(err)
+	for i, tag := range f.srv.tags {
+		c := f.srv.conns[i]
+		c.Send("MULTI")
+		for _, prefix := range trackedPrefixes {
+			c.Send("DEL", fenceKey(prefix, f.n-1, tag))
+			c.Send("SET", fenceKey(prefix, f.n, tag), 1)
+		}
+		if _, err := c.Do("EXEC"); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i, seen := range f.seen {
 		// Seen every fence key, or tracking started over since (a flush): the tier was
@@ -134,6 +145,93 @@ func (f *fence) wait(t *testing.T) {
 			return true
 		})
 	}
+}
+
+// servers are where a test's plain commands go: the one server, or a cluster's
+// masters, a key to the master of its slot (no resharding meanwhile). tags holds, per
+// server, a suffix for fence keys that puts them there ("" for the one server).
+type servers struct {
+	conns  []redis.Conn
+	tags   []string
+	ranges [][3]int // cluster: first slot, last slot, index in conns
+}
+
+func oneServer(c redis.Conn) *servers { return &servers{conns: []redis.Conn{c}, tags: []string{""}} }
+
+// clusterServers are a cluster's masters (its nodes, all masters).
+func clusterServers(t *testing.T, masters []*redistest.Server) *servers {
+	t.Helper()
+	srv := &servers{}
+	index := map[int]int{}
+	for i, m := range masters {
+		srv.conns = append(srv.conns, m.Dial(t))
+		index[m.Port] = i
+	}
+	slots, err := redis.Values(srv.conns[0].Do("CLUSTER", "SLOTS"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range slots {
+		entry, _ := r.([]interface{})
+		from, _ := redis.Int(entry[0], nil)
+		to, _ := redis.Int(entry[1], nil)
+		master, _ := entry[2].([]interface{})
+		port, _ := redis.Int(master[1], nil)
+		srv.ranges = append(srv.ranges, [3]int{from, to, index[port]})
+	}
+	srv.tags = make([]string, len(masters))
+	for n, found := 0, 0; found < len(masters); n++ {
+		tag := fmt.Sprintf(":{fence%d}", n)
+		if i := srv.index(t, tag); srv.tags[i] == "" {
+			srv.tags[i] = tag
+			found++
+		}
+	}
+	return srv
+}
+
+// index is the server of key, in conns.
+func (s *servers) index(t *testing.T, key string) int {
+	if len(s.conns) == 1 {
+		return 0
+	}
+	slot, err := redis.Int(s.conns[0].Do("CLUSTER", "KEYSLOT", key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.ranges {
+		if slot >= r[0] && slot <= r[1] {
+			return r[2]
+		}
+	}
+	t.Fatalf("no master serves slot %d", slot)
+	return 0
+}
+
+// of is the server of key.
+func (s *servers) of(t *testing.T, key string) redis.Conn { return s.conns[s.index(t, key)] }
+
+// each runs a command on every server.
+func (s *servers) each(t *testing.T, args ...interface{}) {
+	t.Helper()
+	for _, c := range s.conns {
+		if _, err := c.Do(args[0].(string), args[1:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sum is the sum of an INFO field over the servers.
+func (s *servers) sum(t *testing.T, section, name string) (n int64) {
+	t.Helper()
+	for _, c := range s.conns {
+		info, err := redis.String(c.Do("INFO", section))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += redistest.InfoField(info, name)
+	}
+	return n
 }
 
 // No stale read after an invalidation: a writer instance and a reader instance (two
@@ -156,27 +254,45 @@ func TestLocalTierNoStaleRead(t *testing.T) {
 	for _, scheme := range schemes {
 		t.Run(scheme, func(t *testing.T) {
 			t.Logf("LAYERCACHE_SEED=%d LAYERCACHE_OPS=%d", seed, ops)
-			staleRun(t, scheme, rand.New(rand.NewSource(seed)), ops)
+			s := redistest.Start(t, "scheme", scheme)
+			staleRun(t, scheme, oneServer(s.Dial(t)), Options{Addrs: []string{s.Addr}}, rand.New(rand.NewSource(seed)), ops)
 		})
 	}
 }
 
-func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
-	s := redistest.Start(t, "scheme", scheme)
-	d := s.Dial(t)
-	info, err := redis.String(d.Do("INFO", "memory"))
-	if err != nil {
-		t.Fatal(err)
+// The same on a 3-master cluster (scheme blob): one tracking session per master, an
+// entry kept only from the master of its slot.
+func TestClusterTierNoStaleRead(t *testing.T) {
+	ops := 100_000
+	if s := os.Getenv("LAYERCACHE_OPS"); s != "" {
+		ops, _ = strconv.Atoi(s)
 	}
-	used := redistest.InfoField(info, "used_memory")
+	seed := time.Now().UnixNano()
+	if s := os.Getenv("LAYERCACHE_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	t.Logf("LAYERCACHE_SEED=%d LAYERCACHE_OPS=%d", seed, ops)
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	staleRun(t, "blob", clusterServers(t, nodes), Options{Addrs: redistest.Addrs(nodes)}, rand.New(rand.NewSource(seed)), ops)
+}
+
+// staleRun runs the stale-read run on srv (scheme; o reaches it) with rng, ops
+// operations long.
+func staleRun(t *testing.T, scheme string, srv *servers, o Options, rng *rand.Rand, ops int) {
 	// Room for the cache and the fences, not for much filler: filler evicts.
-	if _, err := d.Do("CONFIG", "SET", "maxmemory", used+2<<20, "maxmemory-policy", "allkeys-lru"); err != nil {
-		t.Fatal(err)
+	for _, c := range srv.conns {
+		info, err := redis.String(c.Do("INFO", "memory"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Do("CONFIG", "SET", "maxmemory", redistest.InfoField(info, "used_memory")+2<<20, "maxmemory-policy", "allkeys-lru"); err != nil {
+			t.Fatal(err)
+		}
 	}
-	o := Options{Addrs: []string{s.Addr}}
 	writer, reader := tiered(t, o), tiered(t, o)
-	stock := dredis.NewRedisBlobDescriptorCacheProvider(&garyburd.Pool{Dial: func() (garyburd.Conn, error) { return garyburd.Dial("tcp", s.Addr) }})
-	f := newFence(d, writer, reader)
+	stock := dredis.NewRedisBlobDescriptorCacheProvider(&garyburd.Pool{Dial: func() (garyburd.Conn, error) { return garyburd.Dial("tcp", o.Addrs[0]) }})
+	f := newServersFence(srv, writer, reader)
+	on := func(key string) redis.Conn { return srv.of(t, key) }
 
 	repos := []string{"team-a/app", "team-b/app", "team-c/web"}
 	var digests []digest.Digest
@@ -228,13 +344,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 		}(rand.New(rand.NewSource(rng.Int63())))
 	}
 
-	evicted := func() int64 {
-		info, err := redis.String(d.Do("INFO", "stats"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return redistest.InfoField(info, "evicted_keys")
-	}
+	evicted := func() int64 { return srv.sum(t, "stats", "evicted_keys") }
 	var checks, fromTier, retried, fences, fillers int
 	check := func(i int, p *Client, who, repo string, dgst digest.Digest, since int64, op string) {
 		for attempt := 0; ; attempt++ {
@@ -242,7 +352,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 				fromTier++
 			}
 			got, gotErr := stat(p, repo, dgst)
-			want, wantErr := truth(t, d, repo, dgst)
+			want, wantErr := truth(t, on(string(dgst)), repo, dgst)
 			checks++
 			if reflect.DeepEqual(got, want) && gotErr == wantErr {
 				return
@@ -286,7 +396,7 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 			op, err = "Clear", writer.Clear(ctx, dgst)
 		case n < 740:
 			op, ownWrite = "PURGE", false
-			_, err = d.Do("LAYERCACHE.PURGE", dgst)
+			_, err = on(string(dgst)).Do("LAYERCACHE.PURGE", dgst)
 		case n < 820:
 			ownWrite = false
 			if scheme == "distribution" {
@@ -295,24 +405,26 @@ func staleRun(t *testing.T, scheme string, rng *rand.Rand, ops int) {
 				op, err = "a stock registry's repository SetDescriptor", sr.SetDescriptor(ctx, dgst, distribution.Descriptor{Digest: dd.Digest, Size: dd.Size, MediaType: dd.MediaType})
 			} else {
 				op = "HSET of a repository field"
-				_, err = d.Do("HSET", dgst, "repo:"+repo, mediatypes[rng.Intn(len(mediatypes))])
+				_, err = on(string(dgst)).Do("HSET", dgst, "repo:"+repo, mediatypes[rng.Intn(len(mediatypes))])
 			}
 		case n < 860:
 			op, ownWrite = "plain DEL", false
-			_, err = d.Do("DEL", someKey(dgst))
+			key := someKey(dgst)
+			_, err = on(key).Do("DEL", key)
 		case n < 900:
 			op, ownWrite = "TTL expiry", false
 			key := someKey(dgst)
-			if _, err = d.Do("PEXPIRE", key, 1+rng.Intn(3)); err == nil {
-				redistest.WaitFor(t, 5*time.Second, key+" to expire", func() bool { n, _ := redis.Int(d.Do("EXISTS", key)); return n == 0 })
+			if _, err = on(key).Do("PEXPIRE", key, 1+rng.Intn(3)); err == nil {
+				redistest.WaitFor(t, 5*time.Second, key+" to expire", func() bool { n, _ := redis.Int(on(key).Do("EXISTS", key)); return n == 0 })
 			}
 		case n < 999:
 			op, ownWrite = "filler (eviction)", false
 			fillers++
-			_, err = d.Do("SET", fmt.Sprint("filler:", i), strings.Repeat("x", 64<<10))
+			key := fmt.Sprint("filler:", i)
+			_, err = on(key).Do("SET", key, strings.Repeat("x", 64<<10))
 		default:
 			op, ownWrite = "FLUSHALL", false
-			_, err = d.Do("FLUSHALL")
+			srv.each(t, "FLUSHALL")
 		}
 		if err != nil && err != ErrUnknown {
 			t.Fatalf("op %d (%s): %v", i, op, err)
@@ -483,7 +595,7 @@ func TestLocalTierTrackingLost(t *testing.T) {
 	if err := p.RepoSetDescriptor(ctx, "team/app", blob, desc); err != nil {
 		t.Fatal(err)
 	}
-	f.c = back.Dial(t) // the fence's connection went with the old server
+	f.srv.conns[0] = back.Dial(t) // the fence's connection went with the old server
 	fill("after the restart")
 	if n := log.Count("local tier off"); n != 2 {
 		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.Lines)

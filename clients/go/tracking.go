@@ -2,6 +2,7 @@ package layercache
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -21,15 +22,16 @@ import (
 // server changes (a Sentinel failover, or a server that could not serve replaced). The tier
 // is reset at each of those.
 type tracker struct {
-	tier *tier
-	d    *direct
-	o    Options
-	stop chan struct{}
-	done chan struct{}
+	tier      *tier
+	d         *direct // nil on a cluster (cluster_tier.go runs the sessions)
+	o         Options
+	tlsConfig *tls.Config
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 func newTracker(t *tier, d *direct, o Options) *tracker {
-	tr := &tracker{tier: t, d: d, o: o, stop: make(chan struct{}), done: make(chan struct{})}
+	tr := &tracker{tier: t, d: d, o: o, tlsConfig: d.tlsConfig, stop: make(chan struct{}), done: make(chan struct{})}
 	d.onChange = func() { t.reset(0, false) }
 	return tr
 }
@@ -47,7 +49,7 @@ func (t *tracker) run() {
 			err = fmt.Errorf("no master known yet")
 			t.d.server(context.Background()) //nolint:errcheck // asks the sentinels, bounded
 		} else {
-			active, err = t.session(s, changed, quiet)
+			active, err = t.session(s.addr, s.epoch, changed, quiet, nil)
 		}
 		quiet = err == errFlushed
 		t.tier.reset(0, false)
@@ -73,10 +75,12 @@ func (t *tracker) run() {
 	}
 }
 
-// session tracks s until the connection ends or s is no longer the current server;
-// active says whether tracking got as far as on.
-func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (active bool, err error) {
-	options := t.o.serverOptions(s.addr, t.d.tlsConfig)
+// session tracks the server at addr as the session of epoch until the connection ends
+// or changed is closed (addr is no longer the current server, or no longer a master);
+// active says whether tracking got as far as on. On a cluster, check (cluster_tier.go)
+// confirms the master's slots with each PING.
+func (t *tracker) session(addr string, epoch uint64, changed <-chan struct{}, quiet bool, check slotCheck) (active bool, err error) {
+	options := t.o.serverOptions(addr, t.tlsConfig)
 	options.PoolSize = 1
 	// The links keys are tracked when the scheme is known: distribution's are under
 	// `repository::`; the blob scheme's are bare repository names, so there every key
@@ -110,7 +114,7 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 	defer sub.Close()
 	for range 2 { // the two subscriptions confirmed
 		if _, err := sub.ReceiveTimeout(ctx, t.o.DialTimeout+t.o.ReadTimeout); err != nil {
-			return false, fmt.Errorf("tracking %s: %w", s.addr, err)
+			return false, fmt.Errorf("tracking %s: %w", addr, err)
 		}
 	}
 	select {
@@ -120,10 +124,14 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 		return false, nil
 	default:
 	}
-	t.tier.reset(s.epoch, links)
+	if check == nil {
+		t.tier.reset(epoch, links)
+	} else {
+		t.tier.start(epoch, addr, links, true)
+	}
 	t.tier.sessions.Add(1)
 	if !quiet {
-		t.o.Logf("layercache: local tier on (tracking %s)", s.addr)
+		t.o.Logf("layercache: local tier on (tracking %s)", addr)
 	}
 
 	var mu sync.Mutex
@@ -146,6 +154,12 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 			if sub.Ping(ctx, payload) != nil {
 				return
 			}
+			if check != nil {
+				sent := time.Now()
+				if slots, err := check(ctx, client); err == nil {
+					t.tier.confirm(epoch, slots, sent.Add(t.o.LocalLease))
+				}
+			}
 		}
 	}()
 	for {
@@ -158,13 +172,13 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 			return true, errFlushed
 		}
 		if err != nil {
-			return true, fmt.Errorf("tracking connection to %s: %w", s.addr, err)
+			return true, fmt.Errorf("tracking connection to %s: %w", addr, err)
 		}
 		select {
 		case <-t.stop:
 			return true, nil
 		case <-changed:
-			return true, fmt.Errorf("the server changed from %s", s.addr)
+			return true, fmt.Errorf("the server changed from %s", addr)
 		default:
 		}
 		switch m := msg.(type) {
@@ -174,11 +188,11 @@ func (t *tracker) session(s *server, changed <-chan struct{}, quiet bool) (activ
 			delete(sent, m.Payload)
 			mu.Unlock()
 			if ok {
-				t.tier.renew(s.epoch, at.Add(t.o.LocalLease))
+				t.tier.renew(epoch, at.Add(t.o.LocalLease))
 			}
 		case *redis.Message:
 			if m.Channel == datasetEvents {
-				t.tier.reset(s.epoch, links) // SWAPDB, or a dataset loaded: everything may have changed
+				t.tier.empty(epoch) // SWAPDB, or a dataset loaded: everything may have changed
 				continue
 			}
 			t.tier.invalidated(m.PayloadSlice)
