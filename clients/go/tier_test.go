@@ -79,9 +79,13 @@ type fence struct {
 	seen    [][]*atomic.Int64 // per instance, per server and tracked prefix: the last fence seen
 }
 
-func fenceKey(prefix string, n int64, tag string) string { return fmt.Sprintf("%sfence:%d%s", prefix, n, tag) }
+func fenceKey(prefix string, n int64, tag string) string {
+	return fmt.Sprintf("%sfence:%d%s", prefix, n, tag)
+}
 
-func newFence(c redis.Conn, instances ...*Client) *fence { return newServersFence(oneServer(c), instances...) }
+func newFence(c redis.Conn, instances ...*Client) *fence {
+	return newServersFence(oneServer(c), instances...)
+}
 
 func newServersFence(srv *servers, instances ...*Client) *fence {
 	f := &fence{srv: srv, clients: instances}
