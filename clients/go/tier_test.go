@@ -605,3 +605,130 @@ func TestLocalTierTrackingLost(t *testing.T) {
 		t.Fatalf("logged the tier going off %d times, want 2: %q", n, log.Lines)
 	}
 }
+
+// Resharding under reads: slots move from the three masters to a fourth that joins
+// empty (untracked until it holds slots and the tracker lists it), while a writer
+// instance writes and every answer of a reader instance is checked against the
+// server's: an answer that differs must come right within the lease and a margin (the
+// invalidation in flight, or a slot the reader's tier still holds from its old master,
+// whose next slot check drops it). The worst such delay is reported.
+func TestClusterTierResharding(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	added := redistest.StartClusterNode(t, []string{"scheme", "blob"})
+	added.Join(t, nodes[0], nodes)
+	masters := append(append([]*redistest.Server{}, nodes...), added)
+	o := Options{Addrs: redistest.Addrs(nodes)}
+	writer, reader := tiered(t, o), tiered(t, o)
+	srv := clusterServers(t, nodes)
+
+	repos := []string{"team-a/app", "team-b/app"}
+	var digests []digest.Digest
+	for i := 0; i < 32; i++ {
+		digests = append(digests, digest.FromString(fmt.Sprint("resharded blob ", i)))
+	}
+	// The slots of half the digests move, one at a time, to the new master.
+	done := make(chan struct{})
+	var moved atomic.Int64
+	go func() {
+		defer close(done)
+		for _, d := range digests[:16] {
+			redistest.MoveSlot(t, nodes[0].Slot(t, string(d)), nodes[srv.index(t, string(d))], added, masters, 20*time.Millisecond)
+			moved.Add(1)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	truth := func(repo string, d digest.Digest) (Descriptor, error) {
+		args := []interface{}{"LAYERCACHE.STAT", d}
+		if repo != "" {
+			args = []interface{}{"LAYERCACHE.REPOSTAT", repo, d}
+		}
+		reply, err := writer.Do(ctx, d, args...)
+		if err == redis.ErrNil || reply == nil {
+			return Descriptor{}, ErrUnknown
+		}
+		values, _ := reply.([]interface{})
+		if err != nil || len(values) != 3 {
+			t.Fatalf("the server's answer: %v, %v", reply, err)
+		}
+		return Descriptor{Digest: digest.Digest(values[0].(string)), Size: values[1].(int64), MediaType: values[2].(string)}, nil
+	}
+	const bound = DefaultLocalLease + 2*time.Second
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	var checks, late, fromTier int
+	var worst time.Duration
+	for moving := true; moving || checks < 2000; {
+		select {
+		case <-done:
+			moving = false
+		default:
+		}
+		d, repo := digests[rng.Intn(len(digests))], repos[rng.Intn(len(repos))]
+		switch n := rng.Intn(10); {
+		case n < 2:
+			writer.RepoSetDescriptor(ctx, repo, d, Descriptor{Digest: d, Size: rng.Int63n(1000), MediaType: "application/octet-stream"}) //nolint:errcheck
+		case n < 3:
+			writer.RepoClear(ctx, repo, d) //nolint:errcheck
+		case n < 4:
+			writer.Clear(ctx, d) //nolint:errcheck
+		default:
+			if rng.Intn(3) == 0 {
+				repo = ""
+			}
+			held := reader.tier.holds(entryKey{repo: repo, dgst: d})
+			if held {
+				fromTier++
+			}
+			checks++
+			for started, first := time.Now(), true; ; first = false {
+				got, gotErr := stat(reader, repo, d)
+				want, wantErr := truth(repo, d)
+				if reflect.DeepEqual(got, want) && gotErr == wantErr {
+					if !first {
+						late++
+						worst = max(worst, time.Since(started))
+						t.Logf("Stat(%q, %s) (from the tier: %v) right after %v", repo, d, held, time.Since(started))
+					}
+					break
+				}
+				if time.Since(started) > bound {
+					t.Fatalf("the reader's Stat(%q, %s) = %v, %v for %v; the server's: %v, %v", repo, d, got, gotErr, bound, want, wantErr)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	t.Logf("%d checks while %d slots moved, %d of them answered by the tier; %d answers differed from the server's at first, "+
+		"each right within %v (bound %v)", checks, moved.Load(), fromTier, late, worst, bound)
+	if fromTier < checks/4 {
+		t.Fatal("the reader's tier served few of its reads: the run did not test what it should")
+	}
+}
+
+// A slot moved to a master the reader does not track yet, and written there at once:
+// no tracking session hears that write, and the reader's tier held the key's miss
+// from the old master. The old master's slot check drops its entries within the
+// lease, and the reader reads the write.
+func TestClusterTierSlotMoved(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	added := redistest.StartClusterNode(t, []string{"scheme", "blob"})
+	added.Join(t, nodes[0], nodes)
+	reader := tiered(t, Options{Addrs: redistest.Addrs(nodes)})
+	srv := clusterServers(t, nodes)
+	for i := 0; i < 2; i++ { // a miss that fills the tier, then the tier's
+		if _, err := reader.Stat(ctx, blob); err != ErrUnknown {
+			t.Fatalf("before the move: %v", err)
+		}
+	}
+	if served := reader.Stats().TierServed; served != 1 {
+		t.Fatalf("the tier served %d Stats, want 1", served)
+	}
+	redistest.MoveSlot(t, nodes[0].Slot(t, string(blob)), nodes[srv.index(t, string(blob))], added, append(nodes, added), 0)
+	added.Do(t, "LAYERCACHE.SETDESCRIPTOR", blob, desc.Digest, desc.Size, desc.MediaType)
+	written := time.Now()
+	const bound = DefaultLocalLease + time.Second
+	redistest.WaitFor(t, bound, "the reader to read the write on the new master", func() bool {
+		got, err := reader.Stat(ctx, blob)
+		return err == nil && reflect.DeepEqual(got, desc)
+	})
+	t.Logf("the reader read the write %v after it (lease %v)", time.Since(written), DefaultLocalLease)
+}

@@ -306,14 +306,7 @@ func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*S
 	t.Helper()
 	var nodes []*Server
 	for i := 0; i < masters*(1+replicas); i++ {
-		// The bus on a free port of its own: the default, port + 10000, may be taken or
-		// past 65535.
-		argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-			"--cluster-port", fmt.Sprint(FreePort(t)), "--repl-diskless-sync-delay", "0"}
-		if moduleArgs != nil {
-			argv = append(argv, append([]string{"--loadmodule", Module(t)}, moduleArgs...)...)
-		}
-		nodes = append(nodes, StartProcess(t, FreePort(t), "Ready to accept connections", argv))
+		nodes = append(nodes, StartClusterNode(t, moduleArgs))
 	}
 	create := append([]string{"--cluster", "create"}, Addrs(nodes)...)
 	create = append(create, "--cluster-replicas", fmt.Sprint(replicas), "--cluster-yes")
@@ -344,6 +337,94 @@ func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*S
 		})
 	}
 	return nodes
+}
+
+// StartClusterNode starts one cluster-enabled server with moduleArgs (nil: no module),
+// in no cluster yet.
+func StartClusterNode(t testing.TB, moduleArgs []string) *Server {
+	t.Helper()
+	// The bus on a free port of its own: the default, port + 10000, may be taken or past
+	// 65535.
+	argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+		"--cluster-port", fmt.Sprint(FreePort(t)), "--repl-diskless-sync-delay", "0"}
+	if moduleArgs != nil {
+		argv = append(argv, append([]string{"--loadmodule", Module(t)}, moduleArgs...)...)
+	}
+	return StartProcess(t, FreePort(t), "Ready to accept connections", argv)
+}
+
+// Join makes the node s, started alone, a master without slots in the cluster of
+// member, once every node of nodes knows it.
+func (s *Server) Join(t testing.TB, member *Server, nodes []*Server) {
+	t.Helper()
+	port, err := redis.Strings(s.Dial(t).Do("CONFIG", "GET", "cluster-port"))
+	if err != nil || len(port) != 2 {
+		t.Fatalf("the cluster port of %s: %v %v", s.Addr, port, err)
+	}
+	if _, err := member.Dial(t).Do("CLUSTER", "MEET", "127.0.0.1", s.Port, port[1]); err != nil {
+		t.Fatal(err)
+	}
+	id := s.ID(t)
+	for _, n := range nodes {
+		WaitFor(t, 30*time.Second, n.Addr+" to know "+s.Addr, func() bool {
+			known, _ := redis.String(n.Dial(t).Do("CLUSTER", "NODES"))
+			return strings.Contains(known, id)
+		})
+	}
+	WaitFor(t, 30*time.Second, s.Addr+" cluster_state:ok", func() bool {
+		info, _ := redis.String(s.Dial(t).Do("CLUSTER", "INFO"))
+		return strings.Contains(info, "cluster_state:ok")
+	})
+}
+
+// ID is the node's cluster id.
+func (s *Server) ID(t testing.TB) string {
+	t.Helper()
+	id, err := redis.String(s.Dial(t).Do("CLUSTER", "MYID"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// MoveSlot moves slot from the master from to the master to as redis-cli --cluster
+// reshard does: importing and migrating marks, its keys MIGRATEd in batches, then the
+// new owner told to masters (to and from first); pause is slept between the steps.
+func MoveSlot(t testing.TB, slot int, from, to *Server, masters []*Server, pause time.Duration) {
+	t.Helper()
+	src, dst := from.Dial(t), to.Dial(t)
+	defer src.Close()
+	defer dst.Close()
+	do := func(c redis.Conn, args ...interface{}) interface{} {
+		reply, err := c.Do(args[0].(string), args[1:]...)
+		if err != nil {
+			t.Fatalf("moving slot %d: %v: %v", slot, args, err)
+		}
+		return reply
+	}
+	do(dst, "CLUSTER", "SETSLOT", slot, "IMPORTING", from.ID(t))
+	do(src, "CLUSTER", "SETSLOT", slot, "MIGRATING", to.ID(t))
+	time.Sleep(pause)
+	for {
+		keys, err := redis.Strings(do(src, "CLUSTER", "GETKEYSINSLOT", slot, 100), nil)
+		if err != nil || len(keys) == 0 {
+			break
+		}
+		args := []interface{}{"MIGRATE", "127.0.0.1", to.Port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		do(src, args...)
+		time.Sleep(pause)
+	}
+	owner := to.ID(t)
+	do(dst, "CLUSTER", "SETSLOT", slot, "NODE", owner)
+	do(src, "CLUSTER", "SETSLOT", slot, "NODE", owner)
+	for _, m := range masters {
+		if m != from && m != to {
+			m.Dial(t).Do("CLUSTER", "SETSLOT", slot, "NODE", owner) //nolint:errcheck // gossip tells the others too
+		}
+	}
 }
 
 // Slot is the cluster slot of key, as the node s says (CLUSTER KEYSLOT).
