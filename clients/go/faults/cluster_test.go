@@ -3,10 +3,12 @@ package faults
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
+	layercache "github.com/layercache/go-layercache"
 	"github.com/layercache/go-layercache/internal/redistest"
 	"github.com/opencontainers/go-digest"
 )
@@ -101,16 +103,8 @@ func TestClusterOneMaster(t *testing.T) {
 			faulty := set.masters[0]
 			replica := set.replicaOf(t, faulty)
 			var proxy *redistest.Proxy
-			if fault == "black-holed 6 s" { // clients reach it through the proxy; the cluster bus does not
-				proxy = redistest.NewProxy(t, faulty.Addr)
-				port, key := strings.Split(proxy.Addr, ":")[1], faultySlotKey(t, set, faulty)
-				faulty.Do(t, "CONFIG", "SET", "cluster-announce-port", port)
-				// Every node, since the provider takes its slot map from any of them.
-				for _, n := range set.nodes {
-					redistest.WaitFor(t, 10*time.Second, "the proxy announced by "+n.Addr, func() bool {
-						return fmt.Sprint(masterPort(t, n, key)) == port
-					})
-				}
+			if fault == "black-holed 6 s" {
+				proxy = set.throughProxy(t, faulty)
 			}
 			c := client(t, options(redistest.Addrs(set.masters)...))
 			warm(t, c)
@@ -192,6 +186,22 @@ func TestClusterOneMaster(t *testing.T) {
 	}
 }
 
+// throughProxy announces master at a proxy of its own: clients reach it through the
+// proxy (which can black-hole them); the cluster bus does not.
+func (c *clusterSet) throughProxy(t *testing.T, master *redistest.Server) *redistest.Proxy {
+	t.Helper()
+	proxy := redistest.NewProxy(t, master.Addr)
+	port, key := strings.Split(proxy.Addr, ":")[1], faultySlotKey(t, c, master)
+	master.Do(t, "CONFIG", "SET", "cluster-announce-port", port)
+	// Every node, since the provider takes its slot map from any of them.
+	for _, n := range c.nodes {
+		redistest.WaitFor(t, 10*time.Second, "the proxy announced by "+n.Addr, func() bool {
+			return fmt.Sprint(masterPort(t, n, key)) == port
+		})
+	}
+	return proxy
+}
+
 // faultySlotKey is one of the digests the master serves.
 func faultySlotKey(t *testing.T, set *clusterSet, master *redistest.Server) string {
 	t.Helper()
@@ -232,4 +242,146 @@ func TestClusterAllMastersHung(t *testing.T) {
 		t.Errorf("all masters hung: max %v, p99 once open %v, %d breakers opened", r.max, r.openP99, log.Count("unreachable"))
 	}
 	report(t, r)
+}
+
+// The local tier on a cluster under a fault of one master: that master's entries stop
+// serving within the lease (its tracking connection dead or silent), a write to its
+// slots after the fault (on the promoted replica, or on the black-holed master behind
+// the clients' backs) is never served stale past the lease, and the healthy masters'
+// entries keep serving from the tier, their writes heard at once.
+func TestClusterTierOneMaster(t *testing.T) {
+	lease := layercache.DefaultLocalLease
+	for _, fault := range []string{"hung", "killed", "black-holed"} {
+		t.Run(fault, func(t *testing.T) {
+			set := startCluster(t)
+			faulty := set.masters[0]
+			replica := set.replicaOf(t, faulty)
+			victim, healthy := digest.Digest(faultySlotKey(t, set, faulty)), digest.Digest(faultySlotKey(t, set, set.masters[1]))
+			var proxy *redistest.Proxy
+			if fault == "black-holed" {
+				proxy = set.throughProxy(t, faulty)
+			}
+			o := options(redistest.Addrs(set.masters)...)
+			o.LocalEntries = 1000
+			c := client(t, o)
+			warm(t, c)
+			redistest.WaitFor(t, 10*time.Second, "the tier serving both", func() bool {
+				before := c.Stats().TierServed
+				c.RepoStat(ctx, repo, victim)  //nolint:errcheck
+				c.RepoStat(ctx, repo, healthy) //nolint:errcheck
+				return c.Stats().TierServed == before+2
+			})
+			type read struct {
+				at   time.Time
+				took time.Duration
+				dgst digest.Digest
+				size int64 // 0: no hit
+				tier bool
+			}
+			var mu sync.Mutex
+			var got []read
+			stop := make(chan struct{})
+			var readers sync.WaitGroup
+			for _, d := range []digest.Digest{victim, healthy} {
+				readers.Add(1)
+				go func() {
+					defer readers.Done()
+					for {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						r := read{at: time.Now(), dgst: d}
+						before := c.Stats().TierServed
+						if desc, err := c.RepoStat(ctx, repo, d); err == nil {
+							r.size, r.tier = desc.Size, c.Stats().TierServed > before
+						}
+						r.took = time.Since(r.at)
+						mu.Lock()
+						got = append(got, r)
+						mu.Unlock()
+						time.Sleep(500 * time.Microsecond)
+					}
+				}()
+			}
+			time.Sleep(300 * time.Millisecond)
+			start := time.Now()
+			write := func(s *redistest.Server, d digest.Digest) time.Time {
+				s.Do(t, "LAYERCACHE.REPOSETDESCRIPTOR", repo, d, d, 999, descriptor(d).MediaType)
+				return time.Now()
+			}
+			var written time.Time // of the victim's new descriptor
+			switch fault {
+			case "hung":
+				faulty.Stop()
+				promoted(t, replica, 30*time.Second)
+				written = write(replica, victim)
+				time.Sleep(2 * time.Second)
+				faulty.Continue()
+			case "killed":
+				faulty.Kill()
+				promoted(t, replica, 30*time.Second)
+				written = write(replica, victim)
+				time.Sleep(2 * time.Second)
+			default:
+				proxy.BlackHole()
+				time.Sleep(100 * time.Millisecond)
+				written = write(faulty, victim) // behind the clients' backs
+				time.Sleep(3 * time.Second)
+				proxy.Heal()
+			}
+			healthyWritten := write(set.masters[1], healthy)
+			time.Sleep(2 * time.Second)
+			close(stop)
+			readers.Wait()
+			// A hit of the victim's old descriptor past the lease after the fault (or after
+			// the write, had it come first) served what the server no longer held, or from
+			// a session no longer proven alive.
+			var stale, tierPastLease, healthyReads, healthyTier, healthyStale int
+			var lastStale, back time.Time
+			var took []time.Duration
+			for _, r := range got {
+				took = append(took, r.took)
+				if r.dgst == victim && r.tier && r.size == 999 && back.IsZero() {
+					back = r.at
+				}
+				switch {
+				case r.dgst == victim && r.size == 1234 && r.at.After(written):
+					stale++
+					lastStale = r.at
+				case r.dgst == victim && r.tier && r.size == 1234 && r.at.After(start.Add(lease+margin)):
+					tierPastLease++
+				case r.dgst == healthy:
+					healthyReads++
+					if r.tier {
+						healthyTier++
+					}
+					if r.at.After(healthyWritten.Add(margin)) && r.size != 999 {
+						healthyStale++
+					}
+				}
+			}
+			row := row{name: "cluster with the tier, one master " + fault, calls: len(got), stale: stale, recovered: back.Sub(written),
+				p50: quantile(took, 0.5), p99: quantile(took, 0.99), max: quantile(took, 1),
+				note: fmt.Sprintf("recovered: its slots from the tier again, the write read; healthy slots: %d%% from the tier, %d stale after their write",
+					100*healthyTier/max(healthyReads, 1), healthyStale)}
+			if back.IsZero() {
+				t.Errorf("%s: the tier never served the faulty slots' new descriptor", fault)
+			}
+			if stale > 0 {
+				row.note += fmt.Sprintf("; its slots stale until %s ms after the write (lease %s ms)", ms(lastStale.Sub(written)), ms(lease))
+				if lastStale.Sub(written) > lease+margin {
+					t.Errorf("%s: the tier served the faulty master's old descriptor %v after the write", fault, lastStale.Sub(written))
+				}
+			}
+			if tierPastLease > 0 {
+				t.Errorf("%s: the tier served the faulty master's entry %d times past the lease after the fault", fault, tierPastLease)
+			}
+			if healthyStale > 0 || healthyTier < healthyReads*9/10 {
+				t.Errorf("%s: healthy slots: %d stale, %d of %d reads from the tier", fault, healthyStale, healthyTier, healthyReads)
+			}
+			report(t, row)
+		})
+	}
 }
