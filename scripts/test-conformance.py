@@ -6,8 +6,8 @@ of `make registry`: pull, push, content discovery and content management, with
 
 Each line runs first with no cache (the baseline), then with its own redis cache (the
 reference for distribution's caching), then with layercache: v3 on one node, with the
-local tier, and on a 3-master Redis Cluster (scheme blob); 2.8 on one node. Then each
-line through a pair: two registries sharing one store, one http.secret and one cache
+local tier, and on a 3-master Redis Cluster (scheme blob), alone and as a pair with the
+tier; 2.8 on one node. Then each line through a pair: two registries sharing one store, one http.secret and one cache
 (Redis, or each its own memory for `inmemory`), the suite's requests alternating
 between them through httpproxy, with no cache, inmemory (whose failures are the
 contrast: a blob or manifest deleted through one instance is still served by the
@@ -74,6 +74,8 @@ def main():
     tiered = Redis(work, [], name="tiered")
     plain = Redis(work, None, name="plain")
     nodes = cluster_nodes(work, 6)
+    masters = [n for n in nodes if n.cli("ROLE")[0] == "master"]
+    cluster = {"addrs": [f"127.0.0.1:{n.port}" for n in masters]}
     v3 = lambda r: {"addrs": [f"127.0.0.1:{r.port}"]}
     v2 = lambda r: {"addr": f"127.0.0.1:{r.port}"}
     runs = [
@@ -82,7 +84,8 @@ def main():
         ("v3 with its redis cache", "3", v3(plain), "redis"),
         ("v3 with layercache", "3", v3(redis), {}),
         ("v3 with layercache and the tier", "3", v3(tiered), {"localentries": 10000}),
-        ("v3 with layercache on a cluster", "3", {"addrs": [f"127.0.0.1:{n.port}" for n in nodes[:3]]}, {}),
+        ("v3 with layercache on a cluster", "3", cluster, {}),
+        ("v3 pair with layercache and the tier on a cluster", "3", cluster, {"localentries": 10000}),
         ("v3 pair, no cache", "3", None, None),
         ("v3 pair with inmemory", "3", None, "inmemory"),
         ("v3 pair with its redis cache", "3", v3(plain), "redis"),
@@ -106,7 +109,7 @@ def main():
         for i, (name, line, section, params) in enumerate(runs):
             storage = os.path.join(work, f"run-{i}")
             os.makedirs(storage)
-            for r in (redis, tiered, plain):
+            for r in (redis, tiered, plain, *masters):
                 r.cli("FLUSHALL")
             cache = "" if params is None else params if isinstance(params, str) else "layercache"
             keys = params if isinstance(params, dict) else None
