@@ -732,3 +732,44 @@ func TestClusterTierSlotMoved(t *testing.T) {
 	})
 	t.Logf("the reader read the write %v after it (lease %v)", time.Since(written), DefaultLocalLease)
 }
+
+// On a cluster, repeated Stats cost no round trip: the tier serves every master's
+// entries (commands counted on every node).
+func TestClusterTierRepeatedStat(t *testing.T) {
+	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
+	c := tiered(t, Options{Addrs: redistest.Addrs(nodes)})
+	calls := func() (n int64) {
+		for _, node := range nodes {
+			n += node.Info(t, "layercache", "layercache_repostat_calls") + node.Info(t, "layercache", "layercache_stat_calls")
+		}
+		return n
+	}
+	srv := clusterServers(t, nodes)
+	var digests []digest.Digest
+	owners := map[int]bool{}
+	for i := 0; len(digests) < 30; i++ {
+		d := digest.FromString(fmt.Sprint("blob ", i))
+		digests = append(digests, d)
+		owners[srv.index(t, string(d))] = true
+		if err := c.RepoSetDescriptor(ctx, "team/app", d, Descriptor{Digest: d, Size: 1, MediaType: desc.MediaType}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(owners) != 3 {
+		t.Fatalf("the digests are on %d masters, want 3", len(owners))
+	}
+	for round, want := range []int64{int64(len(digests)), 0} {
+		before := calls()
+		for _, d := range digests {
+			if _, err := c.RepoStat(ctx, "team/app", d); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Stat(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := calls() - before; n != want {
+			t.Fatalf("round %d: %d Stats and %d repository Stats sent %d commands, want %d", round, len(digests), len(digests), n, want)
+		}
+	}
+}
