@@ -281,7 +281,9 @@ func (l *tier) begin(k entryKey, addr string) *ticket {
 	defer l.mu.Unlock()
 	epoch := l.byAddr[addr]
 	s := l.tracked[epoch]
-	if s == nil || k.link != "" && k.link != dataEntry && !s.links {
+	// A cluster session stores only reads begun after a slot check: a slot change
+	// before the first one would go unseen (confirm compares with the last check).
+	if s == nil || s.checked && s.slots == "" || k.link != "" && k.link != dataEntry && !s.links {
 		return nil
 	}
 	t := &ticket{key: k, epoch: epoch, valid: true}

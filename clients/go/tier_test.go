@@ -118,10 +118,6 @@ func newServersFence(srv *servers, instances ...*Client) *fence {
 func (f *fence) wait(t *testing.T) {
 	t.Helper()
 	f.n++
-	var sessions []int64
-	for _, c := range f.clients {
-		sessions = append(sessions, c.tier.sessions.Load())
-	}
 	for i, tag := range f.srv.tags {
 		c := f.srv.conns[i]
 		c.Send("MULTI")
@@ -133,14 +129,8 @@ func (f *fence) wait(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i, seen := range f.seen {
-		// Seen every fence key, or tracking started over since (a flush): the tier was
-		// emptied after the fence, and tracks everything after it.
-		c := f.clients[i]
+	for _, seen := range f.seen {
 		redistest.WaitFor(t, 10*time.Second, "an instance to see the fence", func() bool {
-			if c.tier.sessions.Load() > sessions[i] && c.Stats().TierServing {
-				return true
-			}
 			for _, s := range seen {
 				if s.Load() < f.n {
 					return false
@@ -427,8 +417,16 @@ func staleRun(t *testing.T, scheme string, srv *servers, o Options, rng *rand.Ra
 			key := fmt.Sprint("filler:", i)
 			_, err = on(key).Do("SET", key, strings.Repeat("x", 64<<10))
 		default:
+			// Every server's tracking starts over (tracking.go, errFlushed): once each
+			// has, the fences that follow are heard.
 			op, ownWrite = "FLUSHALL", false
+			started := []int64{writer.tier.sessions.Load(), reader.tier.sessions.Load()}
 			srv.each(t, "FLUSHALL")
+			for i, p := range []*Client{writer, reader} {
+				redistest.WaitFor(t, 10*time.Second, "tracking to start over after FLUSHALL", func() bool {
+					return p.tier.sessions.Load() >= started[i]+int64(len(srv.conns)) && p.Stats().TierServing
+				})
+			}
 		}
 		if err != nil && err != ErrUnknown {
 			t.Fatalf("op %d (%s): %v", i, op, err)
