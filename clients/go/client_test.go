@@ -255,11 +255,8 @@ func TestRequestContext(t *testing.T) {
 func TestRequestReadsOnce(t *testing.T) {
 	s := redistest.Start(t)
 	c := newClient(t, Options{Addrs: []string{s.Addr}})
-	calls := func() int64 {
-		return s.Info(t, "layercache", "layercache_repostat_calls") + s.Info(t, "layercache", "layercache_stat_calls")
-	}
 	request, end := context.WithCancel(ctx)
-	readsOnce(t, c, request, calls)
+	readsOnce(t, c, request, func() int64 { return statCalls(t, s) })
 	s.Do(t, "LAYERCACHE.REPOCLEAR", "team/other", blob) // another registry's delete
 	if _, err := c.RepoStat(request, "team/other", blob); err != nil {
 		t.Fatalf("the request's first answer: %v", err)
@@ -442,15 +439,18 @@ func TestCloseBetweenAnswerAndSwitch(t *testing.T) {
 func TestRequestReadsOnceOnCluster(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
 	c := newClient(t, Options{Addrs: redistest.Addrs(nodes)})
-	calls := func() (n int64) {
-		for _, node := range nodes {
-			n += node.Info(t, "layercache", "layercache_repostat_calls") + node.Info(t, "layercache", "layercache_stat_calls")
-		}
-		return n
-	}
 	request, end := context.WithCancel(ctx)
 	defer end()
-	readsOnce(t, c, request, calls)
+	readsOnce(t, c, request, func() int64 { return statCalls(t, nodes...) })
+}
+
+// statCalls counts the STATs and REPOSTATs the servers ran.
+func statCalls(t *testing.T, servers ...*redistest.Server) (n int64) {
+	t.Helper()
+	for _, s := range servers {
+		n += s.Info(t, "layercache", "layercache_repostat_calls") + s.Info(t, "layercache", "layercache_stat_calls")
+	}
+	return n
 }
 
 // readsOnce writes the blob's descriptor in request, then checks that three repository

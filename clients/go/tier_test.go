@@ -237,14 +237,7 @@ func (s *servers) sum(t *testing.T, section, name string) (n int64) {
 // change and a fence, the reader's answer equals the server's. The writer reads its own
 // writes at once. LAYERCACHE_SEED replays a run; LAYERCACHE_OPS sets its length.
 func TestLocalTierNoStaleRead(t *testing.T) {
-	ops := 100_000
-	if s := os.Getenv("LAYERCACHE_OPS"); s != "" {
-		ops, _ = strconv.Atoi(s)
-	}
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("LAYERCACHE_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
-	}
+	ops, seed := staleRunLength()
 	for _, scheme := range schemes {
 		t.Run(scheme, func(t *testing.T) {
 			t.Logf("LAYERCACHE_SEED=%d LAYERCACHE_OPS=%d", seed, ops)
@@ -257,17 +250,23 @@ func TestLocalTierNoStaleRead(t *testing.T) {
 // The same on a 3-master cluster (scheme blob): one tracking session per master, an
 // entry kept only from the master of its slot.
 func TestClusterTierNoStaleRead(t *testing.T) {
-	ops := 100_000
-	if s := os.Getenv("LAYERCACHE_OPS"); s != "" {
-		ops, _ = strconv.Atoi(s)
-	}
-	seed := time.Now().UnixNano()
-	if s := os.Getenv("LAYERCACHE_SEED"); s != "" {
-		seed, _ = strconv.ParseInt(s, 10, 64)
-	}
+	ops, seed := staleRunLength()
 	t.Logf("LAYERCACHE_SEED=%d LAYERCACHE_OPS=%d", seed, ops)
 	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
 	staleRun(t, "blob", clusterServers(t, nodes), Options{Addrs: redistest.Addrs(nodes)}, rand.New(rand.NewSource(seed)), ops)
+}
+
+// staleRunLength is a stale-read run's length and seed: LAYERCACHE_OPS (100,000 by
+// default) and LAYERCACHE_SEED (the time by default).
+func staleRunLength() (ops int, seed int64) {
+	ops, seed = 100_000, time.Now().UnixNano()
+	if s := os.Getenv("LAYERCACHE_OPS"); s != "" {
+		ops, _ = strconv.Atoi(s)
+	}
+	if s := os.Getenv("LAYERCACHE_SEED"); s != "" {
+		seed, _ = strconv.ParseInt(s, 10, 64)
+	}
+	return ops, seed
 }
 
 // staleRun runs the stale-read run on srv (scheme; o reaches it) with rng, ops
@@ -459,9 +458,7 @@ func TestLocalTierOneCommandPerHead(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.wait(t)
-			calls := func() int64 {
-				return s.Info(t, "layercache", "layercache_repostat_calls") + s.Info(t, "layercache", "layercache_stat_calls")
-			}
+			calls := func() int64 { return statCalls(t, s) }
 			for i, want := range []int64{1, 0} {
 				request, end := context.WithCancel(ctx)
 				before := calls()
@@ -736,12 +733,7 @@ func TestClusterTierSlotMoved(t *testing.T) {
 func TestClusterTierRepeatedStat(t *testing.T) {
 	nodes := redistest.StartCluster(t, 3, 0, []string{"scheme", "blob"})
 	c := tiered(t, Options{Addrs: redistest.Addrs(nodes)})
-	calls := func() (n int64) {
-		for _, node := range nodes {
-			n += node.Info(t, "layercache", "layercache_repostat_calls") + node.Info(t, "layercache", "layercache_stat_calls")
-		}
-		return n
-	}
+	calls := func() int64 { return statCalls(t, nodes...) }
 	srv := clusterServers(t, nodes)
 	var digests []digest.Digest
 	owners := map[int]bool{}
