@@ -314,22 +314,20 @@ func TestClusterTierOneMaster(t *testing.T) {
 			// written: the victim's new descriptor; until: before the faulty master's
 			// slots are served again, by its promoted replica (which holds the old
 			// descriptor too, and may be tracked before promoted sees it: no promotion
-			// comes before the cluster's node timeout, 2 s) or by it after the heal.
+			// comes before the cluster's node timeout) or by it after the heal.
 			var written, until time.Time
+			fail, heal := faulty.Stop, faulty.Continue
+			if fault == "killed" {
+				fail, heal = faulty.Kill, func() {}
+			}
 			switch fault {
-			case "hung":
-				faulty.Stop()
-				until = start.Add(2 * time.Second)
+			case "hung", "killed":
+				fail()
+				until = start.Add(redistest.NodeTimeout)
 				promoted(t, replica, 30*time.Second)
 				written = write(replica, victim)
 				time.Sleep(2 * time.Second)
-				faulty.Continue()
-			case "killed":
-				faulty.Kill()
-				until = start.Add(2 * time.Second)
-				promoted(t, replica, 30*time.Second)
-				written = write(replica, victim)
-				time.Sleep(2 * time.Second)
+				heal()
 			default:
 				proxy.BlackHole()
 				time.Sleep(100 * time.Millisecond)

@@ -339,13 +339,17 @@ func StartCluster(t testing.TB, masters, replicas int, moduleArgs []string) []*S
 	return nodes
 }
 
+// NodeTimeout is the cluster-node-timeout of the nodes StartClusterNode starts: no
+// replica is promoted sooner after its master fails.
+const NodeTimeout = 2 * time.Second
+
 // StartClusterNode starts one cluster-enabled server with moduleArgs (nil: no module),
 // in no cluster yet.
 func StartClusterNode(t testing.TB, moduleArgs []string) *Server {
 	t.Helper()
 	// The bus on a free port of its own: the default, port + 10000, may be taken or past
 	// 65535.
-	argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+	argv := []string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", fmt.Sprint(NodeTimeout.Milliseconds()),
 		"--cluster-port", fmt.Sprint(FreePort(t)), "--repl-diskless-sync-delay", "0"}
 	if moduleArgs != nil {
 		argv = append(argv, append([]string{"--loadmodule", Module(t)}, moduleArgs...)...)
